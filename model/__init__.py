@@ -1,0 +1,1 @@
+"""The Multi-Thread Knowledge Transfer Network (MKTN): model, losses, trainer, metrics."""

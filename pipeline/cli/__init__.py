@@ -1,0 +1,82 @@
+"""The ``mktn`` command line.
+
+Each subcommand lives in its own module under ``pipeline/cli/`` and exposes
+``configure(parser: argparse.ArgumentParser) -> None``, which adds its
+arguments and calls ``parser.set_defaults(func=run)`` where
+``run(args: argparse.Namespace) -> int`` returns the exit status.
+Modules are imported only when their command runs, so ``mktn --help`` is fast
+and one command's heavy imports (torch, prefect) never slow another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from pipeline import __version__
+
+# name -> (module under pipeline.cli, one-line help). Keep in the order users meet them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("data", "inspect and validate benchmark annotation files (data stats)"),
+    "synth": ("synth", "generate the synthetic raw-video benchmark (mp4 + JSONL)"),
+    "extract": ("extract", "decode videos and extract 3D-CNN clip and patch features into a Zarr store"),
+    "embed": ("embed", "tokenize queries and embed them (GloVe + skip-thought) into a Zarr store"),
+    "train": ("train", "train MKTN on a feature store and a query store"),
+    "evaluate": ("evaluate", "evaluate a checkpoint: R@1/R@5 at IoU 0.3/0.5/0.7 and mIoU"),
+    "evaluate-predictions": ("evaluate_predictions", "score prediction records against annotations"),
+    "ablate": ("ablate", "train the full model and each 'w/o' variant; write the ablation table"),
+    "sweep-alignment": ("sweep_alignment", "train across alignment strengths; plot accuracy and alignment"),
+    "predict": ("predict", "ground queries in a new video with a trained checkpoint"),
+    "reproduce": ("reproduce", "raw videos to the final report in one command (Prefect flow)"),
+    "serve": ("serve", "serve the Prefect deployments of every flow"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mktn",
+        description="Multi-pair temporal sentence grounding with MKTN: features, training, evaluation.",
+    )
+    parser.add_argument("--version", action="version", version=f"mktn {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            mod = importlib.import_module(f"pipeline.cli.{module}")
+            mod.configure(p)
+    return parser
+
+
+def _first_command(argv: list[str]) -> str | None:
+    for arg in argv:
+        if arg in COMMANDS:
+            return arg
+        if not arg.startswith("-"):
+            return None
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_first_command(argv))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose + 1, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

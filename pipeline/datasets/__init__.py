@@ -1,0 +1,5 @@
+"""Dataset adapters: parse each benchmark's annotation files into ``QueryMoment`` records."""
+
+from pipeline.datasets.records import QueryMoment
+
+__all__ = ["QueryMoment"]

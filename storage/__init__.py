@@ -1,0 +1,1 @@
+"""Zarr feature and query stores, content fingerprints, atomic writes."""

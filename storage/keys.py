@@ -1,0 +1,43 @@
+"""The one place store keys are made. Every Zarr path component goes through ``safe_component``.
+
+A video id or dataset name that could escape the store (``/``, ``\\``, ``..``,
+absolute paths, control characters, empty) is rejected with a ``ValueError``
+that names it.
+"""
+
+from __future__ import annotations
+
+import re
+
+_ALLOWED = re.compile(r"^[A-Za-z0-9_.@+=,-][A-Za-z0-9 _.@+=,-]*$")
+
+
+def safe_component(value: str, *, what: str = "key") -> str:
+    """Return ``value`` unchanged if it is a safe single path component, else raise ``ValueError``.
+
+    >>> safe_component("v_ZNVhz7ctTq0", what="video id")
+    'v_ZNVhz7ctTq0'
+    >>> safe_component("../etc", what="video id")
+    Traceback (most recent call last):
+    ...
+    ValueError: video id '../etc' cannot be used as a store key: it contains '/' or '\\', is '.' or '..', or has characters outside [A-Za-z0-9 _.@+=,-]
+    """
+    if (
+        not isinstance(value, str)
+        or not value
+        or value in (".", "..")
+        or value.startswith("..")
+        or "/" in value
+        or "\\" in value
+        or not _ALLOWED.match(value)
+    ):
+        raise ValueError(
+            f"{what} {value!r} cannot be used as a store key: it contains '/' or '\\', "
+            "is '.' or '..', or has characters outside [A-Za-z0-9 _.@+=,-]"
+        )
+    return value
+
+
+def join_key(*components: str, what: str = "key") -> str:
+    """Join validated components with ``/``: ``join_key("charades", "c3d@random-0")``."""
+    return "/".join(safe_component(c, what=what) for c in components)
