@@ -1,0 +1,465 @@
+"""Zarr v3 feature store: clip ("frame") and patch features per video, with provenance.
+
+Layout (one group per dataset and extractor, one group per video)::
+
+    <root>/features/<dataset>/<extractor_id>/            attrs: extractor provenance,
+                                                          "normalization" (after compute_normalization)
+    <root>/features/<dataset>/<extractor_id>/<video_id>/  attrs: per-video provenance + "commit"
+        frames      [T, D]     float16 (default)   dims ("clip", "feature")
+        patches     [T, P, D]  float16 (default)   dims ("clip", "patch", "feature")
+        clip_times  [T, 2]     float64 seconds     dims ("clip", "bound")  (start, end)
+
+A video counts only once its commit marker (the ``"commit"`` attribute of the
+video's own group) is written, and it is written last. Rewriting a video first
+deletes its whole group, marker included, so a crash at any point leaves
+either the old complete video, nothing, or an uncommitted group that readers and
+``list_videos()`` ignore and the next write replaces.
+
+Concurrent writers of *different* videos are safe: a video write touches only
+keys under that video's group (no shared group attribute is read-modified-written
+per video). ``compute_normalization`` rewrites the extractor group's attributes
+and is meant to run once, after extraction.
+
+The root may be a local path, a ``file://`` URL, or any fsspec URL that zarr's
+``FsspecStore`` understands (``memory://``, ``s3://``...), or an existing zarr
+``Store`` object.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+import zarr.storage
+from zarr.abc.store import Store
+from zarr.codecs import BloscCodec
+
+from pipeline.provenance import code_version
+from storage.keys import join_key, safe_component
+
+log = logging.getLogger(__name__)
+
+FEATURES_ROOT = "features"
+COMMIT_ATTR = "commit"
+NORMALIZATION_ATTR = "normalization"
+FRAME_DIMS = ("clip", "feature")
+PATCH_DIMS = ("clip", "patch", "feature")
+TIME_DIMS = ("clip", "bound")
+_DTYPES = ("float16", "float32")
+
+
+class IncompleteVideoError(KeyError):
+    """The video has no committed features in this group (missing, or a crashed write)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class VideoFeatures:
+    """One video's features with their time axis.
+
+    ``frames`` [T, D], ``patches`` [T, P, D], ``clip_times`` [T, 2] (start, end seconds),
+    ``attrs`` the video's provenance attributes (commit marker included).
+    """
+
+    frames: np.ndarray
+    patches: np.ndarray
+    clip_times: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_clips(self) -> int:
+        return int(self.frames.shape[0])
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-dimension mean and std of frame and patch features over a dataset's clips."""
+
+    frames_mean: np.ndarray
+    frames_std: np.ndarray
+    patches_mean: np.ndarray
+    patches_std: np.ndarray
+    num_videos: int
+    num_clips: int
+
+    def standardize_frames(self, frames: np.ndarray) -> np.ndarray:
+        """``(frames - mean) / std`` in float32; ``frames`` [..., D]."""
+        return ((np.asarray(frames, np.float32) - self.frames_mean) / self.frames_std).astype(
+            np.float32
+        )
+
+    def standardize_patches(self, patches: np.ndarray) -> np.ndarray:
+        """``(patches - mean) / std`` in float32; ``patches`` [..., D]."""
+        return ((np.asarray(patches, np.float32) - self.patches_mean) / self.patches_std).astype(
+            np.float32
+        )
+
+    def to_attrs(self) -> dict[str, Any]:
+        return {
+            "frames_mean": self.frames_mean.astype(float).tolist(),
+            "frames_std": self.frames_std.astype(float).tolist(),
+            "patches_mean": self.patches_mean.astype(float).tolist(),
+            "patches_std": self.patches_std.astype(float).tolist(),
+            "num_videos": self.num_videos,
+            "num_clips": self.num_clips,
+        }
+
+    @classmethod
+    def from_attrs(cls, d: Mapping[str, Any]) -> Normalization:
+        return cls(
+            frames_mean=np.asarray(d["frames_mean"], np.float32),
+            frames_std=np.asarray(d["frames_std"], np.float32),
+            patches_mean=np.asarray(d["patches_mean"], np.float32),
+            patches_std=np.asarray(d["patches_std"], np.float32),
+            num_videos=int(d["num_videos"]),
+            num_clips=int(d["num_clips"]),
+        )
+
+
+def open_zarr_store(root: str | os.PathLike[str] | Store) -> Store:
+    """A zarr ``Store`` for a local path, a ``file://`` URL, another fsspec URL, or a Store."""
+    if isinstance(root, Store):
+        return root
+    text = os.fspath(root)
+    if text.startswith("file://"):
+        return zarr.storage.LocalStore(text[len("file://") :])
+    if "://" in text:
+        return zarr.storage.FsspecStore.from_url(text)
+    return zarr.storage.LocalStore(Path(text))
+
+
+def _jsonable(value: Any) -> Any:
+    """Attributes must be JSON: convert numpy scalars/arrays, tuples and paths."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise TypeError(f"{group.path}/{name} is a group, expected a feature array")
+    return node
+
+
+class FeatureStore:
+    """A Zarr v3 feature store rooted at a path, URL or zarr Store."""
+
+    def __init__(self, root: str | os.PathLike[str] | Store) -> None:
+        self.root = root if isinstance(root, Store) else os.fspath(root)
+        self._store = open_zarr_store(root)
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({self.root!r})"
+
+    def extractor(
+        self,
+        dataset: str,
+        extractor_id: str,
+        *,
+        attrs: Mapping[str, Any] | None = None,
+        create: bool = True,
+    ) -> FeatureGroup:
+        """The group for ``dataset`` and ``extractor_id``.
+
+        A new group is created with ``attrs`` (the extractor's provenance) when
+        ``create``. If the group exists and ``attrs`` is given, every key they share
+        must agree; a mismatch is a ``ValueError`` naming the keys (use another
+        extractor id for another configuration).
+        """
+        path = join_key(FEATURES_ROOT, dataset, extractor_id, what="dataset/extractor id")
+        try:
+            group = zarr.open_group(store=self._store, path=path, mode="r+")
+        except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError) as exc:
+            if not create:
+                raise KeyError(
+                    f"no feature group {path!r} in {self.root!r}; run `mktn extract` first"
+                ) from exc
+            base: dict[str, Any] = {
+                "dataset": dataset,
+                "extractor_id": extractor_id,
+                "code_version": code_version(),
+            }
+            base.update(_jsonable(dict(attrs or {})))
+            group = zarr.open_group(store=self._store, path=path, mode="a", attributes=base)
+            return FeatureGroup(group, dataset, extractor_id)
+        if attrs:
+            existing = group.attrs.asdict()
+            wanted = _jsonable(dict(attrs))
+            diff = sorted(k for k in wanted if k in existing and existing[k] != wanted[k])
+            if diff:
+                details = ", ".join(f"{k}: stored {existing[k]!r} != {wanted[k]!r}" for k in diff)
+                raise ValueError(
+                    f"feature group {path!r} was made with a different configuration ({details}); "
+                    "choose another extractor id, or delete the group to re-extract"
+                )
+            missing = {k: v for k, v in wanted.items() if k not in existing}
+            if missing:
+                group.attrs.update(missing)
+        return FeatureGroup(group, dataset, extractor_id)
+
+    def list_extractors(self) -> list[tuple[str, str]]:
+        """``(dataset, extractor_id)`` pairs present in the store."""
+        try:
+            root = zarr.open_group(store=self._store, path=FEATURES_ROOT, mode="r")
+        except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
+            return []
+        out = []
+        for ds_name, ds_group in sorted(root.groups()):
+            for ex_name, _ in sorted(ds_group.groups()):
+                out.append((ds_name, ex_name))
+        return out
+
+
+class FeatureGroup:
+    """The videos of one dataset and extractor. Build with ``FeatureStore.extractor``."""
+
+    def __init__(self, group: zarr.Group, dataset: str, extractor_id: str) -> None:
+        self._group = group
+        self.dataset = dataset
+        self.extractor_id = extractor_id
+
+    def __repr__(self) -> str:
+        return f"FeatureGroup({self._group.path!r})"
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The extractor group's attributes (provenance, normalisation)."""
+        return dict(self._group.attrs.asdict())
+
+    # -- writing --------------------------------------------------------------------------
+
+    def write_video(
+        self,
+        video_id: str,
+        frames: np.ndarray,
+        patches: np.ndarray,
+        clip_times: np.ndarray,
+        attrs: Mapping[str, Any] | None = None,
+        *,
+        dtype: str = "float16",
+        overwrite: bool = False,
+    ) -> None:
+        """Write one video's features; the commit marker is written last.
+
+        ``frames`` [T, D], ``patches`` [T, P, D], ``clip_times`` [T, 2] seconds.
+        A committed video is replaced only with ``overwrite=True``
+        (``FileExistsError`` otherwise); an uncommitted leftover of a crashed write
+        is always replaced.
+        """
+        safe_component(video_id, what="video id")
+        frames = np.asarray(frames)
+        patches = np.asarray(patches)
+        clip_times = np.asarray(clip_times, dtype=np.float64)
+        if dtype not in _DTYPES:
+            raise ValueError(f"feature dtype {dtype!r} is not supported; use one of {_DTYPES}")
+        if frames.ndim != 2 or frames.shape[0] == 0:
+            raise ValueError(
+                f"video {video_id!r}: frames must be [T, D] with T >= 1, got {frames.shape}"
+            )
+        t, d = frames.shape
+        if patches.ndim != 3 or patches.shape[0] != t or patches.shape[2] != d:
+            raise ValueError(
+                f"video {video_id!r}: patches must be [T={t}, P, D={d}], got {patches.shape}"
+            )
+        if clip_times.shape != (t, 2):
+            raise ValueError(
+                f"video {video_id!r}: clip_times must be [T={t}, 2], got {clip_times.shape}"
+            )
+        if not np.all(np.isfinite(frames)) or not np.all(np.isfinite(patches)):
+            raise ValueError(
+                f"video {video_id!r}: features contain NaN or inf; refusing to store them"
+            )
+        if dtype == "float16":
+            big = max(float(np.abs(frames).max()), float(np.abs(patches).max()))
+            if big > 65000.0:
+                raise ValueError(
+                    f"video {video_id!r}: feature magnitude {big:.3g} overflows float16; "
+                    "store with dtype='float32'"
+                )
+
+        if video_id in self._group:
+            if self.is_complete(video_id) and not overwrite:
+                raise FileExistsError(
+                    f"video {video_id!r} is already complete in {self!r}; pass overwrite=True to replace it"
+                )
+            # Removing the group removes the commit marker first-and-with-it, so the old
+            # features can never be read as complete while the new ones are written.
+            del self._group[video_id]
+
+        p = patches.shape[1]
+        vgroup = self._group.create_group(video_id, attributes={"video_id": video_id})
+        compressor = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+        arr = vgroup.create_array(
+            "frames",
+            shape=(t, d),
+            chunks=(min(t, 1024), d),
+            dtype=dtype,
+            compressors=compressor,
+            dimension_names=FRAME_DIMS,
+        )
+        arr[...] = frames.astype(dtype)
+        arr = vgroup.create_array(
+            "patches",
+            shape=(t, p, d),
+            chunks=(min(t, 128), p, d),
+            dtype=dtype,
+            compressors=compressor,
+            dimension_names=PATCH_DIMS,
+        )
+        arr[...] = patches.astype(dtype)
+        arr = vgroup.create_array(
+            "clip_times",
+            shape=(t, 2),
+            chunks=(t, 2),
+            dtype="float64",
+            compressors=compressor,
+            dimension_names=TIME_DIMS,
+        )
+        arr[...] = clip_times
+        meta = _jsonable(dict(attrs or {}))
+        meta.update(
+            {
+                "video_id": video_id,
+                "num_clips": t,
+                "num_patches": p,
+                "feature_dim": d,
+                "dtype": dtype,
+                "dimension_names": {
+                    "frames": list(FRAME_DIMS),
+                    "patches": list(PATCH_DIMS),
+                    "clip_times": list(TIME_DIMS),
+                },
+                "code_version": meta.get("code_version", code_version()),
+            }
+        )
+        vgroup.attrs.update(meta)
+        # The commit marker: written last, in the video's own group.
+        vgroup.attrs.update({COMMIT_ATTR: {"time": time.time(), "num_clips": t}})
+
+    def delete_video(self, video_id: str) -> None:
+        """Remove a video (complete or not); missing is not an error."""
+        safe_component(video_id, what="video id")
+        if video_id in self._group:
+            del self._group[video_id]
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _video_attrs(self, video_id: str) -> dict[str, Any] | None:
+        try:
+            vgroup = self._group[video_id]
+        except (KeyError, FileNotFoundError):
+            return None
+        except Exception as exc:  # corrupt metadata from a crashed write
+            log.debug("video %r metadata unreadable: %s", video_id, exc)
+            return None
+        if not isinstance(vgroup, zarr.Group):
+            return None
+        return dict(vgroup.attrs.asdict())
+
+    def is_complete(self, video_id: str) -> bool:
+        """True when ``video_id`` has committed features."""
+        safe_component(video_id, what="video id")
+        attrs = self._video_attrs(video_id)
+        return attrs is not None and COMMIT_ATTR in attrs
+
+    def video_attrs(self, video_id: str) -> dict[str, Any]:
+        """The attributes of a committed video (``IncompleteVideoError`` if not committed)."""
+        safe_component(video_id, what="video id")
+        attrs = self._video_attrs(video_id)
+        if attrs is None or COMMIT_ATTR not in attrs:
+            raise IncompleteVideoError(
+                f"video {video_id!r} has no complete features in {self!r}; "
+                "run `mktn extract` again to (re)extract it"
+            )
+        return attrs
+
+    def read_video(self, video_id: str, *, dtype: str | None = None) -> VideoFeatures:
+        """The committed features of ``video_id`` as numpy arrays (stored dtype unless ``dtype``)."""
+        attrs = self.video_attrs(video_id)
+        vgroup = self._group[video_id]
+        assert isinstance(vgroup, zarr.Group)
+        frames = np.asarray(_array(vgroup, "frames")[...])
+        patches = np.asarray(_array(vgroup, "patches")[...])
+        times = np.asarray(_array(vgroup, "clip_times")[...])
+        if dtype is not None:
+            frames, patches = frames.astype(dtype), patches.astype(dtype)
+        return VideoFeatures(frames=frames, patches=patches, clip_times=times, attrs=attrs)
+
+    def list_videos(self, complete_only: bool = True) -> list[str]:
+        """Sorted video ids; only committed ones unless ``complete_only=False``."""
+        names = sorted(name for name, _ in self._group.groups())
+        if not complete_only:
+            return names
+        return [n for n in names if self.is_complete(n)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.list_videos())
+
+    def __len__(self) -> int:
+        return len(self.list_videos())
+
+    # -- normalisation --------------------------------------------------------------------
+
+    def compute_normalization(self, video_ids: list[str] | None = None) -> Normalization:
+        """Per-dimension mean/std of frames and patches over all clips of the committed videos.
+
+        Streams one video at a time (float64 accumulators, merged with Chan's
+        parallel-variance formula) and stores the result as the group attribute
+        ``"normalization"``. A std below 1e-6 is stored as 1e-6 so standardising never
+        divides by zero.
+        """
+        ids = self.list_videos() if video_ids is None else list(video_ids)
+        if not ids:
+            raise ValueError(f"{self!r} has no complete videos to compute normalisation over")
+        stats: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        for vid in ids:
+            feats = self.read_video(vid)
+            for name, x in (("frames", feats.frames), ("patches", feats.patches)):
+                x = x.astype(np.float64).reshape(-1, x.shape[-1])
+                n_b, mean_b = x.shape[0], x.mean(axis=0)
+                m2_b = ((x - mean_b) ** 2).sum(axis=0)
+                if name not in stats:
+                    stats[name] = (n_b, mean_b, m2_b)
+                    continue
+                n_a, mean_a, m2_a = stats[name]
+                n = n_a + n_b
+                delta = mean_b - mean_a
+                stats[name] = (n, mean_a + delta * n_b / n, m2_a + m2_b + delta**2 * n_a * n_b / n)
+        floor = 1e-6
+        fn, fmean, fm2 = stats["frames"]
+        pn, pmean, pm2 = stats["patches"]
+        norm = Normalization(
+            frames_mean=fmean.astype(np.float32),
+            frames_std=np.maximum(np.sqrt(fm2 / fn), floor).astype(np.float32),
+            patches_mean=pmean.astype(np.float32),
+            patches_std=np.maximum(np.sqrt(pm2 / pn), floor).astype(np.float32),
+            num_videos=len(ids),
+            num_clips=int(fn),
+        )
+        self._group.attrs.update({NORMALIZATION_ATTR: norm.to_attrs()})
+        return norm
+
+    def normalization(self) -> Normalization | None:
+        """The stored normalisation statistics, or None before ``compute_normalization``."""
+        d = self._group.attrs.get(NORMALIZATION_ATTR)
+        if not isinstance(d, Mapping):
+            return None
+        return Normalization.from_attrs(d)
