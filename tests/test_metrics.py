@@ -1,0 +1,111 @@
+"""Evaluator: hand-computed recalls and mIoU, multi-window ground truth, id checks, JSONL I/O."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from model.metrics import (
+    METRIC_KEYS,
+    PredictionRecord,
+    evaluate_predictions,
+    format_metrics,
+    read_predictions,
+    write_predictions,
+)
+from pipeline.datasets.records import QueryMoment
+
+
+def _gt(qid: str, start: float, end: float, vid: str = "v1", **extra: object) -> QueryMoment:
+    return QueryMoment(qid, vid, f"sentence {qid}", start, end, 20.0, "test", extra=dict(extra))
+
+
+GT = [_gt("a", 0.0, 10.0), _gt("b", 10.0, 14.0), _gt("c", 2.0, 4.0), _gt("d", 5.0, 15.0)]
+
+
+def _pred(qid: str, spans: list[list[float]], scores: list[float] | None = None, vid: str = "v1") -> dict:
+    return {"query_id": qid, "video_id": vid, "spans": spans, "scores": scores or []}
+
+
+def test_hand_computed_metrics() -> None:
+    preds = [
+        # a: top-1 [0, 8] -> IoU 0.8
+        _pred("a", [[0, 8], [0, 10]], [0.9, 0.5]),
+        # b: top-1 [11, 15] -> 3/5 = 0.6; the second candidate is exact but NMS drops it (IoU 0.6 >= 0.5)
+        _pred("b", [[11, 15], [10, 14]], [0.8, 0.7]),
+        # c: top-1 [5, 6] -> 0; candidates 2..5 after NMS: [3, 4] -> 0.5 within top-5
+        _pred("c", [[5, 6], [3, 4], [8, 9], [10, 11], [12, 13], [2, 4]], [6, 5, 4, 3, 2, 1]),
+        # d: scores put [5, 11] (IoU 0.6) above [0, 20] (IoU 0.5)
+        _pred("d", [[0, 20], [5, 11]], [0.1, 0.2]),
+    ]
+    m = evaluate_predictions(preds, GT)
+    assert set(m) == set(METRIC_KEYS) | {"num_queries"}
+    assert m["num_queries"] == 4
+    assert m["R1@0.3"] == pytest.approx(75.0)  # a, b, d
+    assert m["R1@0.5"] == pytest.approx(75.0)
+    assert m["R1@0.7"] == pytest.approx(25.0)  # a
+    assert m["R5@0.3"] == pytest.approx(100.0)  # c via [3, 4]; [2, 4] is 6th -> not in top-5
+    assert m["R5@0.5"] == pytest.approx(100.0)
+    assert m["R5@0.7"] == pytest.approx(25.0)  # b's exact span was suppressed by NMS
+    assert m["mIoU"] == pytest.approx(100 * (0.8 + 0.6 + 0.0 + 0.6) / 4)
+    # without NMS b's exact second candidate counts for R5@0.7, and c's [2,4] is still 6th
+    m2 = evaluate_predictions(preds, GT, nms_iou=None)
+    assert m2["R5@0.7"] == pytest.approx(50.0)
+    assert m2["R1@0.5"] == m["R1@0.5"]
+
+
+def test_no_scores_means_given_order_and_fewer_than_k_candidates() -> None:
+    preds = [_pred(g.query_id, [[g.start, g.end]]) for g in GT]
+    m = evaluate_predictions(preds, GT)
+    assert all(m[k] == pytest.approx(100.0) for k in METRIC_KEYS)
+
+
+def test_multi_window_ground_truth_uses_best_window() -> None:
+    gt = [_gt("m", 0.0, 2.0, windows=[[0.0, 2.0], [10.0, 14.0]])]
+    m = evaluate_predictions([_pred("m", [[11.0, 14.0]])], gt)  # IoU 0 with the first window, 0.75 with the second
+    assert m["R1@0.7"] == pytest.approx(100.0)
+    assert m["mIoU"] == pytest.approx(75.0)
+
+
+def test_mismatched_ids_are_refused_and_listed() -> None:
+    preds = [_pred("a", [[0, 1]]), _pred("b", [[0, 1]]), _pred("zz", [[0, 1]])]
+    with pytest.raises(ValueError) as err:
+        evaluate_predictions(preds, GT)
+    msg = str(err.value)
+    assert "'c'" in msg and "'d'" in msg and "missing" in msg and "'zz'" in msg
+    with pytest.raises(ValueError, match="more than one record"):
+        evaluate_predictions([_pred(g.query_id, [[0, 1]]) for g in GT] + [_pred("a", [[0, 1]])], GT)
+    with pytest.raises(ValueError, match="different video"):
+        evaluate_predictions([_pred(g.query_id, [[0, 1]], vid="other") for g in GT], GT)
+
+
+def test_bad_records_are_rejected() -> None:
+    with pytest.raises(ValueError, match="end >= start"):
+        PredictionRecord("q", "v", ((3.0, 1.0),))
+    with pytest.raises(ValueError, match="2 spans but 1 scores"):
+        PredictionRecord("q", "v", ((0.0, 1.0), (1.0, 2.0)), (0.5,))
+    with pytest.raises(ValueError, match="no spans"):
+        PredictionRecord("q", "v", ())
+
+
+def test_jsonl_round_trip_and_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "pred.jsonl"
+    recs = [PredictionRecord("a", "v1", ((0.0, 1.5), (2.0, 3.0)), (0.9, 0.1))]
+    assert write_predictions(path, recs) == 1
+    assert read_predictions(path) == recs
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic write left no temporary file
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(recs[0].to_dict()) + "\n\n" + '{"query_id": "b", "video_id": "v"}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:3"):
+        read_predictions(bad)
+    with pytest.raises(FileNotFoundError):
+        read_predictions(tmp_path / "nope.jsonl")
+
+
+def test_format_metrics_table() -> None:
+    m = evaluate_predictions([_pred(g.query_id, [[g.start, g.end]]) for g in GT], GT)
+    header, values = format_metrics(m).splitlines()
+    assert header.split()[0] == "R1@0.3" and header.split()[-1] == "num_queries"
+    assert values.split()[-1] == "4"
