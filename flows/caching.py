@@ -1,0 +1,136 @@
+"""Content-keyed caching for the flows' tasks: cache policies, config hashes, result storage.
+
+A task's cache key is built from small, stable values only: the task's own
+source (Prefect's ``TASK_SOURCE``), the values of the parameters the task
+declares as its *content* (source-video sha256, annotation digests, store
+locations, configuration hashes), the package version (``code_version()``)
+and a digest of the project packages the task's work runs through
+(``source_digest(packages)``; ``TASK_SOURCE`` alone would miss an edit in
+``pipeline/extract.py`` because the task only *calls* it). Parameters that do
+not change the result (a log prefix, a device string) stay out of the key.
+
+Keys never hash tensors or arrays: a key parameter must be a JSON scalar or a
+list/dict of them, and anything else is refused with a ``TypeError`` naming
+the parameter, so a 2 GB array can never be hashed by accident.
+
+Results are persisted as small JSON-able summaries (paths, digests, counts) to
+``<work>/prefect-results`` by default (:func:`result_storage`), so a cache hit
+in a later process reloads them without touching the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy, CachePolicy
+from prefect.context import TaskRunContext
+
+from pipeline.provenance import code_version, source_digest
+from storage.fingerprint import digest_strings
+
+RESULTS_DIRNAME = "prefect-results"
+
+T = TypeVar("T")
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _check_small(value: Any, where: str) -> Any:
+    """Return ``value`` if it is JSON-able plain data; refuse arrays, tensors and objects."""
+    if isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        return {str(k): _check_small(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_check_small(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(
+        f"cache key parameter {where} has type {type(value).__name__}; keys are built from "
+        "small JSON values only (digests, paths, config hashes), never arrays or tensors. "
+        "Pass a digest of the content instead."
+    )
+
+
+def config_hash(config: Any) -> str:
+    """A 16-hex-digit digest of a configuration: a (frozen) dataclass, a mapping or plain data.
+
+    The hash is over sorted-key JSON, so field order does not matter:
+
+    >>> config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+    True
+    >>> config_hash({"a": 1}) == config_hash({"a": 2})
+    False
+    """
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    data = _check_small(config, "config")
+    return digest_strings(json.dumps(data, sort_keys=True, separators=(",", ":")))
+
+
+def content_key(
+    task_name: str, inputs: Mapping[str, Any], key_params: Sequence[str], packages: Sequence[str]
+) -> str:
+    """The content part of a cache key: task name, the named inputs, code version, source digest.
+
+    Raises ``KeyError`` naming a key parameter the task was not called with.
+    """
+    picked: dict[str, Any] = {}
+    for name in key_params:
+        if name not in inputs:
+            raise KeyError(
+                f"cache key parameter {name!r} is not a parameter of task {task_name!r} "
+                f"(it has {sorted(inputs)}); fix the task's content_policy(...)"
+            )
+        picked[name] = _check_small(inputs[name], f"{task_name}.{name}")
+    return digest_strings(
+        task_name,
+        json.dumps(picked, sort_keys=True, separators=(",", ":")),
+        code_version(),
+        source_digest(packages),
+    )
+
+
+def content_policy(key_params: Sequence[str], packages: Sequence[str]) -> CachePolicy:
+    """A cache policy keyed on the task's source plus :func:`content_key` of ``key_params``.
+
+    ``packages`` are the project packages whose code the task's work runs through,
+    e.g. ``("pipeline", "storage")`` for extraction: an edit there changes the key,
+    an edit in ``model/`` does not.
+    """
+    params = tuple(key_params)
+    pkgs = tuple(packages)
+
+    def key_fn(ctx: TaskRunContext, inputs: dict[str, Any]) -> str:
+        return content_key(ctx.task.name, inputs, params, pkgs)
+
+    key_fn.__name__ = f"content_key[{','.join(params)}]"
+    return TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=key_fn)
+
+
+def result_storage(work_dir: str | os.PathLike[str]) -> Path:
+    """The local folder where task results (small summaries) persist: ``<work>/prefect-results``.
+
+    Prefect resolves a ``Path`` to a ``LocalFileSystem`` block at run time, so no
+    block has to be saved on the server first.
+    """
+    path = Path(work_dir).resolve() / RESULTS_DIRNAME
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def persisted(task_obj: T, work_dir: str | os.PathLike[str], *, refresh: bool = False) -> T:
+    """``task_obj`` with its result persisted under ``work_dir`` and, with ``refresh``, its cache ignored.
+
+    Flows pass ``refresh=True`` when the output a cached result points to is gone
+    (a deleted store, a missing checkpoint), so a stale cache entry is never trusted.
+    """
+    with_options: Callable[..., T] = task_obj.with_options  # type: ignore[attr-defined]
+    return with_options(
+        persist_result=True, result_storage=result_storage(work_dir), refresh_cache=refresh
+    )

@@ -1,0 +1,245 @@
+"""The run report: markdown + PNG plots (loss curves, recall at each IoU, prediction timelines,
+the ablation table when asked) and the metrics as JSON, written atomically into one folder.
+
+Pure presentation over the project's contracts: the metrics dict of
+``model.metrics.evaluate_predictions``, prediction records (``query_id``,
+``video_id``, ranked ``spans``), ``QueryMoment`` ground truth, and the
+trainer's per-epoch history (a list of dicts with ``epoch`` and any number of
+``loss*`` / validation metric keys).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.datasets.records import QueryMoment
+from storage.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+RECALL_KS = (1, 5)
+IOUS = (0.3, 0.5, 0.7)
+METRIC_ORDER = ("R1@0.3", "R1@0.5", "R1@0.7", "R5@0.3", "R5@0.5", "R5@0.7", "mIoU")
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where a report's files landed."""
+
+    markdown: str
+    metrics_json: str
+    figures: dict[str, str]
+
+
+def _figure_bytes(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_loss_curves(history: Sequence[Mapping[str, Any]]) -> bytes | None:
+    """Training (and validation) curves per epoch; ``None`` when the history is empty."""
+    if not history:
+        return None
+    plt = _pyplot()
+    epochs = [float(h.get("epoch", i + 1)) for i, h in enumerate(history)]
+    loss_keys = sorted({k for h in history for k in h if k.startswith(("loss", "train_loss", "val_loss"))})
+    metric_keys = sorted({k for h in history for k in h if k.startswith("val_") and "loss" not in k})
+    ncols = 2 if metric_keys else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 3.8), squeeze=False)
+    ax = axes[0][0]
+    for k in loss_keys:
+        xs = [e for e, h in zip(epochs, history, strict=True) if isinstance(h.get(k), (int, float))]
+        ys = [float(h[k]) for h in history if isinstance(h.get(k), (int, float))]
+        if ys:
+            ax.plot(xs, ys, marker="o", ms=3, lw=2 if k in ("loss", "train_loss") else 1, label=k)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("training losses")
+    ax.legend(fontsize=7)
+    if metric_keys:
+        ax2 = axes[0][1]
+        for k in metric_keys:
+            xs = [e for e, h in zip(epochs, history, strict=True) if isinstance(h.get(k), (int, float))]
+            ys = [float(h[k]) for h in history if isinstance(h.get(k), (int, float))]
+            if ys:
+                ax2.plot(xs, ys, marker="o", ms=3, label=k)
+        ax2.set_xlabel("epoch")
+        ax2.set_title("validation")
+        ax2.legend(fontsize=7)
+    return _figure_bytes(fig)
+
+
+def plot_recall(metrics: Mapping[str, float], baseline: Mapping[str, float] | None = None) -> bytes:
+    """Bars of R@1 and R@5 at IoU 0.3/0.5/0.7 (percent), with an optional baseline beside them."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    width = 0.38 if baseline else 0.6
+    for j, k in enumerate(RECALL_KS):
+        xs = [j * 4 + i for i in range(len(IOUS))]
+        vals = [float(metrics.get(f"R{k}@{t}", 0.0)) for t in IOUS]
+        bars = ax.bar([x - (width / 2 if baseline else 0) for x in xs], vals, width, label=f"model R@{k}")
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        if baseline:
+            bvals = [float(baseline.get(f"R{k}@{t}", 0.0)) for t in IOUS]
+            ax.bar([x + width / 2 for x in xs], bvals, width, label=f"baseline R@{k}", alpha=0.5)
+    ax.set_xticks([j * 4 + i for j in range(len(RECALL_KS)) for i in range(len(IOUS))])
+    ax.set_xticklabels([f"R@{k}\nIoU {t}" for k in RECALL_KS for t in IOUS], fontsize=8)
+    ax.set_ylabel("recall (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"recall at each IoU (mIoU {float(metrics.get('mIoU', 0.0)):.1f})")
+    ax.legend(fontsize=7)
+    return _figure_bytes(fig)
+
+
+def pick_examples(
+    predictions: Sequence[Mapping[str, Any]], ground_truth: Sequence[QueryMoment], n: int = 6
+) -> list[tuple[QueryMoment, Mapping[str, Any]]]:
+    """Up to ``n`` (ground truth, prediction) pairs, from distinct videos where possible, in a stable order."""
+    by_id = {str(p["query_id"]): p for p in predictions}
+    chosen: list[tuple[QueryMoment, Mapping[str, Any]]] = []
+    seen_videos: set[str] = set()
+    ordered = sorted(ground_truth, key=lambda g: (g.video_id, g.query_id))
+    for pass_distinct in (True, False):
+        for gt in ordered:
+            if len(chosen) >= n:
+                return chosen
+            pred = by_id.get(gt.query_id)
+            if pred is None or any(c[0].query_id == gt.query_id for c in chosen):
+                continue
+            if pass_distinct and gt.video_id in seen_videos:
+                continue
+            seen_videos.add(gt.video_id)
+            chosen.append((gt, pred))
+    return chosen
+
+
+def plot_timelines(examples: Sequence[tuple[QueryMoment, Mapping[str, Any]]]) -> bytes | None:
+    """One row per query: the video's duration, the ground-truth moment, the top-1 and top-5 predictions."""
+    if not examples:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(examples), 1, figsize=(8, 1.05 * len(examples) + 0.6), squeeze=False)
+    for ax, (gt, pred) in zip(axes[:, 0], examples, strict=True):
+        spans = [tuple(map(float, s)) for s in pred.get("spans", [])]
+        ax.barh(0, gt.duration, left=0, height=0.9, color="#eeeeee")
+        ax.barh(1, gt.end - gt.start, left=gt.start, height=0.6, color="#2ca02c", label="ground truth")
+        for s, e in spans[1:5]:
+            ax.barh(0, e - s, left=s, height=0.35, color="#1f77b4", alpha=0.25)
+        if spans:
+            s, e = spans[0]
+            ax.barh(0, e - s, left=s, height=0.6, color="#1f77b4", label="top-1 prediction")
+        ax.set_xlim(0, max(gt.duration, max((e for _, e in spans), default=0.0)))
+        ax.set_yticks([])
+        sentence = gt.sentence if len(gt.sentence) <= 70 else gt.sentence[:67] + "..."
+        ax.set_title(f"{gt.video_id} / {gt.query_id}: {sentence}", fontsize=7, loc="left")
+        ax.tick_params(axis="x", labelsize=7)
+    axes[0][0].legend(fontsize=6, loc="upper right")
+    axes[-1][0].set_xlabel("seconds")
+    fig.tight_layout()
+    return _figure_bytes(fig)
+
+
+def metrics_table(rows: Sequence[Mapping[str, Any]], label: str = "variant") -> str:
+    """A markdown table with one row per entry: ``label`` then the metrics in the usual order."""
+    if not rows:
+        return ""
+    keys = [k for k in METRIC_ORDER if any(k in r for r in rows)]
+    head = f"| {label} | " + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 1) + "\n"
+    body = ""
+    for r in rows:
+        vals = " | ".join(
+            f"{float(r[k]):.2f}" if isinstance(r.get(k), (int, float)) else "" for k in keys
+        )
+        body += f"| {r.get(label, '')} | {vals} |\n"
+    return head + body
+
+
+def write_report(
+    out_dir: str | os.PathLike[str],
+    *,
+    title: str,
+    metrics: Mapping[str, float],
+    history: Sequence[Mapping[str, Any]] = (),
+    predictions: Sequence[Mapping[str, Any]] = (),
+    ground_truth: Sequence[QueryMoment] = (),
+    ablation: Sequence[Mapping[str, Any]] | None = None,
+    baseline: Mapping[str, float] | None = None,
+    details: Mapping[str, Any] | None = None,
+    warnings: Sequence[str] = (),
+) -> ReportPaths:
+    """Write ``report.md``, the PNGs and ``metrics.json`` into ``out_dir``; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, str] = {}
+
+    def save(name: str, data: bytes | None) -> None:
+        if data is not None:
+            path = out / f"{name}.png"
+            atomic_write_bytes(path, data)
+            figures[name] = str(path)
+
+    save("loss_curves", plot_loss_curves(history))
+    save("recall", plot_recall(metrics, baseline))
+    examples = pick_examples(predictions, ground_truth)
+    save("timelines", plot_timelines(examples))
+
+    payload: dict[str, Any] = {"metrics": dict(metrics)}
+    if baseline:
+        payload["baseline"] = dict(baseline)
+    if ablation:
+        payload["ablation"] = [dict(r) for r in ablation]
+    if details:
+        payload["details"] = dict(details)
+    metrics_path = out / "metrics.json"
+    atomic_write_json(metrics_path, payload)
+
+    lines = [f"# {title}", ""]
+    if warnings:
+        lines += ["> **Warnings**", ">"] + [f"> - {w}" for w in warnings] + [""]
+    lines += ["## Test metrics", "", metrics_table([{"run": "MKTN", **metrics}] + (
+        [{"run": "baseline", **baseline}] if baseline else []), label="run"), ""]
+    lines.append(f"Queries evaluated: {int(metrics.get('num_queries', 0))}. Metrics as JSON: `metrics.json`.")
+    lines.append("")
+    if "recall" in figures:
+        lines += ["![recall at each IoU](recall.png)", ""]
+    if "loss_curves" in figures:
+        lines += ["## Training", "", "![loss curves](loss_curves.png)", ""]
+    if "timelines" in figures:
+        lines += [
+            "## Predictions against the ground truth",
+            "",
+            "Green: ground-truth moment; blue: top-1 prediction (faint: ranks 2-5).",
+            "",
+            "![prediction timelines](timelines.png)",
+            "",
+        ]
+    if ablation:
+        lines += ["## Ablation", "", metrics_table(ablation), ""]
+    if details:
+        lines += ["## Run details", "", "| | |", "|---|---|"]
+        lines += [f"| {k} | `{json.dumps(v) if not isinstance(v, str) else v}` |" for k, v in details.items()]
+        lines.append("")
+    md_path = out / "report.md"
+    atomic_write_text(md_path, "\n".join(lines) + "\n")
+    logger.info("report written to %s", md_path)
+    return ReportPaths(markdown=str(md_path), metrics_json=str(metrics_path), figures=figures)

@@ -1,0 +1,47 @@
+"""Which task failures are worth retrying: transient I/O yes, deterministic errors no.
+
+A corrupt video, a malformed annotation line or a bad configuration fails the
+same way every time, so retrying only wastes minutes: those raise
+``ValueError``/``RuntimeError``/decord's ``DECORDError`` and are not retried.
+A network filesystem hiccup, a timeout or a dropped connection (``OSError``
+other than "no such file"/"permission denied", ``TimeoutError``,
+``ConnectionError``) is retried with backoff (:data:`RETRY_DELAYS`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+RETRIES = 3
+RETRY_DELAYS: list[float] = [2.0, 10.0, 30.0]  # backoff between attempts, seconds
+RETRY_JITTER = 0.3
+
+_PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that may pass on a second try.
+
+    >>> is_transient(TimeoutError("read timed out"))
+    True
+    >>> is_transient(FileNotFoundError("a.mp4"))
+    False
+    >>> is_transient(ValueError("corrupt video"))
+    False
+    """
+    if isinstance(exc, _PERMANENT_OS_ERRORS):
+        return False
+    return isinstance(exc, (OSError, TimeoutError, ConnectionError))
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry only when the failure's exception is transient."""
+    exc = getattr(state, "data", None)
+    if not isinstance(exc, BaseException):
+        try:
+            state.result(raise_on_failure=True)
+        except BaseException as raised:  # noqa: BLE001 - we only classify it
+            exc = raised
+        else:
+            return False
+    return is_transient(exc)
