@@ -1,0 +1,563 @@
+"""GloVe word vectors through gensim: stream a release once, keep the dataset's vocabulary, cache it.
+
+Formats (``fmt``):
+
+* ``glove``: the header-less text of glove.6B / 42B / 840B / twitter. Each line is
+  a token and D floats separated by single spaces; 840B has tokens that contain
+  spaces, so a line's *last* D fields are the vector and everything before them is
+  the token. D is the most common field count - 1 over the first lines.
+* ``word2vec``: word2vec text with a ``<count> <dim>`` header line.
+* ``word2vec-binary``: word2vec binary with the same header, then per word the
+  token, a space and D little-endian float32.
+* ``gensim``: gensim's native ``KeyedVectors.save`` file (loaded with ``mmap="r"``).
+* ``auto``: ``.kv``/``.model`` -> gensim, ``.bin`` -> word2vec-binary, a text file whose
+  first line is two integers -> word2vec, otherwise glove (``.gz`` text is read through gzip).
+
+The text and binary readers are our own streaming parsers rather than gensim's
+``load_word2vec_format``, because that loader holds the whole matrix in memory
+(2.2M x 300 x 4 B = 2.6 GB for 840B) and splits 840B's spaced tokens wrongly.
+They keep only the rows of the dataset's vocabulary, parsing the floats of those
+lines alone, so one pass over 840B stays far below 1 GB. Every line's field count
+is checked; a wrong count raises ``GloveFormatError`` naming the file and line.
+With ``lowercase_fallback`` a vocabulary word with no exact match takes the first
+line whose token lower-cases to it (840B is cased, our tokens are lower-cased).
+
+The subset is a gensim ``KeyedVectors`` saved in gensim's native format into
+``cache_dir/glove-subset-<file sha256[:16]>-<vocabulary digest>.kv`` (atomic
+write), so a later run with the same file and vocabulary skips the pass. The
+file's sha256 is remembered per (path, size, mtime) in ``cache_dir/file-digests.json``
+so a later run does not rehash a multi-GB file either.
+
+Out-of-vocabulary words (no row in the file): by default each gets a deterministic
+random vector N(0, sigma^2 I), seeded by the sha256 of the word (so the same word
+gets the same vector in every run and split), with sigma the standard deviation of
+the entries of the vectors that were found; ``oov="zeros"`` gives zero vectors.
+Their number is reported and recorded in the store's metadata.
+
+Without a GloVe file the documented default is word2vec vectors trained with
+gensim ``Word2Vec`` on the dataset's own training sentences (300-d, skip-gram,
+seeded, ``workers=1`` and a stable hash for determinism). They are logged and
+recorded as not comparable to published results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import logging
+import math
+import os
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from gensim.models import KeyedVectors, Word2Vec
+from tqdm import tqdm
+
+from storage.atomic import atomic_open, atomic_write_json
+from storage.fingerprint import (
+    FileFingerprint,
+    digest_strings,
+    fingerprint_file,
+    quick_unchanged,
+)
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("auto", "glove", "word2vec", "word2vec-binary", "gensim")
+OOV_MODES = ("random", "zeros")
+DEFAULT_SOURCE = "word2vec-on-dataset"
+_DIGESTS_FILE = "file-digests.json"
+
+
+class GloveFormatError(ValueError):
+    """A word-vector file does not match its format (names the file and line)."""
+
+
+@dataclass(frozen=True)
+class WordVectorsConfig:
+    """Where word vectors come from and how out-of-vocabulary words are treated."""
+
+    path: str | None = None  # a GloVe / word2vec / gensim file; None -> the trained default
+    fmt: str = "auto"
+    cache_dir: str | None = None  # None -> $MKTN_CACHE_DIR/glove or ~/.cache/mktn/glove
+    lowercase_fallback: bool = True
+    oov: str = "random"  # "random": seeded per-word N(0, sigma^2); "zeros"
+    default_dim: int = 300  # the default's size matches GloVe's 300-d vectors
+    default_epochs: int | None = None  # None -> about 3M token updates, within [5, 50]
+    seed: int = 0
+
+
+@dataclass
+class SubsetStats:
+    """What one pass over a vector file found."""
+
+    fmt: str
+    dim: int
+    lines: int
+    found: int
+    lowercase_matches: int
+
+
+@dataclass
+class WordVectors:
+    """The dataset's word vectors plus how they were made (``source`` goes into the store)."""
+
+    kv: KeyedVectors
+    source: dict[str, Any]
+    oov: str = "random"
+    oov_sigma: float = 0.0
+    seed: int = 0
+    oov_words: list[str] = field(default_factory=list)
+
+    @property
+    def dim(self) -> int:
+        return int(self.kv.vector_size)
+
+    def vector(self, word: str) -> np.ndarray:
+        if word in self.kv.key_to_index:
+            return np.asarray(self.kv[word], dtype=np.float32)
+        return oov_vector(word, self.dim, mode=self.oov, sigma=self.oov_sigma, seed=self.seed)
+
+    def lookup(self, tokens: Sequence[str]) -> np.ndarray:
+        """``[len(tokens), D]`` float32 vectors, OOV words treated as documented above."""
+        out = np.empty((len(tokens), self.dim), dtype=np.float32)
+        for i, t in enumerate(tokens):
+            out[i] = self.vector(t)
+        return out
+
+    def count_oov(self, counts: dict[str, int]) -> tuple[int, int]:
+        """(distinct OOV words, OOV token occurrences) for a vocabulary's counts."""
+        words = [w for w in counts if w not in self.kv.key_to_index]
+        return len(words), int(sum(counts[w] for w in words))
+
+
+def oov_vector(
+    word: str, dim: int, *, mode: str = "random", sigma: float, seed: int = 0
+) -> np.ndarray:
+    """The vector of an out-of-vocabulary word: seeded by sha256(word) (and ``seed``), or zeros."""
+    if mode == "zeros":
+        return np.zeros(dim, dtype=np.float32)
+    if mode != "random":
+        raise ValueError(f"unknown OOV treatment {mode!r}; use one of {OOV_MODES}")
+    h = int.from_bytes(hashlib.sha256(f"{seed}\0{word}".encode()).digest()[:8], "little")
+    return (np.random.default_rng(h).standard_normal(dim) * sigma).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------- formats
+def _open_text(path: Path) -> IO[bytes]:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """Guess the format of a vector file (see the module docstring)."""
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith((".kv", ".model")):
+        return "gensim"
+    if name.endswith(".bin"):
+        return "word2vec-binary"
+    with _open_text(p) as fh:
+        first = fh.readline(1 << 16).split()
+    if len(first) == 2 and all(f.isdigit() for f in first):
+        return "word2vec"
+    return "glove"
+
+
+def infer_glove_dim(path: str | os.PathLike[str], sample: int = 200) -> int:
+    """D of a header-less GloVe file: the most common (fields - 1) over its first lines."""
+    counts: dict[int, int] = {}
+    with _open_text(Path(path)) as fh:
+        for i, line in enumerate(fh):
+            if i >= sample:
+                break
+            n = len(line.rstrip(b"\r\n").rstrip(b" ").split(b" ")) - 1
+            counts[n] = counts.get(n, 0) + 1
+    if not counts or max(counts) < 1:
+        raise GloveFormatError(
+            f"{path}: empty or not a GloVe text file (no 'token v1 v2 ...' lines)"
+        )
+    return max(counts, key=lambda k: counts[k])
+
+
+def _is_number(field: bytes) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def _iter_text(
+    path: Path, dim: int, *, header: bool, progress: bool
+) -> Iterator[tuple[int, bytes, bytes]]:
+    """Yield (line number, token bytes, vector field bytes) for each line, checking field counts."""
+    size = None if path.suffix == ".gz" else path.stat().st_size
+    with (
+        _open_text(path) as fh,
+        tqdm(
+            total=size, unit="B", unit_scale=True, desc=f"reading {path.name}", disable=not progress
+        ) as bar,
+    ):
+        expected_count: int | None = None
+        if header:
+            head = fh.readline()
+            bar.update(len(head))
+            expected_count = int(head.split()[0])
+        lineno = 1 if header else 0
+        seen = 0
+        pending = 0
+        for raw in fh:
+            lineno += 1
+            pending += len(raw)
+            if pending >= 1 << 22:
+                bar.update(pending)
+                pending = 0
+            line = raw.rstrip(b"\r\n").rstrip(b" ")
+            if not line:
+                continue
+            seen += 1
+            n = line.count(b" ") + 1
+            if n == dim + 1:
+                cut = line.index(b" ")
+            elif n < dim + 1:
+                raise GloveFormatError(
+                    f"{path}:{lineno}: {n - 1} values after the token, expected {dim}; "
+                    "the file is truncated or not a D-dimensional vector file (check --glove-format)"
+                )
+            else:
+                cut = len(line.rsplit(b" ", dim)[0])
+                head_fields = line[:cut].split(b" ")
+                if all(_is_number(f) for f in head_fields[1:]):
+                    raise GloveFormatError(
+                        f"{path}:{lineno}: {n - 1} values after the token {head_fields[0][:40]!r}, "
+                        f"expected {dim}; fix or remove this line"
+                    )
+            yield lineno, line[:cut], line[cut + 1 :]
+        bar.update(pending)
+    if expected_count is not None and seen != expected_count:
+        raise GloveFormatError(
+            f"{path}: header says {expected_count} vectors but the file has {seen}; "
+            "the file is truncated or its header is wrong"
+        )
+
+
+def _iter_binary(path: Path, *, progress: bool) -> Iterator[tuple[int, bytes, bytes]]:
+    """Yield (record number, token bytes, raw float32 bytes) of a word2vec binary file."""
+    size = path.stat().st_size
+    with (
+        path.open("rb") as fh,
+        tqdm(
+            total=size, unit="B", unit_scale=True, desc=f"reading {path.name}", disable=not progress
+        ) as bar,
+    ):
+        head = fh.readline()
+        try:
+            count, dim = (int(x) for x in head.split())
+        except ValueError:
+            raise GloveFormatError(
+                f"{path}:1: word2vec binary header must be '<count> <dim>', got {head[:60]!r}"
+            ) from None
+        bar.update(len(head))
+        rec = 4 * dim
+        buf = b""
+        pos = 0
+        for i in range(count):
+            while True:
+                sp = buf.find(b" ", pos)
+                if sp != -1 and len(buf) - sp - 1 >= rec:
+                    break
+                more = fh.read(1 << 20)
+                if not more:
+                    raise GloveFormatError(
+                        f"{path}: record {i + 1} of {count} is truncated (file ends early); "
+                        "re-download or re-export the file"
+                    )
+                bar.update(len(more))
+                buf = buf[pos:] + more
+                pos = 0
+            token = buf[pos:sp].lstrip(b"\n")
+            yield i + 1, token, buf[sp + 1 : sp + 1 + rec]
+            pos = sp + 1 + rec
+
+
+def _binary_dim(path: Path) -> int:
+    with path.open("rb") as fh:
+        head = fh.readline().split()
+    if len(head) != 2 or not all(h.isdigit() for h in head):
+        raise GloveFormatError(f"{path}:1: word2vec header must be '<count> <dim>', got {head!r}")
+    return int(head[1])
+
+
+def stream_subset(
+    path: str | os.PathLike[str],
+    vocab: Iterable[str],
+    *,
+    fmt: str = "auto",
+    lowercase_fallback: bool = True,
+    progress: bool = True,
+) -> tuple[KeyedVectors, SubsetStats]:
+    """One pass over ``path`` keeping only the rows of ``vocab``; never holds the whole matrix."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"word-vector file {str(p)!r} not found; download a GloVe release (e.g. "
+            "https://nlp.stanford.edu/data/glove.840B.300d.zip), unzip it and pass the .txt path"
+        )
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown word-vector format {fmt!r}; use one of {FORMATS}")
+    fmt = detect_format(p) if fmt == "auto" else fmt
+    wanted = set(vocab)
+
+    if fmt == "gensim":
+        full = KeyedVectors.load(str(p), mmap="r")
+        exact = {w: np.array(full[w]) for w in wanted if w in full.key_to_index}
+        folded: dict[str, np.ndarray] = {}
+        if lowercase_fallback and len(exact) < len(wanted):
+            missing = wanted - exact.keys()
+            for key in full.index_to_key:
+                low = str(key).lower()
+                if low in missing and low not in folded:
+                    folded[low] = np.array(full[key])
+        stats = SubsetStats(fmt, int(full.vector_size), len(full), len(exact), len(folded))
+        return _to_kv(exact, folded, stats.dim), stats
+
+    wanted_b = {w.encode("utf-8"): w for w in wanted}
+    exact = {}
+    folded = {}
+    if fmt == "word2vec-binary":
+        dim = _binary_dim(p)
+        records: Iterator[tuple[int, bytes, bytes]] = _iter_binary(p, progress=progress)
+    else:
+        dim = infer_glove_dim(p) if fmt == "glove" else _binary_dim_text(p)
+        records = _iter_text(p, dim, header=(fmt == "word2vec"), progress=progress)
+
+    def parse(lineno: int, raw: bytes) -> np.ndarray:
+        if fmt == "word2vec-binary":
+            return np.frombuffer(raw, dtype="<f4").astype(np.float32)
+        try:
+            vec = np.array(raw.split(b" "), dtype=np.float32)
+        except ValueError:
+            raise GloveFormatError(
+                f"{p}:{lineno}: a value is not a number ({raw[:60]!r}...); fix or remove this line"
+            ) from None
+        return vec
+
+    lines = 0
+    for lineno, tok, raw in records:
+        lines += 1
+        word = wanted_b.get(tok)
+        if word is not None:
+            if word not in exact:
+                exact[word] = parse(lineno, raw)
+            continue
+        if lowercase_fallback:
+            low = tok.decode("utf-8", "replace").lower()
+            if low in wanted and low not in exact and low not in folded:
+                folded[low] = parse(lineno, raw)
+    stats = SubsetStats(fmt, dim, lines, len(exact), len(folded.keys() - exact.keys()))
+    logger.info(
+        "%s: %d lines, kept %d of %d vocabulary words (%d by lower-casing)",
+        p.name,
+        lines,
+        len(exact) + len(folded),
+        len(wanted),
+        len(folded),
+    )
+    return _to_kv(exact, folded, dim), stats
+
+
+def _binary_dim_text(path: Path) -> int:
+    with _open_text(path) as fh:
+        head = fh.readline().split()
+    if len(head) != 2 or not all(h.isdigit() for h in head):
+        raise GloveFormatError(f"{path}:1: word2vec header must be '<count> <dim>', got {head!r}")
+    return int(head[1])
+
+
+def _to_kv(exact: dict[str, np.ndarray], folded: dict[str, np.ndarray], dim: int) -> KeyedVectors:
+    merged = dict(folded)
+    merged.update(exact)  # an exact match wins over a lower-cased one
+    keys = sorted(merged)
+    kv = KeyedVectors(vector_size=dim, count=0, dtype=np.float32)
+    if keys:
+        kv.add_vectors(keys, np.stack([merged[k] for k in keys]).astype(np.float32))
+    return kv
+
+
+# --------------------------------------------------------------------------------------- cache
+def default_cache_dir() -> Path:
+    base = os.environ.get("MKTN_CACHE_DIR")
+    return (Path(base) if base else Path.home() / ".cache" / "mktn") / "glove"
+
+
+def cached_digest(path: Path, cache_dir: Path) -> str:
+    """sha256 of ``path``, rehashed only when its size or mtime changed since it was recorded."""
+    index_path = cache_dir / _DIGESTS_FILE
+    index: dict[str, Any] = {}
+    if index_path.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            index = json.loads(index_path.read_text(encoding="utf-8"))
+    key = str(path.resolve())
+    rec = index.get(key)
+    if rec:
+        fp = FileFingerprint.from_dict(rec)
+        if quick_unchanged(path, fp):
+            return fp.sha256
+    logger.info("hashing %s (once; remembered by size and mtime)", path)
+    fp = fingerprint_file(path)
+    index[key] = fp.to_dict()
+    atomic_write_json(index_path, index)
+    return fp.sha256
+
+
+def load_subset(
+    path: str | os.PathLike[str],
+    vocab: Iterable[str],
+    *,
+    fmt: str = "auto",
+    cache_dir: str | os.PathLike[str] | None = None,
+    lowercase_fallback: bool = True,
+    progress: bool = True,
+) -> tuple[KeyedVectors, dict[str, Any]]:
+    """The vocabulary's rows of a vector file, from the cache when this file+vocabulary was seen.
+
+    Returns the vectors and an info dict (file sha256, format, dim, lines, found, cache path,
+    ``cache_hit``).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"word-vector file {str(p)!r} not found; download a GloVe release (e.g. "
+            "https://nlp.stanford.edu/data/glove.840B.300d.zip), unzip it and pass the .txt path"
+        )
+    words = sorted(set(vocab))
+    cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    sha = cached_digest(p, cdir)
+    vocab_digest = digest_strings(*words)
+    flag = "lc" if lowercase_fallback else "exact"
+    cache = cdir / f"glove-subset-{sha[:16]}-{vocab_digest}-{flag}.kv"
+    if cache.is_file():
+        kv = KeyedVectors.load(str(cache))
+        info = dict(getattr(kv, "mktn_info", {}))
+        info.update(cache=str(cache), cache_hit=True)
+        logger.info("GloVe subset cache hit: %s", cache)
+        return kv, info
+    kv, stats = stream_subset(
+        p, words, fmt=fmt, lowercase_fallback=lowercase_fallback, progress=progress
+    )
+    info = {
+        "path": str(p.resolve()),
+        "sha256": sha,
+        "format": stats.fmt,
+        "dim": stats.dim,
+        "lines": stats.lines,
+        "found": stats.found + stats.lowercase_matches,
+        "lowercase_matches": stats.lowercase_matches,
+        "vocab_size": len(words),
+        "vocab_digest": vocab_digest,
+    }
+    kv.mktn_info = info  # pickled with the vectors: the cache file is self-describing
+    with atomic_open(cache, "wb") as fh:
+        kv.save(fh)
+    return kv, {**info, "cache": str(cache), "cache_hit": False}
+
+
+# ------------------------------------------------------------------------------------ defaults
+def _stable_hash(text: str) -> int:
+    """gensim seeds each word's initial vector with ``hashfxn``; Python's hash() is salted."""
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def train_default_vectors(
+    sentences: Sequence[Sequence[str]],
+    *,
+    dim: int = 300,
+    seed: int = 0,
+    epochs: int | None = None,
+) -> tuple[KeyedVectors, dict[str, Any]]:
+    """Word2vec (skip-gram) vectors trained on ``sentences``: deterministic for a seed."""
+    sents = [list(s) for s in sentences if s]
+    if not sents:
+        raise ValueError("cannot train default word vectors: no training sentences")
+    n_tokens = sum(len(s) for s in sents)
+    if epochs is None:
+        epochs = int(min(50, max(5, math.ceil(3_000_000 / max(n_tokens, 1)))))
+    model = Word2Vec(
+        sentences=sents,
+        vector_size=dim,
+        window=5,
+        min_count=1,
+        sg=1,
+        negative=5,
+        seed=seed,
+        workers=1,
+        epochs=epochs,
+        hashfxn=_stable_hash,
+    )
+    info = {
+        "kind": DEFAULT_SOURCE,
+        "dim": dim,
+        "seed": seed,
+        "epochs": epochs,
+        "sentences": len(sents),
+        "tokens": n_tokens,
+        "corpus_digest": digest_strings(*(" ".join(s) for s in sents)),
+        "comparable_to_published": False,
+    }
+    return model.wv, info
+
+
+def build_word_vectors(
+    cfg: WordVectorsConfig,
+    vocab: Iterable[str],
+    train_sentences: Sequence[Sequence[str]],
+    *,
+    progress: bool = True,
+) -> WordVectors:
+    """Word vectors for ``vocab``: the GloVe file's subset (cached) or the trained default."""
+    if cfg.oov not in OOV_MODES:
+        raise ValueError(f"unknown OOV treatment {cfg.oov!r}; use one of {OOV_MODES}")
+    words = sorted(set(vocab))
+    if cfg.path is not None:
+        kv, info = load_subset(
+            cfg.path,
+            words,
+            fmt=cfg.fmt,
+            cache_dir=cfg.cache_dir,
+            lowercase_fallback=cfg.lowercase_fallback,
+            progress=progress,
+        )
+        source = {"kind": "file", **info}
+    else:
+        logger.warning(
+            "no GloVe file given: training %d-d word2vec vectors on the dataset's own %d "
+            "training sentences; results are NOT comparable to published ones (pass --glove)",
+            cfg.default_dim,
+            len(train_sentences),
+        )
+        kv, source = train_default_vectors(
+            train_sentences, dim=cfg.default_dim, seed=cfg.seed, epochs=cfg.default_epochs
+        )
+    found = [w for w in words if w in kv.key_to_index]
+    sigma = float(np.std(np.stack([kv[w] for w in found]))) if found else 0.1
+    oov_words = [w for w in words if w not in kv.key_to_index]
+    if oov_words:
+        logger.info(
+            "%d of %d vocabulary words have no vector; they get %s vectors (e.g. %s)",
+            len(oov_words),
+            len(words),
+            "seeded random" if cfg.oov == "random" else "zero",
+            ", ".join(oov_words[:5]),
+        )
+    source = {**source, "oov": cfg.oov, "oov_sigma": sigma, "oov_seed": cfg.seed}
+    return WordVectors(
+        kv=kv, source=source, oov=cfg.oov, oov_sigma=sigma, seed=cfg.seed, oov_words=oov_words
+    )

@@ -1,0 +1,176 @@
+"""GloVe / word2vec / gensim vector files: round trips, 840B tokens, cache, OOV, the default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gensim.models import KeyedVectors
+
+import pipeline.glove as glove
+from pipeline.glove import (
+    GloveFormatError,
+    WordVectorsConfig,
+    build_word_vectors,
+    detect_format,
+    load_subset,
+    oov_vector,
+    stream_subset,
+    train_default_vectors,
+)
+
+DIM = 6
+WORDS = ["the", "person", "opens", "door", "a", "chair", "walks", "book", "café", "."]
+
+
+def _vectors(words: list[str], seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {w: rng.standard_normal(DIM).astype(np.float32).round(5) for w in words}
+
+
+def _write_glove(path: Path, vecs: dict[str, np.ndarray]) -> Path:
+    lines = [w + " " + " ".join(f"{x:.5f}" for x in v) for w, v in vecs.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_glove_text_matches_gensim_reader(tmp_path: Path) -> None:
+    vecs = _vectors(WORDS)
+    path = _write_glove(tmp_path / "glove.6B.6d.txt", vecs)
+    assert detect_format(path) == "glove"
+    ref = KeyedVectors.load_word2vec_format(str(path), binary=False, no_header=True)
+    kv, stats = stream_subset(path, ["person", "door", "café", "unseen"], progress=False)
+    assert (stats.fmt, stats.dim, stats.lines, stats.found) == ("glove", DIM, len(WORDS), 3)
+    assert sorted(kv.index_to_key) == ["café", "door", "person"]
+    for w in kv.index_to_key:
+        np.testing.assert_allclose(kv[w], ref[w], rtol=0, atol=1e-6)
+
+
+def test_840b_tokens_with_spaces_and_case_fallback(tmp_path: Path) -> None:
+    vecs = _vectors(["at home", ". . .", "Paris", "paris2", "Door", "door", "name@domain.com x"])
+    path = _write_glove(tmp_path / "glove.840B.6d.txt", vecs)
+    kv, stats = stream_subset(path, ["at home", ". . .", "paris", "door"], progress=False)
+    assert stats.dim == DIM  # inferred from the common field count despite the spaced tokens
+    np.testing.assert_array_equal(kv["at home"], vecs["at home"])
+    np.testing.assert_array_equal(kv[". . ."], vecs[". . ."])
+    np.testing.assert_array_equal(kv["paris"], vecs["Paris"])  # lower-cased fallback
+    np.testing.assert_array_equal(kv["door"], vecs["door"])  # the exact match wins over "Door"
+    assert stats.lowercase_matches == 1
+    strict, _ = stream_subset(path, ["paris"], lowercase_fallback=False, progress=False)
+    assert len(strict) == 0
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_word2vec_text_and_binary_round_trip(tmp_path: Path, binary: bool) -> None:
+    vecs = _vectors(WORDS)
+    src = KeyedVectors(vector_size=DIM)
+    src.add_vectors(list(vecs), np.stack(list(vecs.values())))
+    path = tmp_path / ("vectors.bin" if binary else "vectors.w2v.txt")
+    src.save_word2vec_format(str(path), binary=binary)
+    assert detect_format(path) == ("word2vec-binary" if binary else "word2vec")
+    kv, stats = stream_subset(path, WORDS + ["zzz"], progress=False)
+    assert stats.found == len(WORDS) and stats.lines == len(WORDS)
+    for w in WORDS:
+        np.testing.assert_allclose(kv[w], vecs[w], atol=1e-6)
+
+
+def test_gensim_native_round_trip(tmp_path: Path) -> None:
+    vecs = _vectors(WORDS)
+    src = KeyedVectors(vector_size=DIM)
+    src.add_vectors(list(vecs), np.stack(list(vecs.values())))
+    path = tmp_path / "vectors.kv"
+    src.save(str(path))
+    kv, stats = stream_subset(path, ["door", "book", "nope"], progress=False)
+    assert stats.fmt == "gensim" and sorted(kv.index_to_key) == ["book", "door"]
+    np.testing.assert_array_equal(kv["book"], vecs["book"])
+
+
+def test_wrong_value_counts_name_the_line(tmp_path: Path) -> None:
+    good = [w + " " + " ".join(["0.1"] * DIM) for w in ["a", "b", "c", "d"]]
+    short = tmp_path / "short.txt"
+    short.write_text("\n".join(good[:2] + ["e 0.1 0.2"] + good[2:]) + "\n", encoding="utf-8")
+    with pytest.raises(
+        GloveFormatError, match=r"short\.txt:3: 2 values after the token, expected 6"
+    ):
+        stream_subset(short, ["a"], progress=False)
+    long = tmp_path / "long.txt"
+    long.write_text(
+        "\n".join(good + ["f " + " ".join(["0.1"] * (DIM + 2))]) + "\n", encoding="utf-8"
+    )
+    with pytest.raises(GloveFormatError, match=r"long\.txt:5: 8 values after the token b'f'"):
+        stream_subset(long, ["a"], progress=False)
+    notnum = tmp_path / "notnum.txt"
+    notnum.write_text("\n".join(good + ["g " + " ".join(["x"] * DIM)]) + "\n", encoding="utf-8")
+    with pytest.raises(GloveFormatError, match=r"notnum\.txt:5: a value is not a number"):
+        stream_subset(notnum, ["g"], progress=False)
+    header = tmp_path / "header.txt"
+    header.write_text("9 6\n" + "\n".join(good) + "\n", encoding="utf-8")
+    with pytest.raises(GloveFormatError, match="header says 9 vectors but the file has 4"):
+        stream_subset(header, ["a"], progress=False)
+    with pytest.raises(FileNotFoundError, match="download a GloVe release"):
+        stream_subset(tmp_path / "missing.txt", ["a"])
+
+
+def test_subset_cache_hit_and_invalidation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write_glove(tmp_path / "glove.txt", _vectors(WORDS))
+    cache = tmp_path / "cache"
+    kv1, info1 = load_subset(path, ["door", "book"], cache_dir=cache, progress=False)
+    assert not info1["cache_hit"] and info1["found"] == 2 and len(info1["sha256"]) == 64
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the file was streamed again despite the cache")
+
+    monkeypatch.setattr(glove, "stream_subset", boom)
+    kv2, info2 = load_subset(path, ["book", "door"], cache_dir=cache, progress=False)
+    assert info2["cache_hit"] and info2["sha256"] == info1["sha256"]
+    np.testing.assert_array_equal(kv2["door"], kv1["door"])
+    monkeypatch.undo()
+
+    # another vocabulary, or the same path with new content, is a cache miss
+    _, info3 = load_subset(path, ["door"], cache_dir=cache, progress=False)
+    assert not info3["cache_hit"]
+    _write_glove(path, _vectors(WORDS, seed=1))
+    kv4, info4 = load_subset(path, ["door", "book"], cache_dir=cache, progress=False)
+    assert not info4["cache_hit"] and info4["sha256"] != info1["sha256"]
+    assert not np.array_equal(kv4["door"], kv1["door"])
+
+
+def test_oov_treatment_and_counts(tmp_path: Path) -> None:
+    path = _write_glove(tmp_path / "glove.txt", _vectors(WORDS))
+    cfg = WordVectorsConfig(path=str(path), cache_dir=str(tmp_path / "c"))
+    wv = build_word_vectors(cfg, ["door", "xyzzy", "plugh"], [], progress=False)
+    assert wv.oov_words == ["plugh", "xyzzy"]
+    assert wv.count_oov({"door": 3, "xyzzy": 2, "plugh": 1}) == (2, 3)
+    m = wv.lookup(["door", "xyzzy", "xyzzy"])
+    assert m.shape == (3, DIM) and m.dtype == np.float32
+    np.testing.assert_array_equal(m[1], m[2])  # the same word, the same vector
+    np.testing.assert_array_equal(m[1], oov_vector("xyzzy", DIM, sigma=wv.oov_sigma))
+    assert not np.array_equal(m[1], wv.vector("plugh")) and wv.oov_sigma > 0
+    zeros = build_word_vectors(
+        WordVectorsConfig(path=str(path), cache_dir=str(tmp_path / "c"), oov="zeros"),
+        ["xyzzy"],
+        [],
+        progress=False,
+    )
+    assert not zeros.lookup(["xyzzy"]).any()
+    with pytest.raises(ValueError, match="unknown OOV treatment 'nan'"):
+        build_word_vectors(WordVectorsConfig(oov="nan"), ["a"], [["a"]])
+
+
+def test_default_vectors_are_trained_and_deterministic() -> None:
+    sents = [
+        ["a", "person", "opens", "the", "door"],
+        ["the", "person", "sits", "on", "a", "chair"],
+    ] * 20
+    kv1, info1 = train_default_vectors(sents, dim=16, seed=3, epochs=5)
+    kv2, _ = train_default_vectors(sents, dim=16, seed=3, epochs=5)
+    assert info1["kind"] == "word2vec-on-dataset" and info1["comparable_to_published"] is False
+    assert sorted(kv1.index_to_key) == sorted({w for s in sents for w in s})
+    np.testing.assert_array_equal(kv1["door"], kv2["door"])
+    wv = build_word_vectors(
+        WordVectorsConfig(default_dim=16, default_epochs=5), ["door", "new"], sents
+    )
+    assert wv.source["kind"] == "word2vec-on-dataset" and wv.oov_words == ["new"]
+    with pytest.raises(ValueError, match="no training sentences"):
+        train_default_vectors([])
