@@ -32,12 +32,20 @@ def video_pairs(
     """
     base = f"{path}#{vid}"
     if not isinstance(entry, dict):
-        report.malformed(vid, base, f"the entry of {vid!r} is a {type(entry).__name__}, not an object")
+        report.malformed(
+            vid, base, f"the entry of {vid!r} is a {type(entry).__name__}, not an object"
+        )
         return
     stamps, sentences = entry.get("timestamps"), entry.get("sentences")
-    if not isinstance(stamps, list) or not isinstance(sentences, list) or len(stamps) != len(sentences):
-        n = max(len(stamps) if isinstance(stamps, list) else 1,
-                len(sentences) if isinstance(sentences, list) else 1)
+    if (
+        not isinstance(stamps, list)
+        or not isinstance(sentences, list)
+        or len(stamps) != len(sentences)
+    ):
+        n = max(
+            len(stamps) if isinstance(stamps, list) else 1,
+            len(sentences) if isinstance(sentences, list) else 1,
+        )
         detail = (
             "'timestamps' and 'sentences' must be lists of the same length, got "
             f"{_shape(stamps)} and {_shape(sentences)}"

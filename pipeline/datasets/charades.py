@@ -36,11 +36,11 @@ def parse_charades_sta(path: Path, report: ValidationReport) -> Iterator[RawPair
                 f"expected '<video_id> <start> <end>##<sentence>', got {line[:80]!r}",
             )
             continue
-        index = per_video[vid]
-        per_video[vid] += 1
         try:
             start, end = float(fields[1]), float(fields[2])
         except ValueError:
             report.malformed(vid, where, f"start/end {fields[1]!r} {fields[2]!r} are not numbers")
             continue
+        index = per_video[vid]
+        per_video[vid] += 1
         yield RawPair(vid, sentence, start, end, None, where, index)

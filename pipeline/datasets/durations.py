@@ -103,7 +103,8 @@ def read_durations_json(path: str | os.PathLike[str]) -> DurationTable:
     if not isinstance(data, dict):
         raise DatasetError(f"{p}: a JSON durations file must be an object id -> seconds")
     seconds = {
-        str(k): _to_seconds(v.get("duration") if isinstance(v, dict) else v) for k, v in data.items()
+        str(k): _to_seconds(v.get("duration") if isinstance(v, dict) else v)
+        for k, v in data.items()
     }
     return DurationTable(seconds, {k: f"{p}#{k}" for k in seconds}, (str(p),))
 
@@ -122,7 +123,9 @@ def load_durations(src: object) -> DurationTable:
         return read_durations_csv(p)
     if isinstance(src, Iterable):
         return DurationTable.merged(load_durations(s) for s in src)
-    raise TypeError(f"durations must be a path, a mapping or a list of them, not {type(src).__name__}")
+    raise TypeError(
+        f"durations must be a path, a mapping or a list of them, not {type(src).__name__}"
+    )
 
 
 def find_charades_durations(annotation: Path, split: str | None) -> DurationTable | None:

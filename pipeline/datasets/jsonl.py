@@ -45,7 +45,9 @@ def parse_jsonl(path: Path, report: ValidationReport) -> Iterator[RawPair]:
             report.malformed("", where, f"a line must be a JSON object, not {type(obj).__name__}")
             continue
         raw_vid = obj.get("vid")
-        vid = str(raw_vid) if isinstance(raw_vid, str | int) and not isinstance(raw_vid, bool) else ""
+        vid = (
+            str(raw_vid) if isinstance(raw_vid, str | int) and not isinstance(raw_vid, bool) else ""
+        )
         try:
             pair = _pair(obj, vid, where, per_video)
         except ValueError as e:
@@ -59,10 +61,14 @@ def parse_jsonl(path: Path, report: ValidationReport) -> Iterator[RawPair]:
         yield pair
 
 
-def _pair(obj: dict[str, Any], vid: str, where: str, per_video: defaultdict[str, int]) -> RawPair | None:
+def _pair(
+    obj: dict[str, Any], vid: str, where: str, per_video: defaultdict[str, int]
+) -> RawPair | None:
     missing = [k for k in REQUIRED_FIELDS if k not in obj]
     if missing:
-        raise ValueError(f"missing field(s) {', '.join(map(repr, missing))}; a line needs {REQUIRED_FIELDS}")
+        raise ValueError(
+            f"missing field(s) {', '.join(map(repr, missing))}; a line needs {REQUIRED_FIELDS}"
+        )
     if not vid:
         raise ValueError(f"'vid' must be a string, not {obj['vid']!r}")
     query = obj["query"]

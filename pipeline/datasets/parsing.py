@@ -49,7 +49,9 @@ def read_json_object(path: Path, fmt: str) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise DatasetError(f"{path}: not UTF-8 text at byte {e.start}; is this a {fmt} file?") from e
+        raise DatasetError(
+            f"{path}: not UTF-8 text at byte {e.start}; is this a {fmt} file?"
+        ) from e
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

@@ -105,7 +105,13 @@ class LoadResult:
 _SPLIT_RE = re.compile(
     r"(?:^|[_\-. ])(train(?:ing)?|val_?1|val_?2|val(?:idation)?|test(?:ing)?)(?=$|[_\-. ])"
 )
-_SPLIT_NAMES = {"training": "train", "val1": "val_1", "val2": "val_2", "validation": "val", "testing": "test"}
+_SPLIT_NAMES = {
+    "training": "train",
+    "val1": "val_1",
+    "val2": "val_2",
+    "validation": "val",
+    "testing": "test",
+}
 
 
 def infer_split(path: str | os.PathLike[str]) -> str:

@@ -103,7 +103,9 @@ class ValidationReport:
         return sum(1 for i in self.issues if i.kind == "rejection")
 
     def count(self, reason: str, kind: str | None = None) -> int:
-        return sum(1 for i in self.issues if i.reason == reason and (kind is None or i.kind == kind))
+        return sum(
+            1 for i in self.issues if i.reason == reason and (kind is None or i.kind == kind)
+        )
 
     def find(self, reason: str, kind: str | None = None) -> list[ValidationIssue]:
         return [i for i in self.issues if i.reason == reason and (kind is None or i.kind == kind)]

@@ -98,7 +98,9 @@ class PairValidator:
             return None
         sentence = raw.sentence.strip()
         if not sentence:
-            rep.reject("empty_sentence", vid, where, "the sentence is empty; fix or delete the entry")
+            rep.reject(
+                "empty_sentence", vid, where, "the sentence is empty; fix or delete the entry"
+            )
             return None
 
         duration = raw.duration
@@ -164,7 +166,9 @@ class PairValidator:
             return None
 
         split = (raw.split if self.split_from_entries else None) or self.split
-        query_id = raw.query_id if raw.query_id is not None else make_query_id(split, vid, raw.index)
+        query_id = (
+            raw.query_id if raw.query_id is not None else make_query_id(split, vid, raw.index)
+        )
         if query_id in self.seen:
             rep.reject(
                 "duplicate_query_id",
