@@ -1,0 +1,122 @@
+"""``mktn extract``: decode videos and write 3D-CNN clip and patch features to a Zarr store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.backbones import backbone_names
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--videos",
+        required=True,
+        help="a directory (searched recursively), a .txt list of paths, or one video file",
+    )
+    parser.add_argument("--store", required=True, help="feature store root: a path or fsspec URL")
+    parser.add_argument(
+        "--backbone",
+        default="tiny3d",
+        choices=backbone_names(),
+        help="3D-CNN architecture (default tiny3d, the measured CPU demo choice)",
+    )
+    parser.add_argument(
+        "--weights", default=None, help="local state dict; omit for seeded random init"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random-init seed when no --weights (default 0)"
+    )
+    parser.add_argument(
+        "--layer", default=None, help="layer to take features from (default: last conv stage)"
+    )
+    parser.add_argument(
+        "--grid", type=int, default=2, help="patch grid side; P = grid^2 (default 2)"
+    )
+    parser.add_argument(
+        "--dataset", default="default", help="dataset name: the store group (default 'default')"
+    )
+    parser.add_argument("--extractor-id", default=None, help="override the derived extractor id")
+    parser.add_argument(
+        "--fps", type=float, default=8.0, help="sampling rate in frames/s (default 8)"
+    )
+    parser.add_argument(
+        "--clip-len", type=int, default=None, help="frames per clip (default: the backbone's)"
+    )
+    parser.add_argument(
+        "--stride", type=int, default=None, help="frames between clip starts (default: clip len)"
+    )
+    parser.add_argument(
+        "--resize", type=int, default=None, help="short side before cropping (default: backbone's)"
+    )
+    parser.add_argument(
+        "--crop", type=int, default=None, help="centre crop side (default: backbone's)"
+    )
+    parser.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="clips per batch (default: 8 CPU, auto CUDA)"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: all cores)"
+    )
+    parser.add_argument("--decode-threads", type=int, default=1, help="decoder threads (default 1)")
+    parser.add_argument("--force", action="store_true", help="re-extract even up-to-date videos")
+    parser.add_argument(
+        "--verify-content", action="store_true", help="hash sources even if size+mtime match"
+    )
+    parser.add_argument(
+        "--no-normalization",
+        action="store_true",
+        help="do not (re)compute the per-dimension normalisation statistics at the end",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.extract import ExtractionConfig, extract_videos, list_videos
+    from storage.features import FeatureStore
+
+    try:
+        config = ExtractionConfig(
+            backbone=args.backbone,
+            layer=args.layer,
+            grid=args.grid,
+            weights=args.weights,
+            seed=args.seed,
+            fps=args.fps,
+            clip_len=args.clip_len,
+            stride=args.stride,
+            resize=args.resize,
+            crop=args.crop,
+            dtype=args.dtype,
+            dataset=args.dataset,
+            extractor_id=args.extractor_id,
+            batch_size=args.batch_size,
+            device=args.device,
+            threads=args.threads,
+            decode_threads=args.decode_threads,
+            verify_content=args.verify_content,
+        )
+        config.sampling()  # validates fps/clip/crop now, not after the first video
+        paths = list_videos(args.videos)
+        if not paths:
+            print(f"mktn extract: no videos found in {args.videos!r}", file=sys.stderr)
+            return 2
+        store = FeatureStore(args.store)
+        summary = extract_videos(
+            paths, store, config, force=args.force, progress=not args.no_progress
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"mktn extract: {exc}", file=sys.stderr)
+        return 2
+    print(summary.format())
+    if summary.done and not args.no_normalization:
+        group = store.extractor(config.dataset, summary.extractor_id)
+        norm = group.compute_normalization()
+        print(
+            f"normalisation statistics over {norm.num_videos} videos / {norm.num_clips} clips "
+            f"stored in {store.root}/features/{config.dataset}/{summary.extractor_id}"
+        )
+    return summary.exit_code

@@ -1,0 +1,650 @@
+"""Videos -> clip and patch features in the Zarr feature store, decode overlapped with compute.
+
+A background reader thread probes, fingerprints and decodes videos and turns
+clips into normalised tensors (pinned on CUDA); the calling thread runs batched
+inference (``torch.inference_mode``; autocast on CUDA) and writes each finished
+video to the store, whose commit marker is written last. Killed at any moment and
+rerun, only videos without a commit marker, or whose source changed, are extracted.
+
+Library entry points: :func:`extract_videos` (many videos, one summary) and
+:func:`extract_one` (one video; what a Prefect task or a Dask worker calls).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.backbones import ClipFeatureExtractor, build_extractor, get_spec, weights_tag
+from pipeline.provenance import code_version, source_digest
+from pipeline.video import ClipSampling, ClipStream, VideoDecodeError, VideoInfo, probe
+from storage.features import FeatureGroup, FeatureStore
+from storage.fingerprint import FileFingerprint, digest_strings, fingerprint_file, quick_unchanged
+from storage.keys import safe_component
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (
+    ".mp4",
+    ".webm",
+    ".avi",
+    ".mkv",
+    ".mov",
+    ".m4v",
+    ".mpg",
+    ".mpeg",
+    ".flv",
+    ".wmv",
+)
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """Everything that decides the features (and a few knobs that only decide speed).
+
+    ``clip_len``/``resize``/``crop`` default to the backbone's own input (None).
+    The default is the CPU demo decision measured in docs/features.md: tiny3d,
+    its last stage (layer3, 256-d), a 2x2 patch grid, 8-frame clips at 8 fps, stride 8
+    (one clip per second).
+    """
+
+    backbone: str = "tiny3d"
+    layer: str | None = None  # None: the backbone's last convolutional stage
+    grid: int = 2  # patch grid side; P = grid**2
+    weights: str | None = None  # local state dict; None: seeded random init
+    seed: int = 0
+    fps: float = 8.0
+    clip_len: int | None = None
+    stride: int | None = None  # None: clip_len (non-overlapping clips)
+    resize: int | None = None
+    crop: int | None = None
+    dtype: Literal["float16", "float32"] = "float16"
+    dataset: str = "default"
+    extractor_id: str | None = None  # None: derived from the feature-deciding fields
+    # speed only (not part of the extractor id)
+    batch_size: int | None = None  # None: 8 on CPU, by free memory on CUDA
+    device: str = "auto"
+    threads: int | None = None  # torch CPU threads; None: all cores
+    decode_threads: int = 1
+    prefetch_batches: int = 4
+    verify_content: bool = False  # hash even files whose size and mtime are unchanged
+
+    def sampling(self) -> ClipSampling:
+        spec = get_spec(self.backbone)
+        clip_len = self.clip_len or spec.clip_len
+        return ClipSampling(
+            fps=self.fps,
+            clip_len=clip_len,
+            stride=self.stride or clip_len,
+            resize=self.resize or spec.resize,
+            crop=self.crop or spec.crop,
+        )
+
+    def resolved_layer(self) -> str:
+        return self.layer or get_spec(self.backbone).default_layer
+
+    def feature_config(self) -> dict[str, Any]:
+        """The fields that decide the features, as stored in the extractor group's attrs."""
+        _, weights = weights_tag(self.weights, self.seed)
+        return {
+            "backbone": self.backbone,
+            "layer": self.resolved_layer(),
+            "grid": self.grid,
+            "num_patches": self.grid * self.grid,
+            "feature_dim": get_spec(self.backbone).channels(self.resolved_layer()),
+            "weights": weights,
+            "sampling": asdict(self.sampling()),
+            "dtype": self.dtype,
+        }
+
+    def resolved_extractor_id(self) -> str:
+        """``<backbone>-<layer>-g<grid>@<weights>-<hash8>``, e.g. ``tiny3d-layer3-g2@random0-1a2b3c4d``."""
+        if self.extractor_id:
+            return safe_component(self.extractor_id, what="extractor id")
+        short, _ = weights_tag(self.weights, self.seed)
+        digest = digest_strings(json.dumps(self.feature_config(), sort_keys=True))[:8]
+        return safe_component(
+            f"{self.backbone}-{self.resolved_layer()}-g{self.grid}@{short}-{digest}",
+            what="extractor id",
+        )
+
+
+@dataclass
+class VideoResult:
+    """What happened to one video: ``status`` is ``done``, ``skipped`` or ``failed``."""
+
+    video_id: str
+    path: str
+    status: Literal["done", "skipped", "failed"]
+    reason: str = ""
+    num_clips: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class ExtractionSummary:
+    """Per-video results of a run and its totals."""
+
+    results: list[VideoResult] = field(default_factory=list)
+    extractor_id: str = ""
+    wall_seconds: float = 0.0
+
+    def _with(self, status: str) -> list[VideoResult]:
+        return [r for r in self.results if r.status == status]
+
+    @property
+    def done(self) -> list[VideoResult]:
+        return self._with("done")
+
+    @property
+    def skipped(self) -> list[VideoResult]:
+        return self._with("skipped")
+
+    @property
+    def failed(self) -> list[VideoResult]:
+        return self._with("failed")
+
+    @property
+    def num_clips(self) -> int:
+        return sum(r.num_clips for r in self.done)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+    def format(self) -> str:
+        lines = [
+            f"extractor {self.extractor_id}: {len(self.done)} done ({self.num_clips} clips), "
+            f"{len(self.skipped)} skipped as already complete, {len(self.failed)} failed "
+            f"in {self.wall_seconds:.1f} s"
+        ]
+        lines += [f"  FAILED {r.video_id} ({r.path}): {r.reason}" for r in self.failed]
+        return "\n".join(lines)
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+
+def list_videos(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Video files from a directory (recursively, by extension), a list file, or a list of paths.
+
+    A list file has one path per line (``#`` comments and blank lines ignored; relative
+    paths are relative to the list file).
+    """
+    if isinstance(source, str | os.PathLike):
+        p = Path(source)
+        if p.is_dir():
+            return sorted(
+                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
+            )
+        if p.is_file() and p.suffix.lower() in (".txt", ".lst", ".list"):
+            out = []
+            for line in p.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    q = Path(line)
+                    out.append(q if q.is_absolute() else p.parent / q)
+            return out
+        if p.is_file():
+            return [p]
+        raise FileNotFoundError(f"--videos {str(p)!r}: no such directory, list file or video")
+    return [Path(s) for s in source]
+
+
+def video_id_for(path: str | os.PathLike[str]) -> str:
+    """The store key of a video: its file name without extension (validated)."""
+    return safe_component(Path(path).stem, what=f"video id (from file name {os.fspath(path)!r})")
+
+
+def _recorded_fingerprint(attrs: dict[str, Any]) -> FileFingerprint | None:
+    d = attrs.get("source_fingerprint")
+    return FileFingerprint.from_dict(d) if isinstance(d, dict) else None
+
+
+def up_to_date(
+    group: FeatureGroup,
+    video_id: str,
+    path: str | os.PathLike[str],
+    *,
+    verify_content: bool = False,
+) -> bool:
+    """True when ``video_id`` is committed and its source file is unchanged.
+
+    Size differs -> changed. Size and mtime equal -> unchanged (unless ``verify_content``).
+    Mtime differs (or ``verify_content``) -> the sha256 decides.
+    """
+    if not group.is_complete(video_id):
+        return False
+    recorded = _recorded_fingerprint(group.video_attrs(video_id))
+    if recorded is None:
+        return False
+    try:
+        quick = quick_unchanged(path, recorded)
+    except OSError:
+        return False
+    if quick is False:
+        return False
+    if quick is True and not verify_content:
+        return True
+    return fingerprint_file(path).sha256 == recorded.sha256
+
+
+# --- the model side -----------------------------------------------------------------------
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"--device {device!r} requested but CUDA is not available; use --device cpu"
+        )
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
+    return torch.device(device)
+
+
+_MODEL_CACHE: dict[tuple[Any, ...], ClipFeatureExtractor] = {}
+_MODEL_LOCK = threading.Lock()
+
+
+def get_model(config: ExtractionConfig, device: torch.device) -> ClipFeatureExtractor:
+    """The extractor network for ``config`` on ``device``, built once per process."""
+    key = (
+        config.backbone,
+        config.resolved_layer(),
+        config.grid,
+        config.weights,
+        config.seed,
+        str(device),
+    )
+    with _MODEL_LOCK:
+        if key not in _MODEL_CACHE:
+            model = build_extractor(
+                config.backbone,
+                layer=config.resolved_layer(),
+                grid=config.grid,
+                weights=config.weights,
+                seed=config.seed,
+            )
+            _MODEL_CACHE[key] = model.to(device)
+        return _MODEL_CACHE[key]
+
+
+def auto_batch_size(
+    model: ClipFeatureExtractor, sampling: ClipSampling, device: torch.device
+) -> int:
+    """8 on CPU; on CUDA, as many clips as fit in half the free memory (1..256)."""
+    if device.type != "cuda":
+        return 8
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    x = torch.zeros((2, 3, sampling.clip_len, sampling.crop, sampling.crop), device=device)
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
+        model(x)
+    per_clip = max(1, (torch.cuda.max_memory_allocated(device) - before) // 2)
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(max(1, min(256, (free // 2) // per_clip)))
+
+
+# --- the reader thread --------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    video_id: str
+    path: str
+    force: bool = False
+
+
+@dataclass
+class _Start:
+    job: _Job
+    info: VideoInfo
+    stream: ClipStream
+    fingerprint: FileFingerprint
+
+
+@dataclass
+class _Batch:
+    job: _Job
+    indices: np.ndarray
+    times: np.ndarray
+    clips: torch.Tensor  # (B, 3, L, H, W) normalised, pinned on CUDA
+
+
+@dataclass
+class _End:
+    job: _Job
+
+
+@dataclass
+class _Skip:
+    job: _Job
+
+
+@dataclass
+class _Fail:
+    job: _Job
+    reason: str
+
+
+_DONE = object()
+
+
+class _Reader(threading.Thread):
+    """Probes, fingerprints and decodes videos, feeding normalised batches into a bounded queue."""
+
+    def __init__(
+        self,
+        jobs: list[_Job],
+        group: FeatureGroup,
+        config: ExtractionConfig,
+        model: ClipFeatureExtractor,
+        batch_size: int,
+        pin: bool,
+    ) -> None:
+        super().__init__(name="mktn-video-reader", daemon=True)
+        self.jobs = jobs
+        self.group = group
+        self.config = config
+        self.sampling = config.sampling()
+        self.model = model
+        self.batch_size = batch_size
+        self.pin = pin
+        self.out: queue.Queue[Any] = queue.Queue(maxsize=max(1, config.prefetch_batches))
+        self.stop = threading.Event()
+
+    def _put(self, item: Any) -> None:
+        while not self.stop.is_set():
+            try:
+                self.out.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped
+
+    def run(self) -> None:
+        try:
+            for job in self.jobs:
+                self._one(job)
+            self._put(_DONE)
+        except _Stopped:
+            return
+
+    def _one(self, job: _Job) -> None:
+        try:
+            if not job.force and up_to_date(
+                self.group, job.video_id, job.path, verify_content=self.config.verify_content
+            ):
+                self._put(_Skip(job))
+                return
+            info = probe(job.path)
+            fingerprint = fingerprint_file(job.path)
+            stream = ClipStream(
+                job.path, self.sampling, info=info, decode_threads=self.config.decode_threads
+            )
+        except VideoDecodeError as exc:
+            self._put(_Fail(job, exc.reason))
+            return
+        except Exception as exc:  # unreadable file, I/O error...
+            self._put(_Fail(job, f"{type(exc).__name__}: {exc}"))
+            return
+        self._put(_Start(job, info, stream, fingerprint))
+        try:
+            for batch in stream.batches(self.batch_size):
+                clips = self.model.normalize(torch.from_numpy(batch.frames))
+                if self.pin:
+                    clips = clips.pin_memory()
+                self._put(_Batch(job, batch.indices, batch.times, clips))
+        except _Stopped:
+            raise
+        except VideoDecodeError as exc:
+            self._put(_Fail(job, exc.reason))
+            return
+        except Exception as exc:
+            self._put(_Fail(job, f"decoding failed: {type(exc).__name__}: {exc}"))
+            return
+        self._put(_End(job))
+
+    def items(self) -> Iterator[Any]:
+        while True:
+            item = self.out.get()
+            if item is _DONE:
+                return
+            yield item
+
+
+class _Stopped(Exception):
+    pass
+
+
+# --- the driver ---------------------------------------------------------------------------
+
+
+def _video_attrs(config: ExtractionConfig, start: _Start, extractor_id: str) -> dict[str, Any]:
+    info, plan = start.info, start.stream.plan
+    return {
+        "dataset": config.dataset,
+        "extractor_id": extractor_id,
+        **config.feature_config(),
+        "fps": config.sampling().fps,
+        "clip_len": plan.clip_len,
+        "stride": config.sampling().stride,
+        "padded_frames": plan.padded_frames,
+        "padded_clips": plan.padded_clips,
+        "source_path": str(Path(start.job.path).resolve()),
+        "source_fingerprint": start.fingerprint.to_dict(),
+        "source_video": {
+            "num_frames": info.num_frames,
+            "fps": info.fps,
+            "duration": info.duration,
+            "width": info.width,
+            "height": info.height,
+            "variable_frame_rate": info.variable_frame_rate,
+        },
+        "duration": info.duration,
+        "code_version": code_version(),
+        "source_digest": source_digest(),
+    }
+
+
+def _configure_threads(config: ExtractionConfig, device: torch.device) -> None:
+    if device.type == "cpu":
+        want = config.threads or os.cpu_count() or 1
+        if torch.get_num_threads() != want:
+            torch.set_num_threads(want)
+
+
+def _run(
+    jobs: list[_Job],
+    store: FeatureStore | FeatureGroup,
+    config: ExtractionConfig,
+    *,
+    progress: bool,
+) -> ExtractionSummary:
+    t0 = time.perf_counter()
+    extractor_id = config.resolved_extractor_id()
+    if isinstance(store, FeatureGroup):
+        group = store
+    else:
+        group = store.extractor(config.dataset, extractor_id, attrs=config.feature_config())
+    device = resolve_device(config.device)
+    _configure_threads(config, device)
+    model = get_model(config, device)
+    batch_size = config.batch_size or auto_batch_size(model, config.sampling(), device)
+    use_cuda = device.type == "cuda"
+    reader = _Reader(jobs, group, config, model, batch_size, pin=use_cuda)
+    summary = ExtractionSummary(extractor_id=extractor_id)
+    overall = tqdm(total=len(jobs), desc="videos", unit="video", disable=not progress, position=0)
+    per_video = None
+    frames: list[np.ndarray] = []
+    patches: list[np.ndarray] = []
+    times: list[np.ndarray] = []
+    current: _Start | None = None
+    started = 0.0
+    failed_ids: set[str] = set()
+    autocast = torch.autocast("cuda", dtype=torch.float16) if use_cuda else contextlib.nullcontext()
+    reader.start()
+    try:
+        for item in reader.items():
+            job = item.job
+            if isinstance(item, _Skip):
+                summary.results.append(
+                    VideoResult(job.video_id, job.path, "skipped", "already complete")
+                )
+                overall.update(1)
+            elif isinstance(item, _Fail):
+                log.warning("skipping %s: %s", job.path, item.reason)
+                summary.results.append(VideoResult(job.video_id, job.path, "failed", item.reason))
+                failed_ids.add(job.video_id)
+                current = None
+                if per_video is not None:
+                    per_video.close()
+                    per_video = None
+                overall.update(1)
+            elif isinstance(item, _Start):
+                current, started = item, time.perf_counter()
+                frames, patches, times = [], [], []
+                per_video = tqdm(
+                    total=item.stream.plan.num_clips,
+                    desc=job.video_id[:24],
+                    unit="clip",
+                    leave=False,
+                    disable=not progress,
+                    position=1,
+                )
+            elif isinstance(item, _Batch):
+                if current is None or job.video_id in failed_ids:
+                    continue
+                with torch.inference_mode(), autocast:
+                    out = model(item.clips.to(device, non_blocking=use_cuda))
+                frames.append(out["clip"].float().cpu().numpy())
+                patches.append(out["patches"].float().cpu().numpy())
+                times.append(item.times)
+                if per_video is not None:
+                    per_video.update(len(item.indices))
+            elif isinstance(item, _End):
+                assert current is not None and current.job is job
+                try:
+                    group.write_video(
+                        job.video_id,
+                        np.concatenate(frames),
+                        np.concatenate(patches),
+                        np.concatenate(times),
+                        _video_attrs(config, current, extractor_id),
+                        dtype=config.dtype,
+                        overwrite=True,
+                    )
+                except (ValueError, OSError) as exc:
+                    summary.results.append(
+                        VideoResult(job.video_id, job.path, "failed", f"write failed: {exc}")
+                    )
+                else:
+                    n = current.stream.plan.num_clips
+                    summary.results.append(
+                        VideoResult(
+                            job.video_id, job.path, "done", "", n, time.perf_counter() - started
+                        )
+                    )
+                current = None
+                if per_video is not None:
+                    per_video.close()
+                    per_video = None
+                overall.update(1)
+    finally:
+        reader.stop.set()
+        reader.join(timeout=5)
+        overall.close()
+        if per_video is not None:
+            per_video.close()
+    summary.wall_seconds = time.perf_counter() - t0
+    return summary
+
+
+def _jobs(
+    paths: Iterable[str | os.PathLike[str]], force: bool
+) -> tuple[list[_Job], list[VideoResult]]:
+    jobs: list[_Job] = []
+    bad: list[VideoResult] = []
+    seen: dict[str, str] = {}
+    for p in paths:
+        path = os.fspath(p)
+        try:
+            vid = video_id_for(path)
+        except ValueError as exc:
+            bad.append(VideoResult(Path(path).stem or path, path, "failed", str(exc)))
+            continue
+        if vid in seen:
+            bad.append(
+                VideoResult(
+                    vid,
+                    path,
+                    "failed",
+                    f"duplicate video id {vid!r}: also {seen[vid]}; rename one file",
+                )
+            )
+            continue
+        seen[vid] = path
+        jobs.append(_Job(vid, path, force))
+    return jobs, bad
+
+
+def extract_videos(
+    paths: Iterable[str | os.PathLike[str]],
+    store: FeatureStore | str | os.PathLike[str],
+    config: ExtractionConfig,
+    *,
+    force: bool = False,
+    progress: bool = True,
+) -> ExtractionSummary:
+    """Extract every video in ``paths`` into ``store``; skip up-to-date ones; never stop on a bad one.
+
+    Returns the per-video summary (``summary.exit_code`` is 1 when any failed).
+    """
+    store = store if isinstance(store, FeatureStore) else FeatureStore(store)
+    jobs, bad = _jobs(paths, force)
+    summary = _run(jobs, store, config, progress=progress)
+    summary.results = bad + summary.results
+    return summary
+
+
+def extract_one(
+    path: str | os.PathLike[str],
+    group: FeatureGroup | FeatureStore | str | os.PathLike[str],
+    config: ExtractionConfig,
+    *,
+    video_id: str | None = None,
+    force: bool = False,
+) -> VideoResult:
+    """Extract one video (skipped when up to date); never raises for a bad video file.
+
+    ``group`` is an extractor group, or a store/root in which the group for ``config``
+    is opened (created on first use). Safe to call concurrently for different videos
+    writing to one store.
+    """
+    if not isinstance(group, FeatureGroup | FeatureStore):
+        group = FeatureStore(group)
+    path = os.fspath(path)
+    vid = safe_component(video_id, what="video id") if video_id else video_id_for(path)
+    summary = _run([_Job(vid, path, force)], group, config, progress=False)
+    return summary.results[0]
+
+
+def config_with(config: ExtractionConfig, **changes: Any) -> ExtractionConfig:
+    """``dataclasses.replace`` that ignores ``None`` values (handy for CLI overrides)."""
+    return replace(config, **{k: v for k, v in changes.items() if v is not None})
