@@ -1,0 +1,162 @@
+"""Natural-language queries for a video's events: one sentence per event.
+
+Grammar (``docs/synthetic.md`` lists it in full)::
+
+    query    := clause                                        relation "plain"
+              | "after" other "," clause                      relation "after"  (other ended first)
+              | clause "before" other                         relation "before" (other starts later)
+              | clause "while" other-gerund                   relation "while"  (they overlap)
+              | "after" same "," "it" verb                    relation "then"   (same object, previous event)
+              | same "," "then it" verb                       relation "then"
+    clause   := subject verb
+    subject  := ["the" | "a"] [size] colour noun | "the" noun
+    verb     := a synonym of the event kind, with its parameters ("slides to the left", "turns blue")
+
+The sentence always describes the target event in its main clause (or after
+"then"); the other clause only anchors it in time. Synonyms are drawn with a
+skew towards a canonical phrasing, so plain sentences recur across videos
+(as "person opens the door" recurs in Charades-STA).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.synth.script import EventSpec, ObjectSpec, VideoScript
+
+NOUNS: dict[str, tuple[str, ...]] = {
+    "circle": ("circle", "ball", "disc", "dot"),
+    "square": ("square", "box", "block"),
+    "triangle": ("triangle",),
+    "star": ("star",),
+    "ring": ("ring", "donut", "hoop"),
+    "cross": ("cross", "plus sign"),
+    "hexagon": ("hexagon",),
+}
+
+# (present tense, gerund); "{d}" is a direction phrase, "{c}" the new colour
+VERBS: dict[str, tuple[tuple[str, str], ...]] = {
+    "appear": (("appears", "appearing"), ("shows up", "showing up"), ("pops up", "popping up"),
+               ("comes into view", "coming into view"), ("fades in", "fading in")),
+    "disappear": (("disappears", "disappearing"), ("vanishes", "vanishing"), ("fades away", "fading away"),
+                  ("goes out of view", "going out of view")),
+    "move": (("moves {d}", "moving {d}"), ("slides {d}", "sliding {d}"), ("drifts {d}", "drifting {d}"),
+             ("travels {d}", "travelling {d}")),
+    "grow": (("grows bigger", "growing bigger"), ("gets larger", "getting larger"), ("expands", "expanding"),
+             ("grows", "growing"), ("swells up", "swelling up")),
+    "shrink": (("shrinks", "shrinking"), ("gets smaller", "getting smaller"), ("contracts", "contracting"),
+               ("becomes smaller", "becoming smaller")),
+    "spin": (("spins", "spinning"), ("rotates", "rotating"), ("turns around", "turning around"),
+             ("twirls", "twirling")),
+    "recolor": (("turns {c}", "turning {c}"), ("changes colour to {c}", "changing colour to {c}"),
+                ("becomes {c}", "becoming {c}"), ("changes to {c}", "changing to {c}")),
+    "blink": (("blinks", "blinking"), ("flickers", "flickering"), ("flashes on and off", "flashing on and off")),
+}
+DIRECTION_PHRASES: dict[str, tuple[str, ...]] = {
+    "left": ("to the left", "left", "leftward"),
+    "right": ("to the right", "right", "rightward"),
+    "up": ("up", "upward", "towards the top"),
+    "down": ("down", "downward", "towards the bottom"),
+}
+SPIN_SENSE = {1: "clockwise", -1: "counterclockwise"}
+
+# P(plain sentence); the rest goes to the temporal forms that the video allows
+_RELATION_WEIGHTS: dict[str, float] = {"plain": 0.40, "after": 0.20, "before": 0.12, "while": 0.12, "then": 0.16}
+
+
+@dataclass(frozen=True)
+class Query:
+    """A sentence for one event, the relation it uses and the other event it refers to (or -1)."""
+
+    event: int
+    sentence: str
+    relation: str
+    anchor: int = -1
+
+
+def _pick(rng: np.random.Generator, options: tuple, canonical: float = 0.5):  # type: ignore[no-untyped-def,type-arg]
+    """The first option with probability ``canonical``, else a uniform pick among all."""
+    if len(options) == 1 or rng.random() < canonical:
+        return options[0]
+    return options[int(rng.integers(len(options)))]
+
+
+def _size_word(ev: EventSpec, scale: float) -> str:
+    r = ev.radius / scale
+    if r <= 11.0:
+        return "small"
+    if r >= 17.0:
+        return "big"
+    return ""
+
+
+def subject(rng: np.random.Generator, obj: ObjectSpec, ev: EventSpec, scale: float) -> str:
+    """A noun phrase for ``obj`` as it looks when ``ev`` starts ("the small red ball")."""
+    noun = _pick(rng, NOUNS[obj.shape], 0.6)
+    if rng.random() < 0.12:  # shapes are distinct within a video, so the noun alone is unambiguous
+        return f"the {noun}"
+    article = "the" if rng.random() < 0.75 else "a"
+    size = _size_word(ev, scale) if rng.random() < 0.35 else ""
+    words = [article, size, ev.colour, noun]
+    return " ".join(w for w in words if w)
+
+
+def verb(rng: np.random.Generator, ev: EventSpec, gerund: bool = False) -> str:
+    """A verb phrase for ``ev`` (present tense, or the gerund for "while" clauses)."""
+    present, ing = _pick(rng, VERBS[ev.kind], 0.45)
+    phrase = ing if gerund else present
+    if ev.kind == "move":
+        phrase = phrase.format(d=_pick(rng, DIRECTION_PHRASES[ev.direction], 0.5))
+    elif ev.kind == "recolor":
+        phrase = phrase.format(c=ev.new_colour)
+    elif ev.kind == "spin" and rng.random() < 0.3:
+        phrase += " " + SPIN_SENSE[1 if ev.rotation > 0 else -1]
+    return phrase
+
+
+def _candidates(script: VideoScript, ev: EventSpec) -> dict[str, list[EventSpec]]:
+    others = [o for o in script.events if o.index != ev.index]
+    return {
+        "after": [o for o in others if o.object != ev.object and o.end <= ev.start],
+        "before": [o for o in others if o.object != ev.object and o.start >= ev.end],
+        "while": [
+            o for o in others
+            if o.object != ev.object and min(o.end, ev.end) - max(o.start, ev.start) >= 0.5 * (ev.end - ev.start)
+        ],
+        "then": [o for o in others if o.object == ev.object and o.end <= ev.start][-1:],
+    }
+
+
+def describe(script: VideoScript, rng: np.random.Generator) -> list[Query]:
+    """One query per event of ``script``, in event order (deterministic for ``rng``'s state)."""
+    scale = script.size / 112.0
+    objects = {o.index: o for o in script.objects}
+    queries = []
+    for ev in script.events:
+        obj = objects[ev.object]
+        cands = _candidates(script, ev)
+        allowed = [k for k in _RELATION_WEIGHTS if k == "plain" or cands[k]]
+        w = np.array([_RELATION_WEIGHTS[k] for k in allowed])
+        relation = allowed[int(rng.choice(len(allowed), p=w / w.sum()))]
+        subj = subject(rng, obj, ev, scale)
+        anchor = -1
+        if relation == "plain":
+            sentence = f"{subj} {verb(rng, ev)}"
+        else:
+            other = cands[relation][int(rng.integers(len(cands[relation])))]
+            anchor = other.index
+            osubj = subject(rng, objects[other.object], other, scale)
+            if relation == "after":
+                sentence = f"after {osubj} {verb(rng, other)}, {subj} {verb(rng, ev)}"
+            elif relation == "before":
+                sentence = f"{subj} {verb(rng, ev)} before {osubj} {verb(rng, other)}"
+            elif relation == "while":
+                sentence = f"{subj} {verb(rng, ev)} while {osubj} is {verb(rng, other, gerund=True)}"
+            elif rng.random() < 0.5:  # then: same object, its previous event
+                sentence = f"after {osubj} {verb(rng, other)}, it {verb(rng, ev)}"
+            else:
+                sentence = f"{osubj} {verb(rng, other)}, then it {verb(rng, ev)}"
+        queries.append(Query(ev.index, sentence, relation, anchor))
+    return queries
