@@ -13,9 +13,10 @@ import csv
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 
 from pipeline.datasets.errors import AnnotationFileNotFoundError, DatasetError
 
@@ -109,7 +110,10 @@ def read_durations_json(path: str | os.PathLike[str]) -> DurationTable:
     return DurationTable(seconds, {k: f"{p}#{k}" for k in seconds}, (str(p),))
 
 
-def load_durations(src: object) -> DurationTable:
+DurationsSource: TypeAlias = "str | os.PathLike[str] | Mapping[str, float] | DurationTable | Sequence[str | os.PathLike[str]]"
+
+
+def load_durations(src: DurationsSource) -> DurationTable:
     """A ``DurationTable`` from a CSV/JSON path, a mapping, a table, or a list of these (merged)."""
     if isinstance(src, DurationTable):
         return src

@@ -18,7 +18,12 @@ from pathlib import Path
 
 from pipeline.datasets.activitynet import parse_activitynet
 from pipeline.datasets.charades import parse_charades_sta
-from pipeline.datasets.durations import DurationTable, find_charades_durations, load_durations
+from pipeline.datasets.durations import (
+    DurationsSource,
+    DurationTable,
+    find_charades_durations,
+    load_durations,
+)
 from pipeline.datasets.errors import DatasetError
 from pipeline.datasets.jsonl import parse_jsonl
 from pipeline.datasets.parsing import require_file
@@ -174,7 +179,7 @@ def load_annotations(
     fmt: str | None,
     path: str | os.PathLike[str],
     *,
-    durations: object = None,
+    durations: DurationsSource | None = None,
     split: str | None = None,
     inverted: Inverted = "drop",
     strict: bool = False,
@@ -245,7 +250,7 @@ def load_splits(
     fmt: str | None,
     paths: Mapping[str, str | os.PathLike[str]],
     *,
-    durations: object = None,
+    durations: DurationsSource | None = None,
     inverted: Inverted = "drop",
     strict: bool = False,
 ) -> LoadResult:
