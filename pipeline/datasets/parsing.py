@@ -15,6 +15,8 @@ def to_float(value: Any, what: str) -> float:
 
     NaN and infinities pass through: the validator rejects them as ``non_finite_time``.
     """
+    if type(value) is float or type(value) is int:  # the common case, first
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"{what} must be a number, not {value!r}")
     try:

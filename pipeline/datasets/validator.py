@@ -84,6 +84,7 @@ class PairValidator:
         # an entry's own split field (JSONL ``split``) wins over an inferred split,
         # but not over one the caller named explicitly
         self.split_from_entries = split_from_entries
+        self._vid_checked: dict[str, str | None] = {}  # video id -> why it is unsafe, or None
 
     def __call__(self, raw: RawPair) -> QueryMoment | None:
         rep = self.report
@@ -91,10 +92,14 @@ class PairValidator:
         vid, where = raw.video_id, raw.where
         rep.videos_read.add(vid)
 
-        try:
-            safe_component(vid, what="video id")
-        except ValueError as e:
-            rep.reject("bad_video_id", vid, where, f"{e}; rename the video")
+        if vid not in self._vid_checked:
+            try:
+                safe_component(vid, what="video id")
+                self._vid_checked[vid] = None
+            except ValueError as e:
+                self._vid_checked[vid] = f"{e}; rename the video"
+        if (bad_vid := self._vid_checked[vid]) is not None:
+            rep.reject("bad_video_id", vid, where, bad_vid)
             return None
         sentence = raw.sentence.strip()
         if not sentence:
