@@ -278,3 +278,18 @@ def test_load_splits_rejects_query_ids_repeated_across_files(tmp_path: Path) -> 
     (dup,) = res.report.find("duplicate_query_id")
     assert dup.where == f"{b}:1"
     assert res.report.files == [str(a), str(b)]
+
+
+def test_byte_order_mark_and_crlf_are_tolerated(tmp_path: Path) -> None:
+    p = tmp_path / "charades_sta_test.txt"
+    p.write_bytes(b"\xef\xbb\xbfVIDA 0.0 4.5##a person sits.\r\nVIDB 1.0 2.0##a person \xff.\r\n")
+    res = load_annotations("charades-sta", p, durations=DURATIONS)
+    assert [(r.query_id, r.sentence) for r in res.records] == [("test.VIDA.0", "a person sits.")]
+    (bad,) = res.report.find("malformed")
+    assert bad.where == f"{p}:2" and "UTF-8" in bad.detail
+    j = tmp_path / "val.json"
+    j.write_bytes(
+        b"\xef\xbb\xbf"
+        + json.dumps({"v_a": {"duration": 3, "timestamps": [[0, 1]], "sentences": ["x"]}}).encode()
+    )
+    assert len(load_annotations("activitynet", j)) == 1

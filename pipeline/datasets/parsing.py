@@ -36,12 +36,13 @@ def require_file(path: Path, fmt: str) -> None:
 def iter_lines(path: Path) -> Iterator[tuple[int, str | None]]:
     """(1-based line number, text) for each line; text is None when it is not UTF-8.
 
-    Works with LF or CRLF endings and with or without a trailing newline.
+    Works with LF or CRLF endings, with or without a trailing newline or a byte-order mark.
     """
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             try:
-                yield lineno, raw.decode("utf-8").rstrip("\r\n")
+                # utf-8-sig on the first line drops a byte-order mark some editors write
+                yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n")
             except UnicodeDecodeError:
                 yield lineno, None
 
@@ -49,7 +50,7 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str | None]]:
 def read_json_object(path: Path, fmt: str) -> dict[str, Any]:
     """The top-level JSON object of ``path``; ``DatasetError`` with line and column if it is not one."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise DatasetError(
             f"{path}: not UTF-8 text at byte {e.start}; is this a {fmt} file?"

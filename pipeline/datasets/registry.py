@@ -242,7 +242,10 @@ def load_annotations(
         raise DatasetError(f"{first.where}: {first.detail} ({why}; {len(malformed)} malformed)")
     if report.pairs_read == 0:
         raise DatasetError(f"{p}: holds no annotation entries; is it the right file?")
-    log.info("%s (%s, split %s): %s", p, fmt, label, report.summary())
+    # drops are worth a warning; clipped ends (common in every benchmark) are not
+    (log.warning if report.rejected else log.info)(
+        "%s (%s, split %s): %s", p, fmt, label, report.summary()
+    )
     return LoadResult(records, report)
 
 
