@@ -22,6 +22,7 @@ from typing import Any
 from pipeline.datasets.parsing import iter_lines, to_float
 from pipeline.datasets.report import ValidationReport
 from pipeline.datasets.validator import RawPair
+from storage.keys import safe_component
 
 KNOWN_FIELDS = ("qid", "query", "vid", "duration", "relevant_windows", "split")
 REQUIRED_FIELDS = ("query", "vid", "relevant_windows")
@@ -78,8 +79,10 @@ def _pair(
     if qid is not None and (isinstance(qid, bool) or not isinstance(qid, str | int)):
         raise ValueError(f"'qid' must be a string or an integer, not {qid!r}")
     split = obj.get("split")
-    if split is not None and not isinstance(split, str):
-        raise ValueError(f"'split' must be a string, not {split!r}")
+    if split is not None:
+        if not isinstance(split, str):
+            raise ValueError(f"'split' must be a string, not {split!r}")
+        safe_component(split, what="'split'")  # its ValueError names the value
     duration = None if obj.get("duration") is None else to_float(obj["duration"], "'duration'")
     wins = obj["relevant_windows"]
     if not isinstance(wins, list):

@@ -31,6 +31,7 @@ from pipeline.datasets.records import QueryMoment
 from pipeline.datasets.report import ValidationReport
 from pipeline.datasets.tacos import parse_tacos
 from pipeline.datasets.validator import INVERTED_MODES, Inverted, PairValidator, RawPair
+from storage.keys import safe_component
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +206,10 @@ def load_annotations(
     p = Path(path)
     require_file(p, fmt)
     label = split or infer_split(p)
+    try:
+        safe_component(label, what="split name")  # it is part of generated query ids
+    except ValueError as e:
+        raise DatasetError(f"{p}: {e}; pass another split=") from None
 
     table: DurationTable | None = None
     if durations is not None:
