@@ -24,7 +24,6 @@ from typing import Any
 from pipeline.datasets import infer_split
 from storage.keys import safe_component
 
-VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
 ANNOTATION_SUFFIXES = (".jsonl", ".json", ".txt")
 MANIFEST = "dataset.json"
 
@@ -75,21 +74,6 @@ class DatasetSpec:
 
     def split_file(self, split: str) -> str | None:
         return self.annotations.get(split)
-
-
-def list_videos(videos_dir: str | os.PathLike[str]) -> list[Path]:
-    """Video files directly in ``videos_dir`` (sorted); ``FileNotFoundError`` naming it if missing."""
-    d = Path(videos_dir)
-    if not d.is_dir():
-        raise FileNotFoundError(
-            f"videos folder {str(d)!r} does not exist; pass --dataset-videos DIR with the raw videos"
-        )
-    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-
-
-def video_id_of(path: str | os.PathLike[str]) -> str:
-    """The video id of a file: its name without the suffix (``v_ZNVhz7ctTq0.mp4`` -> ``v_ZNVhz7ctTq0``)."""
-    return safe_component(Path(path).stem, what="video id")
 
 
 def parse_annotation_args(values: list[str]) -> dict[str, str]:

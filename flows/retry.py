@@ -34,6 +34,42 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, TimeoutError, ConnectionError))
 
 
+# errno values of failures that can pass on a second try (EIO, EAGAIN, EBUSY, ECONNRESET,
+# ETIMEDOUT, ESTALE: a flaky disk or network filesystem), as they appear in a reason string
+_TRANSIENT_ERRNOS = (5, 11, 16, 104, 110, 116)
+_TRANSIENT_NAMES = ("TimeoutError", "ConnectionError", "ConnectionResetError", "BrokenPipeError")
+
+
+def reason_is_transient(reason: str) -> bool:
+    """Classify a library's failure *reason string* (``pipeline.extract`` reports, never raises).
+
+    >>> reason_is_transient("write failed: [Errno 5] Input/output error")
+    True
+    >>> reason_is_transient("OSError: [Errno 2] No such file or directory: 'a.mp4'")
+    False
+    >>> reason_is_transient("cannot decode frame 12: invalid data")
+    False
+    """
+    if any(name in reason for name in _TRANSIENT_NAMES):
+        return True
+    return any(f"[Errno {n}]" in reason for n in _TRANSIENT_ERRNOS)
+
+
+class TransientTaskError(OSError):
+    """A failure worth retrying (transient I/O), raised by a task from a library's reason string."""
+
+
+class PermanentTaskError(ValueError):
+    """A failure that would repeat (corrupt input, bad configuration): not retried."""
+
+
+def raise_for_reason(what: str, reason: str) -> None:
+    """Raise :class:`TransientTaskError` or :class:`PermanentTaskError` naming ``what`` and why."""
+    if reason_is_transient(reason):
+        raise TransientTaskError(f"{what}: {reason}")
+    raise PermanentTaskError(f"{what}: {reason}")
+
+
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect ``retry_condition_fn``: retry only when the failure's exception is transient."""
     exc = getattr(state, "data", None)

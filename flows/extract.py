@@ -1,0 +1,229 @@
+"""The ``extract-features`` flow: one task per video, run concurrently, into the feature store.
+
+Steps: list the videos, fingerprint them (sha256, re-hashed only when size or
+mtime moved), open the extractor group once, run one ``extract-video`` task
+per video in the ``extract-videos`` subflow on the chosen task runner (a
+thread pool here, Dask for many machines), then (re)compute the store's
+normalisation statistics when any video changed.
+
+Failure policy: a video that fails (corrupt, unreadable) fails its own task
+only; the others go on. The flow ends ``Completed`` with a message and a
+``extraction-failures`` table artifact naming every failed video and why when
+at least one video is in the store, and ``Failed`` when every video failed.
+Transient I/O errors are retried with backoff; a rerun after an interruption
+extracts only what is missing (cache hits, and the store's commit markers).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import as_completed
+from prefect.states import Completed, Failed, State
+
+from flows import tasks
+from flows.caching import config_hash, persisted
+from flows.runners import DEFAULT_MAX_WORKERS, build_task_runner, cpu_count
+from flows.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+
+def _torch_threads(dask: str | None, max_workers: int) -> int | None:
+    if dask and dask != "local":
+        return None  # a remote worker knows its own cores
+    return max(1, cpu_count() // max(1, max_workers))
+
+
+@flow(name="extract-videos", log_prints=False)
+def extract_videos_subflow(
+    jobs: list[dict[str, str]],
+    work_dir: str,
+    feature_store: str,
+    extractor_id: str,
+    config: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Run one ``extract-video`` task per job on this flow's task runner; one result dict per job.
+
+    A job is ``{"video_id", "path", "sha256"}``; a result has ``status`` (``done``,
+    ``skipped``, ``cached`` or ``failed``) and, when failed, ``reason``.
+    """
+    log = get_run_logger()
+    fhash = config_hash(_feature_fields(config))
+    progress_id = create_progress_artifact(
+        progress=0.0,
+        key="extraction-progress",
+        description=f"videos extracted into {feature_store} ({extractor_id})",
+    )
+    futures = {}
+    for job in jobs:
+        fresh = tasks.video_up_to_date(
+            feature_store, config["dataset"], extractor_id, job["video_id"], job["path"]
+        )
+        task_obj = persisted(tasks.extract_video, work_dir, refresh=not fresh)
+        fut = task_obj.with_options(task_run_name=f"extract-{job['video_id']}").submit(
+            path=job["path"],
+            video_id=job["video_id"],
+            video_sha256=job["sha256"],
+            feature_store=feature_store,
+            extractor_id=extractor_id,
+            feature_config_hash=fhash,
+            config=config,
+        )
+        futures[fut] = job
+    results: list[dict[str, Any]] = []
+    for n, fut in enumerate(as_completed(list(futures)), start=1):
+        job = futures[fut]
+        value = fut.result(raise_on_failure=False)
+        if isinstance(value, BaseException):
+            reason = str(value)
+            log.warning("video %s failed: %s", job["video_id"], reason)
+            results.append({"video_id": job["video_id"], "path": job["path"], "status": "failed", "reason": reason})
+        else:
+            row = dict(value)
+            if tasks.was_cached(fut, row):
+                row["status"] = "cached"
+            row["path"] = job["path"]
+            results.append(row)
+        if progress_id is not None:
+            update_progress_artifact(progress_id, 100.0 * n / max(1, len(jobs)))
+    order = {j["video_id"]: i for i, j in enumerate(jobs)}
+    return sorted(results, key=lambda r: order.get(r["video_id"], 0))
+
+
+def _feature_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that decide the features (speed-only knobs dropped), for the cache key."""
+    from pipeline.extract import ExtractionConfig
+
+    return ExtractionConfig(**config).feature_config()
+
+
+@flow(name="extract-features", log_prints=False)
+def extract_features(
+    videos_dir: str,
+    dataset: str = "default",
+    work_dir: str | None = None,
+    feature_store: str | None = None,
+    extractor: dict[str, Any] | None = None,
+    video_ids: list[str] | None = None,
+    dask: str | None = None,
+    max_workers: int = DEFAULT_MAX_WORKERS,
+) -> State:
+    """Extract clip and patch features of every video in ``videos_dir`` into the feature store.
+
+    ``extractor``: ``pipeline.extract.ExtractionConfig`` fields to override (e.g.
+    ``{"backbone": "r3d_18", "fps": 4}``); ``video_ids``: only these videos;
+    ``dask``: ``None`` (threads here), ``"local"`` (a Dask LocalCluster) or a
+    scheduler address; ``max_workers``: concurrent videos (threads or Dask workers).
+    Returns the summary dict (as the data of the final state).
+    """
+    from pipeline.extract import list_videos, video_id_for
+
+    log = get_run_logger()
+    ws = Workspace.at(work_dir, feature_store=feature_store)
+    config = tasks.extraction_config(extractor, dataset, _torch_threads(dask, max_workers))
+    cfg_dict = _config_dict(config)
+    extractor_id = config.resolved_extractor_id()
+
+    paths = [str(p) for p in list_videos(videos_dir)]
+    if video_ids is not None:
+        wanted = set(video_ids)
+        paths = [p for p in paths if video_id_for(p) in wanted]
+        missing = sorted(wanted - {video_id_for(p) for p in paths})
+        if missing:
+            log.warning("video ids not found in %s: %s", videos_dir, missing)
+    if not paths:
+        return Failed(message=f"no videos found in {videos_dir!r}", data={"videos_dir": videos_dir})
+
+    digests = tasks.fingerprint_files(paths, str(ws.fingerprint_index))
+    tasks.open_feature_group(ws.feature_store, cfg_dict)
+    jobs = [{"video_id": video_id_for(p), "path": p, "sha256": digests[p]} for p in paths]
+
+    runner = build_task_runner(dask, max_workers)
+    results = extract_videos_subflow.with_options(task_runner=runner)(
+        jobs=jobs, work_dir=ws.root, feature_store=ws.feature_store,
+        extractor_id=extractor_id, config=cfg_dict,
+    )
+
+    ok = [r for r in results if r["status"] != "failed"]
+    failed = [r for r in results if r["status"] == "failed"]
+    counts = {s: sum(r["status"] == s for r in results) for s in ("done", "skipped", "cached", "failed")}
+    normalization: dict[str, Any] | None = None
+    if ok:
+        videos = sorted([r["video_id"], digests[r["path"]]] for r in ok)
+        refresh = not tasks.store_has_normalization(ws.feature_store, dataset, extractor_id)
+        normalization = persisted(tasks.feature_normalization, ws.root, refresh=refresh)(
+            feature_store=ws.feature_store, dataset=dataset, extractor_id=extractor_id, videos=videos
+        )
+
+    summary: dict[str, Any] = {
+        "dataset": dataset,
+        "feature_store": ws.feature_store,
+        "extractor_id": extractor_id,
+        "counts": counts,
+        "videos": results,
+        "failed": {r["video_id"]: r["reason"] for r in failed},
+        "normalization": normalization,
+    }
+    if failed:
+        create_table_artifact(
+            key="extraction-failures",
+            table=[{"video_id": r["video_id"], "path": r["path"], "reason": r["reason"]} for r in failed],
+            description=f"{len(failed)} of {len(results)} videos failed to extract ({dataset})",
+        )
+    create_markdown_artifact(
+        key="extraction-summary",
+        markdown=_summary_markdown(summary),
+        description=f"feature extraction of {dataset}",
+    )
+    message = (
+        f"{dataset}/{extractor_id}: {counts['done']} extracted, {counts['cached']} cached, "
+        f"{counts['skipped']} already in the store, {counts['failed']} failed"
+    )
+    if failed:
+        message += "; failed: " + "; ".join(f"{r['video_id']}: {r['reason']}" for r in failed[:10])
+        if len(failed) > 10:
+            message += f"; ... and {len(failed) - 10} more (see the extraction-failures artifact)"
+    if not ok:
+        return Failed(message="every video failed: " + message, data=summary)
+    log.info(message)
+    return Completed(message=message, data=summary)
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(config)
+
+
+def _summary_markdown(summary: dict[str, Any]) -> str:
+    c = summary["counts"]
+    lines = [
+        f"# Feature extraction: {summary['dataset']}",
+        "",
+        f"Store `{summary['feature_store']}`, extractor `{summary['extractor_id']}`.",
+        "",
+        "| extracted | cached | already in store | failed |",
+        "|---|---|---|---|",
+        f"| {c['done']} | {c['cached']} | {c['skipped']} | {c['failed']} |",
+    ]
+    if summary["failed"]:
+        lines += ["", "## Failed videos", "", "| video | reason |", "|---|---|"]
+        lines += [f"| {v} | {r} |" for v, r in summary["failed"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def video_paths(videos_dir: str | os.PathLike[str]) -> list[str]:
+    """The video files the flow would extract from ``videos_dir``."""
+    from pipeline.extract import list_videos
+
+    return [str(p) for p in list_videos(videos_dir)]
