@@ -293,3 +293,25 @@ def test_byte_order_mark_and_crlf_are_tolerated(tmp_path: Path) -> None:
         + json.dumps({"v_a": {"duration": 3, "timestamps": [[0, 1]], "sentences": ["x"]}}).encode()
     )
     assert len(load_annotations("activitynet", j)) == 1
+
+
+def test_durations_sources_and_split_names(tmp_path: Path) -> None:
+    from pipeline.datasets import load_durations
+
+    a = tmp_path / "a.csv"
+    a.write_text("video_id,duration\nVIDA,30\n")
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps({"VIDB": {"duration": 20}}))
+    table = load_durations([a, b])
+    assert table.lookup("VIDA") == (30.0, f"{a}:2") and table.lookup("VIDB") == (20.0, f"{b}#VIDB")
+    p = _charades(tmp_path, ["VIDA 0.0 4.5##a person sits.", "VIDB 1.0 2.0##a person stands."])
+    res = load_annotations("charades-sta", p, durations=[str(a), str(b)])
+    assert len(res.records) == 2 and res.report.durations_sources == [str(a), str(b)]
+    with pytest.raises(DatasetError, match="split name 'a/b'"):
+        load_annotations("charades-sta", p, durations=DURATIONS, split="a/b")
+    row = {"qid": 1, "query": "q.", "vid": "v", "duration": 3, "relevant_windows": [[0, 1]]}
+    j = _jsonl(tmp_path, [row, {**row, "qid": 2, "split": "../x"}])
+    res = load_annotations("jsonl", j)
+    (bad,) = res.report.find("malformed")
+    assert bad.where == f"{j}:2" and "'split'" in bad.detail
+    assert [r.query_id for r in res.records] == ["1"]
