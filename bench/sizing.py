@@ -217,7 +217,7 @@ def c3d_flops_per_clip(grid: int, clip_len: int = 16, crop: int = 112) -> dict[s
     return {"conv5": float(conv_counter.get_total_flops()), "fc7_extra": float(fc_counter.get_total_flops())}
 
 
-def measure_decode_fps(video: Path, repeats: int = 2) -> dict[str, float]:
+def measure_decode_fps(video: Path, repeats: int = 5) -> dict[str, float]:
     """Source frames decoded per second on one decoder thread, with ClipStream at native fps."""
     from pipeline.video import ClipSampling, ClipStream, probe
 

@@ -1,0 +1,245 @@
+"""Feature extraction fanned out over Dask workers, all writing to one store.
+
+    from distributed import Client
+    from pipeline.distributed_extract import extract_on_dask
+    summary = extract_on_dask(paths, "s3://bucket/features.zarr", config, client=Client("tcp://sched:8786"))
+
+Each video is one Dask task that calls :func:`pipeline.extract.extract_one` on a
+worker: decode, run the backbone, write the video's group and, last, its commit
+marker. Videos are independent keys of the store (``storage.features`` allows
+concurrent writers of different videos), so workers on several machines write
+to one store with no coordination, provided the store root is a location every
+worker reaches: a path on a shared file system (``file:///mnt/nfs/features.zarr``)
+or object storage (``s3://...``, ``gs://...`` with the matching fsspec package).
+A ``memory://`` store lives in one process and is refused.
+
+What the client does before fanning out: validate every video id (duplicates
+and unsafe names fail there, naming both files), and create the extractor
+group with its provenance once, so workers never race to create it.
+
+A video that fails (corrupt file, a worker that died twice) fails alone: its
+:class:`~pipeline.extract.VideoResult` says why, the others go on.
+:func:`verify_store` then checks the store is complete and consistent: every
+video reported done is committed, has the clip count it reported, arrays agree
+in shape with each other and with the extractor's dimensions, and no
+uncommitted leftovers remain.
+
+This is the Prefect-free path (a script, a notebook, or ``flows/`` with its
+``DaskTaskRunner`` over the same scheduler); the videos must be readable at the
+same path on every worker (a shared mount).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from pipeline.extract import (
+    ExtractionConfig,
+    ExtractionSummary,
+    VideoResult,
+    extract_one,
+    video_id_for,
+)
+from storage.features import FeatureGroup, FeatureStore
+
+log = logging.getLogger(__name__)
+
+
+def _check_store_root(root: str | os.PathLike[str]) -> str:
+    text = os.fspath(root)
+    if text.startswith("memory://"):
+        raise ValueError(
+            f"feature store {text!r} is in-memory and private to one process; Dask workers need "
+            "a shared location: a file:// path on a shared file system or an object-store URL"
+        )
+    if "://" not in text:
+        # A relative path would resolve against each worker's own working directory.
+        text = Path(text).resolve().as_uri()
+    return text
+
+
+def _extract_task(
+    path: str, store_root: str, config: ExtractionConfig, video_id: str, force: bool
+) -> VideoResult:
+    """Runs on a worker: one video into the shared store (never raises for a bad video)."""
+    return extract_one(path, store_root, config, video_id=video_id, force=force)
+
+
+@dataclass
+class StoreCheck:
+    """What :func:`verify_store` found; ``ok`` when ``problems`` is empty."""
+
+    complete: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _plan(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[tuple[str, str]], list[VideoResult]]:
+    jobs: list[tuple[str, str]] = []
+    bad: list[VideoResult] = []
+    seen: dict[str, str] = {}
+    for p in paths:
+        path = os.path.abspath(os.fspath(p))
+        try:
+            vid = video_id_for(path)
+        except ValueError as exc:
+            bad.append(VideoResult(Path(path).stem or path, path, "failed", str(exc)))
+            continue
+        if vid in seen:
+            bad.append(
+                VideoResult(vid, path, "failed", f"duplicate video id {vid!r}: also {seen[vid]}; rename one file")
+            )
+            continue
+        seen[vid] = path
+        jobs.append((vid, path))
+    return jobs, bad
+
+
+def extract_on_dask(
+    paths: Iterable[str | os.PathLike[str]],
+    store_root: str | os.PathLike[str],
+    config: ExtractionConfig,
+    *,
+    client: Any,
+    force: bool = False,
+    threads_per_worker: int = 1,
+    retries: int = 1,
+    normalize: bool = True,
+    progress: bool = True,
+) -> ExtractionSummary:
+    """Extract ``paths`` into ``store_root`` with one task per video on ``client``'s workers.
+
+    ``client``: a ``distributed.Client``. ``threads_per_worker``: torch CPU threads each
+    task may use when ``config.threads`` is unset (one per Dask worker thread by default,
+    so N single-threaded workers on an N-core machine never oversubscribe it).
+    ``retries``: resubmissions of a task whose worker died (a bad *video* is not
+    retried: it returns ``failed``). ``normalize``: when any video was extracted,
+    recompute the group's normalisation statistics here, once, after every worker is done
+    (``FeatureGroup.compute_normalization``). Returns the per-video summary, in input order.
+    """
+    t0 = time.perf_counter()
+    root = _check_store_root(store_root)
+    if config.threads is None:
+        config = replace(config, threads=max(1, threads_per_worker))
+    extractor_id = config.resolved_extractor_id()
+    # Create (or check) the extractor group once, here, before any worker writes.
+    FeatureStore(root).extractor(config.dataset, extractor_id, attrs=config.feature_config())
+
+    jobs, bad = _plan(paths)
+    futures = {
+        client.submit(
+            _extract_task,
+            path,
+            root,
+            config,
+            vid,
+            force,
+            key=f"extract-{extractor_id}-{vid}",
+            pure=False,
+            retries=retries,
+        ): (vid, path)
+        for vid, path in jobs
+    }
+    from distributed import as_completed
+
+    results: dict[str, VideoResult] = {}
+    bar = tqdm(total=len(futures), desc="videos (dask)", unit="video", disable=not progress)
+    try:
+        for fut in as_completed(list(futures)):
+            vid, path = futures[fut]
+            try:
+                res = fut.result()
+            except Exception as exc:  # the worker died, or the task could not run at all
+                res = VideoResult(vid, path, "failed", f"{type(exc).__name__}: {exc}")
+            if res.status == "failed":
+                log.warning("video %s failed: %s", vid, res.reason)
+            results[vid] = res
+            bar.update(1)
+    finally:
+        bar.close()
+    if normalize and any(r.status == "done" for r in results.values()):
+        FeatureStore(root).extractor(config.dataset, extractor_id).compute_normalization()
+    summary = ExtractionSummary(
+        results=bad + [results[vid] for vid, _ in jobs],
+        extractor_id=extractor_id,
+        wall_seconds=time.perf_counter() - t0,
+    )
+    log.info("%s", summary.format())
+    return summary
+
+
+def verify_store(
+    store_root: str | os.PathLike[str] | FeatureStore,
+    dataset: str,
+    extractor_id: str,
+    *,
+    expected: Sequence[VideoResult] | None = None,
+) -> StoreCheck:
+    """Check one extractor group: complete videos are readable and consistent.
+
+    Every committed video: frames [T, D], patches [T, P, D], clip_times [T, 2] with
+    the group's ``feature_dim``/``num_patches`` and the ``num_clips`` of its commit
+    marker, clip times increasing. ``expected`` (a run's results): every ``done`` or
+    ``skipped`` video is committed with the clip count reported. Uncommitted groups
+    (a crashed write that no rerun replaced) are reported as problems.
+    """
+    store = store_root if isinstance(store_root, FeatureStore) else FeatureStore(store_root)
+    group: FeatureGroup = store.extractor(dataset, extractor_id, create=False)
+    check = StoreCheck()
+    gattrs = group.attrs
+    dim, num_patches = gattrs.get("feature_dim"), gattrs.get("num_patches")
+    committed = set(group.list_videos(complete_only=True))
+    present = set(group.list_videos(complete_only=False))
+    for vid in sorted(present - committed):
+        check.problems.append(f"{vid}: uncommitted group (crashed write); rerun the extraction")
+    for vid in sorted(committed):
+        try:
+            v = group.read_video(vid)
+        except Exception as exc:
+            check.problems.append(f"{vid}: committed but unreadable: {exc}")
+            continue
+        t = v.frames.shape[0]
+        shape_ok = (
+            v.frames.ndim == 2
+            and v.patches.shape[0] == t
+            and v.clip_times.shape == (t, 2)
+            and v.patches.shape[2] == v.frames.shape[1]
+            and (dim is None or v.frames.shape[1] == dim)
+            and (num_patches is None or v.patches.shape[1] == num_patches)
+        )
+        if not shape_ok:
+            check.problems.append(
+                f"{vid}: inconsistent shapes frames {v.frames.shape}, patches {v.patches.shape}, "
+                f"clip_times {v.clip_times.shape} (group feature_dim={dim}, num_patches={num_patches})"
+            )
+            continue
+        marker = v.attrs.get("commit", {})
+        if marker.get("num_clips") != t:
+            check.problems.append(f"{vid}: commit marker says {marker.get('num_clips')} clips, arrays hold {t}")
+            continue
+        starts = v.clip_times[:, 0]
+        if t > 1 and not (starts[1:] > starts[:-1]).all():
+            check.problems.append(f"{vid}: clip start times are not increasing")
+            continue
+        check.complete.append(vid)
+    for res in expected or ():
+        if res.status not in ("done", "skipped"):
+            continue
+        if res.video_id not in committed:
+            check.problems.append(f"{res.video_id}: reported {res.status} but not committed in the store")
+        elif res.status == "done" and res.num_clips:
+            n = group.video_attrs(res.video_id).get("num_clips")
+            if n != res.num_clips:
+                check.problems.append(f"{res.video_id}: reported {res.num_clips} clips, store holds {n}")
+    return check
