@@ -40,6 +40,16 @@ def test_stats_swap_and_several_files_table(
     text = capsys.readouterr().out
     assert "format     activitynet" in text  # sniffed
     assert "split val_1" in text and "17505" in text and "split val_2" in text
+    rc = main(
+        ["data", "stats", "-a", f"val={d / 'val_1.json'}", f"test={d / 'val_2.json'}", "--json"]
+    )
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["splits"] == {
+        "val": {"pairs": 17505, "videos": 4917},
+        "test": {"pairs": 17031, "videos": 4885},
+    }
+    assert list(out["splits"]) == ["val", "test"]
     assert "end_past_duration" in text and "rejections (dropped): 0" in text
 
 

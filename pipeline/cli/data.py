@@ -1,6 +1,6 @@
 """``mktn data``: inspect and validate benchmark annotation files.
 
-``mktn data stats --format F --annotations PATH [PATH ...] [--durations CSV ...]
+``mktn data stats --format F --annotations [SPLIT=]PATH ... [--durations CSV ...]
 [--split NAME] [--inverted drop|swap] [--strict] [--json] [--max-issues N]`` prints
 pairs, videos and the count of every fix-up and rejection (a table, or JSON with
 ``--json``); exit 0 on success, 2 with a message naming the file on a bad file or format.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -46,7 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         required=True,
         metavar="PATH",
-        help="annotation file(s); several files are one dataset, each split named from its file name",
+        help="annotation file(s), each PATH or SPLIT=PATH; several files are one dataset "
+        "(a bare PATH's split comes from its file name)",
     )
     stats.add_argument(
         "--durations",
@@ -99,21 +101,23 @@ def _load(args: argparse.Namespace) -> LoadResult:
     fmt = None if args.format == "auto" else args.format
     paths: list[str] = args.annotations
     if len(paths) == 1:
+        split, path = _split_and_path(paths[0])
         return load_annotations(
             fmt,
-            paths[0],
+            path,
             durations=args.durations,
-            split=args.split,
+            split=args.split or split,
             inverted=args.inverted,
             strict=args.strict,
         )
     if args.split:
         raise DatasetError(
-            "--split names the split of a single file; with several files each is named from its file name"
+            "--split names the split of a single file; with several files write SPLIT=PATH"
         )
     by_split: dict[str, str] = {}
-    for p in paths:
-        name = infer_split(p)
+    for value in paths:
+        named, p = _split_and_path(value)
+        name = named or infer_split(p)
         if name in by_split:
             raise DatasetError(
                 f"{by_split[name]} and {p} both look like split {name!r}; load them one at a time"
@@ -124,12 +128,20 @@ def _load(args: argparse.Namespace) -> LoadResult:
     )
 
 
+def _split_and_path(value: str) -> tuple[str | None, str]:
+    """``"val=val_1.json"`` -> ``("val", "val_1.json")``; a bare path -> ``(None, path)``."""
+    head, sep, tail = value.partition("=")
+    if sep and head and "/" not in head and not os.path.exists(value):
+        return head, tail
+    return None, value
+
+
 def stats_dict(result: LoadResult, max_issues_per_reason: int | None = 20) -> dict[str, Any]:
     """The report as JSON-ready data, with pairs and videos per split."""
     out = result.report.to_dict(max_issues_per_reason)
     out["splits"] = {
         name: {"pairs": len(recs), "videos": len({r.video_id for r in recs})}
-        for name, recs in sorted(result.by_split().items())
+        for name, recs in result.by_split().items()
     }
     return out
 
