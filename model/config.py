@@ -1,0 +1,282 @@
+"""MKTN configuration: frozen dataclasses, named presets, module switches, a stable digest.
+
+Layered like the rest of the project: ``ModelConfig`` (widths and module switches),
+``LossConfig`` (the weight table of Eq. 11 and the contrast/alignment knobs),
+``TrainConfig`` (optimiser, schedule, batching), gathered in ``MKTNConfig``.
+Only ``build_*`` factories read these; modules take plain typed arguments.
+
+>>> cfg = preset("synthetic")
+>>> cfg.model.d_model
+128
+>>> override(cfg, ["model.use_csm=false"]).model.use_csm
+False
+>>> MKTNConfig.from_dict(cfg.to_dict()) == cfg
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+# ---------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Widths and switches of the network. Feature widths are read from the data at build time."""
+
+    num_clips: int = 64  # videos are resampled (average-pooled) or padded to this many clips
+    d_model: int = 128  # shared width; the paper's sizes (256-512) are in the benchmark presets
+    num_heads: int = 4
+    dropout: float = 0.1
+    video_layers: int = 1  # self-attention layers of the video encoder over clips
+    text_layers: int = 1  # self-attention layers over GloVe words
+    max_words: int = 32  # longer queries are cut (and a warning logged)
+    # Cross-sentence semantic mining (CSM, Table 4)
+    use_csm: bool = True
+    csm_layers: int = 1
+    csm_temporal: bool = True  # position embedding by the queries' order in the video
+    csm_contextual: bool = True  # self-attention among a video's queries
+    csm_semantic: bool = True  # words of the video's queries join the cross-attention memory
+    max_queries_per_video: int = 16  # position-embedding size; videos with more are split into groups
+    # Adaptive video-query matching (AVM = adaptive negative selection + cross-modal contrast, Table 5)
+    use_avm: bool = True
+    negative_selection: str = "adaptive"  # "adaptive" (cosine-annealed tau), "fixed", or "none"
+    tau_start: float = 0.9  # tau(0): early on, only near-duplicates are dropped as false negatives
+    tau_end: float = 0.6  # tau(1)
+    tau_fixed: float = 0.75  # the "fixed threshold" ablation of Table 5
+    contrast_video_negatives: bool = True  # Table 5 "visual feature": (q, v+, v-) triplets
+    contrast_query_negatives: bool = True  # Table 5 "textual feature": (v, q+, q-) triplets
+    # Object-phrase prototype matching (OPM, Table 6)
+    use_opm: bool = True
+    opm_cap: bool = True  # CAP: sparse learned weights (3 FC + ReLU); off -> plain mean of patches
+    opm_oca: bool = True  # OCA: object-phrase cross-modal alignment loss over S_op
+    num_objects: int = 4  # K object prototypes per clip
+    num_phrases: int = 4  # phrase prototypes per query
+    # Activity-sentence prototype alignment (APA, Table 7)
+    use_apa: bool = True
+    apa_bmp: bool = True  # BMP: masked frame decoder + activity decoder; off -> mean-pooled clips
+    apa_aa: bool = True  # AA: activity-sentence alignment loss over S_as
+    num_activities: int = 4  # A activity prototypes per video
+    # Grounding head
+    head_layers: int = 2  # transformer blocks of the span predictor (paper: two)
+    max_span_clips: int = 0  # 0 = any length; otherwise the longest span considered at inference
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The weight table of Eq. 11 and the knobs of the contrastive terms."""
+
+    w_span: float = 1.0  # Eq. 9, start/end cross-entropy
+    w_float: float = 1.0  # Eq. 10, smooth L1 on fractional boundaries
+    w_csm: float = 0.5  # CSM parallel regression, L1 + (1 - IoU)
+    w_rince: float = 0.1  # Eq. 6-7
+    w_contrast: float = 0.1  # Eq. 3-4
+    w_align: float = 0.1  # Eq. 8 over S_as and S_op
+    w_segment: float = 0.1  # segment-level alignment (ground-truth moment vs sentence)
+    alignment_strength: float = 1.0  # multiplies rince, contrast, align and segment
+    segment_alignment: bool = True  # the multi-level paper's segment level beside the global one
+    rince_q: float = 0.5  # RINCE's q (q -> 0: InfoNCE, q = 1: robust to noisy positives)
+    rince_lambda: float = 0.01  # RINCE's lambda, weight of the negatives' mass
+    rince_temperature: float = 0.2  # fixed: with a learned scale RINCE is unbounded below (e^{q s+})
+    contrast_margin: float = 0.2  # hinge margin of Eq. 3
+    contrast_balance: float = 1.0  # lambda of Eq. 3: weight of video negatives vs query negatives
+    temperature: float = 0.07  # initial temperature of the InfoNCE/RINCE logits (learned)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser, schedule, batching, stopping."""
+
+    epochs: int = 30
+    batch_videos: int = 8  # B videos per multi-pair step, each with all its queries
+    multi_pair: bool = True  # False: one query per item, video re-encoded per query (baseline)
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    schedule: str = "cosine"  # "cosine" or "linear" decay after warm-up
+    grad_clip: float = 1.0
+    patience: int = 8  # early stopping on val R1@0.5 (epochs without improvement)
+    max_bad_steps: int = 20  # NaN/inf losses tolerated before the run aborts
+    seed: int = 0
+    amp: bool = True  # CUDA autocast when a GPU is used; ignored on CPU
+    eval_top_k: int = 5
+    nms_iou: float = 0.5
+
+
+@dataclass(frozen=True)
+class MKTNConfig:
+    name: str = "synthetic"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MKTNConfig:
+        """Build from a dict; unknown sections or keys raise ``ValueError`` naming them."""
+        known = {"name", "model", "loss", "train"}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config sections {sorted(unknown)}; expected {sorted(known)}")
+        return cls(
+            name=str(d.get("name", "custom")),
+            model=_section(ModelConfig, d.get("model", {}), "model"),
+            loss=_section(LossConfig, d.get("loss", {}), "loss"),
+            train=_section(TrainConfig, d.get("train", {}), "train"),
+        )
+
+    def digest(self) -> str:
+        """sha256 (16 hex digits) of the canonical JSON: names artifacts, keys caches."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _section(cls: type, values: dict[str, Any], name: str) -> Any:
+    names = {f.name for f in fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(
+            f"unknown {name} config keys {sorted(unknown)}; valid keys are {sorted(names)}"
+        )
+    return cls(**values)
+
+
+# ---------------------------------------------------------------- presets
+
+PRESETS: dict[str, MKTNConfig] = {
+    # Small widths so `mktn train` fits ~5 min on 2 CPU cores for ~1,000 queries.
+    "synthetic": MKTNConfig(name="synthetic"),
+    # The paper's benchmark settings (GPU sizes): 128 clips for Charades (short videos).
+    "charades-sta": MKTNConfig(
+        name="charades-sta",
+        model=ModelConfig(num_clips=128, d_model=256, num_heads=8, video_layers=2, text_layers=2,
+                          csm_layers=2, num_objects=8, num_phrases=6, num_activities=8),
+        train=TrainConfig(epochs=50, batch_videos=32, lr=2e-4),
+    ),
+    "activitynet": MKTNConfig(
+        name="activitynet",
+        model=ModelConfig(num_clips=128, d_model=512, num_heads=8, video_layers=2, text_layers=2,
+                          csm_layers=2, max_words=48, max_queries_per_video=24,
+                          num_objects=8, num_phrases=8, num_activities=8),
+        train=TrainConfig(epochs=30, batch_videos=32, lr=2e-4),
+    ),
+    "tacos": MKTNConfig(
+        name="tacos",
+        # TACoS videos are long with many queries each: long clip grid, queries split in groups.
+        model=ModelConfig(num_clips=256, d_model=256, num_heads=8, video_layers=2, text_layers=2,
+                          csm_layers=2, max_queries_per_video=32, num_objects=8, num_phrases=6,
+                          num_activities=8),
+        train=TrainConfig(epochs=50, batch_videos=8, lr=2e-4),
+    ),
+}
+
+# The paper's ablation variants (Tables 3-7) as config overrides of the full model.
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "Full": (),
+    "w/o CSM": ("model.use_csm=false",),
+    "w/o OPM": ("model.use_opm=false",),
+    "w/o APA": ("model.use_apa=false",),
+    "w/o AVM": ("model.use_avm=false",),
+    # Table 4 (CSM)
+    "w/o Temporal relationship": ("model.csm_temporal=false",),
+    "w/o Contextual relationship": ("model.csm_contextual=false",),
+    "w/o Semantic relationship": ("model.csm_semantic=false",),
+    # Table 5 (cross-modal contrast, adaptive negative selection)
+    "CC w/o visual feature": ("model.contrast_video_negatives=false",),
+    "CC w/o textual feature": ("model.contrast_query_negatives=false",),
+    "ANS fixed threshold": ("model.negative_selection=fixed",),
+    "ANS w/o": ("model.negative_selection=none",),
+    # Table 6 (OPM)
+    "w/o CAP": ("model.opm_cap=false",),
+    "w/o OCA": ("model.opm_oca=false",),
+    # Table 7 (APA)
+    "w/o BMP": ("model.apa_bmp=false",),
+    "w/o AA": ("model.apa_aa=false",),
+}
+MAIN_VARIANTS = ("w/o CSM", "w/o OPM", "w/o APA", "w/o AVM", "Full")
+
+
+def preset(name: str) -> MKTNConfig:
+    """A named preset; ``ValueError`` lists the valid names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def _parse_value(raw: str, current: Any, key: str) -> Any:
+    if isinstance(current, bool):
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--set {key}={raw!r}: expected a boolean (true/false)")
+    try:
+        if isinstance(current, int):
+            return int(raw)
+        if isinstance(current, float):
+            return float(raw)
+    except ValueError:
+        raise ValueError(
+            f"--set {key}={raw!r}: expected {type(current).__name__}"
+        ) from None
+    return raw
+
+
+def override(cfg: MKTNConfig, assignments: list[str] | tuple[str, ...]) -> MKTNConfig:
+    """Apply ``section.key=value`` strings (``--set``); unknown keys raise ``ValueError``."""
+    for item in assignments:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected section.key=value, e.g. model.d_model=256")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if "." not in key:
+            raise ValueError(f"--set {item!r}: the key needs a section: model., loss. or train.")
+        section_name, attr = key.split(".", 1)
+        if section_name not in ("model", "loss", "train"):
+            raise ValueError(f"--set {item!r}: unknown section {section_name!r}; use model, loss or train")
+        section = getattr(cfg, section_name)
+        names = {f.name for f in fields(section)}
+        if attr not in names:
+            raise ValueError(f"--set {item!r}: unknown key {attr!r} in {section_name}; valid: {sorted(names)}")
+        value = _parse_value(raw, getattr(section, attr), key)
+        cfg = replace(cfg, **{section_name: replace(section, **{attr: value})})
+    validate(cfg)
+    return cfg
+
+
+def variant(cfg: MKTNConfig, name: str) -> MKTNConfig:
+    """The config of an ablation variant by its table name (see ``VARIANTS``)."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; choose one of {list(VARIANTS)}")
+    return override(cfg, list(VARIANTS[name]))
+
+
+def validate(cfg: MKTNConfig) -> None:
+    """Raise ``ValueError`` for values the network cannot run with."""
+    m = cfg.model
+    if m.d_model % m.num_heads:
+        raise ValueError(f"model.d_model={m.d_model} must be divisible by model.num_heads={m.num_heads}")
+    if m.negative_selection not in ("adaptive", "fixed", "none"):
+        raise ValueError(
+            f"model.negative_selection={m.negative_selection!r}; use adaptive, fixed or none"
+        )
+    if cfg.train.schedule not in ("cosine", "linear"):
+        raise ValueError(f"train.schedule={cfg.train.schedule!r}; use cosine or linear")
+    for name in ("num_clips", "num_objects", "num_phrases", "num_activities", "max_queries_per_video"):
+        if getattr(m, name) < 1:
+            raise ValueError(f"model.{name}={getattr(m, name)} must be >= 1")
+    if not 0.0 < cfg.loss.rince_q <= 1.0:
+        raise ValueError(f"loss.rince_q={cfg.loss.rince_q} must be in (0, 1]")
+    if cfg.train.batch_videos < 2:
+        raise ValueError(
+            f"train.batch_videos={cfg.train.batch_videos}: need >= 2 so a batch has negatives"
+        )

@@ -1,0 +1,382 @@
+"""MKTN inputs: in-memory features + records, preparation, multi-pair and single-pair batches.
+
+``GroundingData`` is what the trainer consumes: per-video arrays (``frames [T, D]``,
+``patches [T, P, D]``, ``clip_times [T, 2]``), per-query arrays (``words [N, 300]``,
+``sentence [S]``) and ``QueryMoment`` records. Tests build it from random
+arrays; ``model.store_data.load_grounding_data`` builds it from the feature and
+query stores.
+
+``prepare`` standardises features with per-dimension statistics (random-init
+backbone features are useless un-standardised, see DESIGN.md), resamples every
+video to ``num_clips`` clips (average pooling of contiguous clips, or padding with
+a mask), and converts each moment to boundary targets on the clip timeline.
+
+A *group* is one video with (up to ``max_queries_per_video`` of) its queries, in
+annotation order. Multi-pair batches hold ``B`` groups: each video is encoded
+once per step and its queries share it; single-pair batches hold ``B`` groups of
+one query each (a video with several queries in the batch is encoded again for each).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from model.spans import span_to_clip_indices
+from pipeline.datasets.records import QueryMoment
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- raw inputs
+
+
+@dataclass(frozen=True)
+class VideoInput:
+    video_id: str
+    frames: np.ndarray  # [T, D] clip ("frame") features
+    patches: np.ndarray  # [T, P, D] patch features (spatial grid before global pooling)
+    clip_times: np.ndarray  # [T, 2] seconds
+    duration: float
+
+
+@dataclass(frozen=True)
+class QueryInput:
+    query_id: str
+    words: np.ndarray  # [N, 300] GloVe word vectors
+    sentence: np.ndarray  # [S] skip-thought sentence vector
+
+
+@dataclass(frozen=True)
+class NormStats:
+    """Per-dimension mean/std of frame and patch features (standardise with these)."""
+
+    frame_mean: np.ndarray
+    frame_std: np.ndarray
+    patch_mean: np.ndarray
+    patch_std: np.ndarray
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {k: np.asarray(getattr(self, k), dtype=np.float64).tolist()
+                for k in ("frame_mean", "frame_std", "patch_mean", "patch_std")}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, list[float]]) -> NormStats:
+        return cls(**{k: np.asarray(d[k], dtype=np.float32)
+                      for k in ("frame_mean", "frame_std", "patch_mean", "patch_std")})
+
+
+def compute_norm_stats(videos: Sequence[VideoInput]) -> NormStats:
+    """Statistics over all clips (and patches) of ``videos``; a floor keeps std > 0."""
+    if not videos:
+        raise ValueError("cannot compute normalisation statistics from zero videos")
+    f = np.concatenate([v.frames.reshape(-1, v.frames.shape[-1]) for v in videos]).astype(np.float64)
+    p = np.concatenate([v.patches.reshape(-1, v.patches.shape[-1]) for v in videos]).astype(np.float64)
+    return NormStats(
+        frame_mean=f.mean(0).astype(np.float32), frame_std=np.maximum(f.std(0), 1e-6).astype(np.float32),
+        patch_mean=p.mean(0).astype(np.float32), patch_std=np.maximum(p.std(0), 1e-6).astype(np.float32),
+    )
+
+
+@dataclass
+class GroundingData:
+    """Features and records of one dataset (all splits). ``norm`` None: computed from the train split."""
+
+    videos: dict[str, VideoInput]
+    queries: dict[str, QueryInput]
+    records: list[QueryMoment]
+    norm: NormStats | None = None
+    meta: dict[str, object] = field(default_factory=dict)  # provenance (store ids, encoder ids)
+
+    def split(self, name: str) -> list[QueryMoment]:
+        return [r for r in self.records if r.split == name]
+
+    @property
+    def dims(self) -> tuple[int, int, int]:
+        """(frame D, word dim, sentence S)."""
+        v = next(iter(self.videos.values()))
+        q = next(iter(self.queries.values()))
+        return int(v.frames.shape[-1]), int(q.words.shape[-1]), int(q.sentence.shape[-1])
+
+
+# ---------------------------------------------------------------- prepared tensors
+
+
+@dataclass(frozen=True)
+class PreparedVideo:
+    video_id: str
+    frames: torch.Tensor  # [L, D] standardised, resampled
+    patches: torch.Tensor  # [L, P, D]
+    valid: int  # number of real clips (<= L); the rest is padding
+    clip_times: np.ndarray  # [valid, 2] seconds (of the pooled clips)
+    duration: float
+
+
+@dataclass(frozen=True)
+class PreparedQuery:
+    record: QueryMoment
+    words: torch.Tensor  # [n, 300], n <= max_words
+    sentence: torch.Tensor  # [S]
+    start_idx: int
+    end_idx: int
+    start_frac: float
+    end_frac: float
+    order: int  # position among its video's queries (annotation order)
+
+
+@dataclass
+class PreparedData:
+    videos: dict[str, PreparedVideo]
+    queries: dict[str, PreparedQuery]
+    num_clips: int
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def query_ids(self, records: Sequence[QueryMoment]) -> list[str]:
+        return [r.query_id for r in records if r.query_id in self.queries]
+
+
+def prepare_video(v: VideoInput, norm: NormStats, num_clips: int) -> PreparedVideo:
+    """Standardise and resample one video to ``num_clips`` clips (pool if longer, pad if shorter)."""
+    frames = np.asarray(v.frames, dtype=np.float32)
+    patches = np.asarray(v.patches, dtype=np.float32)
+    if frames.ndim != 2 or patches.ndim != 3 or len(frames) != len(patches) != len(v.clip_times):
+        raise ValueError(
+            f"video {v.video_id!r}: expected frames [T,D], patches [T,P,D], clip_times [T,2] with one T; "
+            f"got {frames.shape}, {patches.shape}, {np.shape(v.clip_times)}"
+        )
+    if not (np.isfinite(frames).all() and np.isfinite(patches).all()):
+        raise ValueError(f"video {v.video_id!r}: features contain NaN/inf; re-extract this video")
+    frames = (frames - norm.frame_mean) / norm.frame_std
+    patches = (patches - norm.patch_mean) / norm.patch_std
+    clip_times = np.asarray(v.clip_times, dtype=np.float64)
+    centres = clip_times.mean(axis=1)
+    if np.any(np.diff(centres) <= 0):
+        raise ValueError(f"video {v.video_id!r}: clip windows are not in increasing time order; re-extract it")
+    t = len(frames)
+    if t > num_clips:  # average-pool contiguous clips into num_clips bins
+        starts = (np.arange(num_clips + 1) * t) // num_clips
+        counts = np.diff(starts).astype(np.float32)
+        frames = np.add.reduceat(frames, starts[:-1], axis=0) / counts[:, None]
+        patches = np.add.reduceat(patches, starts[:-1], axis=0) / counts[:, None, None]
+        clip_times = np.stack([clip_times[starts[:-1], 0], clip_times[starts[1:] - 1, 1]], axis=1)
+        t = num_clips
+    f = torch.zeros(num_clips, frames.shape[1])
+    p = torch.zeros(num_clips, patches.shape[1], patches.shape[2])
+    f[:t] = torch.from_numpy(np.ascontiguousarray(frames))
+    p[:t] = torch.from_numpy(np.ascontiguousarray(patches))
+    return PreparedVideo(v.video_id, f, p, t, clip_times, float(v.duration))
+
+
+def prepare(data: GroundingData, num_clips: int, max_words: int, *,
+            norm: NormStats | None = None) -> tuple[PreparedData, NormStats]:
+    """Standardise, resample and attach targets. Records whose video or query features are
+    missing or broken are skipped (counted by reason in ``skipped`` and logged), never fatal."""
+    if norm is None:
+        norm = data.norm
+    if norm is None:
+        train_videos = {r.video_id for r in data.split("train")} or set(data.videos)
+        norm = compute_norm_stats([data.videos[v] for v in sorted(train_videos) if v in data.videos])
+    skipped: dict[str, int] = {}
+
+    def skip(reason: str, what: str) -> None:
+        skipped[reason] = skipped.get(reason, 0) + 1
+        log.warning("skipping %s: %s", what, reason)
+
+    videos: dict[str, PreparedVideo] = {}
+    needed = {r.video_id for r in data.records}
+    for vid in sorted(needed):
+        if vid not in data.videos:
+            skip("video features missing", f"video {vid!r}")
+            continue
+        try:
+            videos[vid] = prepare_video(data.videos[vid], norm, num_clips)
+        except ValueError as exc:
+            skip("broken video features", str(exc))
+    queries: dict[str, PreparedQuery] = {}
+    order: dict[str, int] = {}
+    truncated = 0
+    for r in data.records:
+        if r.video_id not in videos:
+            continue
+        q = data.queries.get(r.query_id)
+        if q is None:
+            skip("query features missing", f"query {r.query_id!r}")
+            continue
+        words = np.asarray(q.words, dtype=np.float32)
+        if words.ndim != 2 or len(words) == 0 or not np.isfinite(words).all():
+            skip("empty or broken word vectors", f"query {r.query_id!r} (words shape {words.shape})")
+            continue
+        if len(words) > max_words:
+            truncated += 1
+            words = words[:max_words]
+        pv = videos[r.video_id]
+        s, e, fs, fe = span_to_clip_indices((min(r.start, r.end), max(r.start, r.end)), pv.clip_times)
+        k = order.get(r.video_id, 0)
+        order[r.video_id] = k + 1
+        queries[r.query_id] = PreparedQuery(
+            r, torch.from_numpy(words.copy()), torch.from_numpy(np.asarray(q.sentence, np.float32).copy()),
+            s, e, fs, fe, k,
+        )
+    if truncated:
+        log.info("%d queries cut to max_words=%d words", truncated, max_words)
+    return PreparedData(videos, queries, num_clips, skipped), norm
+
+
+# ---------------------------------------------------------------- groups and sampling
+
+
+@dataclass(frozen=True)
+class Group:
+    video_id: str
+    query_ids: tuple[str, ...]
+
+
+def make_groups(prepared: PreparedData, records: Sequence[QueryMoment], *,
+                multi_pair: bool, max_queries: int) -> list[Group]:
+    """Video groups in a stable order: all of a video's queries (split into chunks of
+    ``max_queries``) for multi-pair, one query per group for single-pair."""
+    by_video: dict[str, list[str]] = {}
+    for r in records:
+        if r.query_id in prepared.queries:
+            by_video.setdefault(r.video_id, []).append(r.query_id)
+    groups: list[Group] = []
+    for vid in sorted(by_video):
+        qids = sorted(by_video[vid], key=lambda q: prepared.queries[q].order)
+        if not multi_pair:
+            groups.extend(Group(vid, (q,)) for q in qids)
+            continue
+        n_chunks = -(-len(qids) // max_queries)
+        for c in range(n_chunks):  # balanced chunks keep neighbouring queries together
+            lo, hi = (c * len(qids)) // n_chunks, ((c + 1) * len(qids)) // n_chunks
+            groups.append(Group(vid, tuple(qids[lo:hi])))
+    return groups
+
+
+class GroupSampler:
+    """Seeded per-epoch order of groups, in batches of ``batch_size`` groups.
+
+    ``rank``/``world_size`` shard each epoch's order (every rank sees the same
+    permutation and takes every ``world_size``-th batch) so DistributedDataParallel
+    can be added without touching the trainer's step.
+    """
+
+    def __init__(self, groups: Sequence[Group], batch_size: int, *, seed: int, shuffle: bool = True,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.groups = list(groups)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+
+    def batches(self, epoch: int) -> list[list[Group]]:
+        n = len(self.groups)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(n, generator=g).tolist()
+        else:
+            order = list(range(n))
+        batches = [[self.groups[i] for i in order[k:k + self.batch_size]]
+                   for k in range(0, n, self.batch_size)]
+        return batches[self.rank::self.world_size]
+
+    def __len__(self) -> int:
+        return len(self.batches(0))
+
+
+# ---------------------------------------------------------------- batches
+
+
+@dataclass
+class Batch:
+    """B video items and Q queries. Shapes:
+
+    frames [B, L, D], patches [B, L, P, D], video_mask [B, L] (True = real clip);
+    words [Q, N, W], word_mask [Q, N], sentence [Q, S]; query_video [Q] (item index);
+    group_index [B, G] (query indices of each item, -1 pad), query_order [Q];
+    start_idx/end_idx [Q] (long), start_frac/end_frac [Q], span_norm [Q, 2] (in [0, 1] of
+    the valid clips); same_video [Q, B] (True where item b shows query q's video, so it is
+    never a negative even when it is another item).
+    """
+
+    video_ids: list[str]
+    query_ids: list[str]
+    frames: torch.Tensor
+    patches: torch.Tensor
+    video_mask: torch.Tensor
+    words: torch.Tensor
+    word_mask: torch.Tensor
+    sentence: torch.Tensor
+    query_video: torch.Tensor
+    group_index: torch.Tensor
+    query_order: torch.Tensor
+    start_idx: torch.Tensor
+    end_idx: torch.Tensor
+    start_frac: torch.Tensor
+    end_frac: torch.Tensor
+    span_norm: torch.Tensor
+    same_video: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Batch:
+        kw = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+              for k, v in self.__dict__.items()}
+        return Batch(**kw)
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.video_ids)
+
+    @property
+    def num_queries(self) -> int:
+        return len(self.query_ids)
+
+
+def collate(prepared: PreparedData, groups: Sequence[Group]) -> Batch:
+    """Stack groups into one ``Batch`` (see its docstring for shapes)."""
+    vids = [prepared.videos[g.video_id] for g in groups]
+    queries = [prepared.queries[q] for g in groups for q in g.query_ids]
+    b, q = len(vids), len(queries)
+    n = max(len(pq.words) for pq in queries)
+    g_max = max(len(g.query_ids) for g in groups)
+    frames = torch.stack([v.frames for v in vids])
+    patches = torch.stack([v.patches for v in vids])
+    video_mask = torch.zeros(b, prepared.num_clips, dtype=torch.bool)
+    for i, v in enumerate(vids):
+        video_mask[i, : v.valid] = True
+    words = torch.zeros(q, n, queries[0].words.shape[1])
+    word_mask = torch.zeros(q, n, dtype=torch.bool)
+    for j, pq in enumerate(queries):
+        words[j, : len(pq.words)] = pq.words
+        word_mask[j, : len(pq.words)] = True
+    sentence = torch.stack([pq.sentence for pq in queries])
+    query_video = torch.tensor([i for i, g in enumerate(groups) for _ in g.query_ids], dtype=torch.long)
+    group_index = torch.full((b, g_max), -1, dtype=torch.long)
+    k = 0
+    for i, g in enumerate(groups):
+        group_index[i, : len(g.query_ids)] = torch.arange(k, k + len(g.query_ids))
+        k += len(g.query_ids)
+    query_order = torch.tensor([pq.order for pq in queries], dtype=torch.long)
+    valid = torch.tensor([vids[i].valid for i in query_video.tolist()], dtype=torch.float32)
+    start_idx = torch.tensor([pq.start_idx for pq in queries], dtype=torch.long)
+    end_idx = torch.tensor([pq.end_idx for pq in queries], dtype=torch.long)
+    start_frac = torch.tensor([pq.start_frac for pq in queries], dtype=torch.float32)
+    end_frac = torch.tensor([pq.end_frac for pq in queries], dtype=torch.float32)
+    span_norm = torch.stack([(start_idx + start_frac) / valid, (end_idx + end_frac) / valid], dim=1)
+    vid_names = [g.video_id for g in groups]
+    same_video = torch.tensor([[vid_names[int(i)] == other for other in vid_names] for i in query_video],
+                              dtype=torch.bool).reshape(q, b)
+    return Batch(vid_names, [pq.record.query_id for pq in queries], frames, patches, video_mask,
+                 words, word_mask, sentence, query_video, group_index, query_order,
+                 start_idx, end_idx, start_frac, end_frac, span_norm.clamp(0, 1), same_video)
+
+
+def iterate_batches(prepared: PreparedData, sampler: GroupSampler, epoch: int,
+                    skip: int = 0) -> Iterator[Batch]:
+    """Batches of one epoch in the sampler's order, skipping the first ``skip`` (resume)."""
+    for i, groups in enumerate(sampler.batches(epoch)):
+        if i >= skip:
+            yield collate(prepared, groups)

@@ -1,0 +1,59 @@
+"""Video and text encoders of MKTN.
+
+``VideoEncoder``: 3D-CNN clip ("frame") features -> linear projection + learned
+position embedding -> multi-head self-attention over clips; patch features get
+their own projection (they feed object prototypes). ``TextEncoder``: GloVe word
+vectors -> projection + position + self-attention; the skip-thought sentence
+vector -> projection (the query-level feature of CSM and the sentence prototype
+of APA). The GloVe and skip-thought vectors themselves come from the query store
+(``pipeline.glove``/``pipeline.skipthought``); this module learns on top of them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def transformer_encoder(d_model: int, num_heads: int, num_layers: int, dropout: float) -> nn.TransformerEncoder:
+    """Pre-norm transformer encoder (batch first) used by every self-attention stack here."""
+    layer = nn.TransformerEncoderLayer(d_model, num_heads, dim_feedforward=2 * d_model, dropout=dropout,
+                                       batch_first=True, norm_first=True)
+    return nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+
+
+class VideoEncoder(nn.Module):
+    def __init__(self, frame_dim: int, patch_dim: int, d_model: int, num_heads: int, num_layers: int,
+                 num_clips: int, dropout: float) -> None:
+        super().__init__()
+        self.frame_proj = nn.Sequential(nn.Linear(frame_dim, d_model), nn.LayerNorm(d_model), nn.Dropout(dropout))
+        self.patch_proj = nn.Sequential(nn.Linear(patch_dim, d_model), nn.LayerNorm(d_model))
+        self.pos = nn.Parameter(torch.zeros(num_clips, d_model))
+        nn.init.normal_(self.pos, std=0.02)
+        self.encoder = transformer_encoder(d_model, num_heads, num_layers, dropout)
+
+    def forward(self, frames: torch.Tensor, patches: torch.Tensor,
+                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames [B, L, D], patches [B, L, P, D], mask [B, L] (True = clip) ->
+        (clips [B, L, d], patches [B, L, P, d])."""
+        x = self.frame_proj(frames) + self.pos[: frames.shape[1]]  # (B, L, d)
+        x = self.encoder(x, src_key_padding_mask=~mask)
+        return x, self.patch_proj(patches)
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, word_dim: int, sentence_dim: int, d_model: int, num_heads: int, num_layers: int,
+                 max_words: int, dropout: float) -> None:
+        super().__init__()
+        self.word_proj = nn.Sequential(nn.Linear(word_dim, d_model), nn.LayerNorm(d_model), nn.Dropout(dropout))
+        self.sentence_proj = nn.Sequential(nn.Linear(sentence_dim, d_model), nn.LayerNorm(d_model))
+        self.pos = nn.Parameter(torch.zeros(max_words, d_model))
+        nn.init.normal_(self.pos, std=0.02)
+        self.encoder = transformer_encoder(d_model, num_heads, num_layers, dropout)
+
+    def forward(self, words: torch.Tensor, word_mask: torch.Tensor,
+                sentence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """words [Q, N, 300], word_mask [Q, N], sentence [Q, S] -> (words [Q, N, d], sentence [Q, d])."""
+        x = self.word_proj(words) + self.pos[: words.shape[1]]
+        x = self.encoder(x, src_key_padding_mask=~word_mask)
+        return x, self.sentence_proj(sentence)

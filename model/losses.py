@@ -1,0 +1,171 @@
+"""The MKTN criterion: one ``loss_<name>`` method per term, a ``loss_map`` and a weight table (Eq. 11).
+
+Terms (each reads only named network outputs and batch targets):
+
+- ``span``: cross-entropy of start/end logits on the rounded boundary clips (Eq. 9)
+- ``float``: smooth L1 of the fractional offsets at the true boundary clips (Eq. 10)
+- ``csm``: CSM parallel regression, L1 + (1 - IoU) on normalised spans
+- ``rince``: RINCE query->video and video->query over the global similarity, written
+  once (``rince``) and called for both directions (Eq. 6-7)
+- ``contrast``: hinge over (v, q+, q-) and (q, v+, v-) on the self-weighted score, with
+  ``lambda`` balancing video and query negatives (Eq. 3)
+- ``align``: InfoNCE over the prototype similarities S_as and S_op (Eq. 8)
+- ``segment``: InfoNCE between each ground-truth moment and its sentence (multi-level paper)
+
+Negatives everywhere are the ANS selection ``outputs["negatives"]``. The
+alignment-strength factor multiplies ``rince``, ``contrast``, ``align`` and ``segment``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from model.config import LossConfig, ModelConfig
+from model.data import Batch
+from model.spans import pairwise_temporal_iou, temporal_iou
+
+Outputs = dict[str, torch.Tensor]
+ALIGNMENT_TERMS = ("rince", "contrast", "align", "segment")
+
+
+def rince(pos: torch.Tensor, neg: torch.Tensor, neg_mask: torch.Tensor, q: float, lam: float) -> torch.Tensor:
+    """Robust InfoNCE: mean over rows of ``-e^{q s+}/q + (lam (e^{s+} + sum e^{s-}))^q / q``.
+
+    pos [R] logits of the positives, neg [R, M] logits, neg_mask [R, M] which negatives count.
+    Computed in log space: ``(lam * Z)^q = exp(q * (log lam + logsumexp))``.
+    """
+    pos = pos.float()
+    neg = neg.float().masked_fill(~neg_mask, float("-inf"))
+    log_z = torch.logsumexp(torch.cat([pos[:, None], neg], dim=1), dim=1)
+    loss = -torch.exp(q * pos) / q + torch.exp(q * (torch.log(torch.tensor(lam)) + log_z)) / q
+    return loss.mean()
+
+
+def info_nce(pos: torch.Tensor, neg: torch.Tensor, neg_mask: torch.Tensor) -> torch.Tensor:
+    """InfoNCE: mean of ``-log e^{s+} / (e^{s+} + sum e^{s-})`` over rows (same arguments as ``rince``)."""
+    neg = neg.float().masked_fill(~neg_mask, float("-inf"))
+    logits = torch.cat([pos.float()[:, None], neg], dim=1)
+    return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
+
+
+def both_ways(sim: torch.Tensor, batch: Batch, negatives: torch.Tensor,
+              fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Apply a contrastive ``fn`` query->video and video->query over a [Q, B] similarity.
+
+    query->video: a query's positive is its video, negatives the selected other videos.
+    video->query: for each (video, query) positive, negatives are the other queries for
+    which that video is a selected negative.
+    """
+    qv = batch.query_video
+    pos = sim.gather(1, qv[:, None]).squeeze(1)  # (Q,)
+    q2v = fn(pos, sim, negatives)
+    v2q = fn(pos, sim[:, qv].T, negatives[:, qv].T)  # row i: sim of video(i) to every query
+    return (q2v + v2q) / 2
+
+
+class MKTNCriterion:
+    """Computes every named loss and their weighted sum (Eq. 11)."""
+
+    def __init__(self, loss: LossConfig, model: ModelConfig) -> None:
+        self.cfg = loss
+        self.model_cfg = model
+        s = loss.alignment_strength
+        self.weights = {
+            "span": loss.w_span, "float": loss.w_float, "csm": loss.w_csm,
+            "rince": loss.w_rince * s, "contrast": loss.w_contrast * s,
+            "align": loss.w_align * s, "segment": loss.w_segment * s,
+        }
+        self.loss_map: dict[str, Callable[[Outputs, Batch], torch.Tensor]] = {
+            "span": self.loss_span, "float": self.loss_float, "csm": self.loss_csm,
+            "rince": self.loss_rince, "contrast": self.loss_contrast,
+            "align": self.loss_align, "segment": self.loss_segment,
+        }
+
+    def active(self, outputs: Outputs) -> list[str]:
+        """Terms that apply to these outputs (switched-off modules contribute nothing)."""
+        names = ["span", "float", "rince"]
+        if "csm_spans" in outputs:
+            names.append("csm")
+        if "sim_match" in outputs:
+            names.append("contrast")
+        if ("sim_as" in outputs and self.model_cfg.apa_aa) or ("sim_op" in outputs and self.model_cfg.opm_oca):
+            names.append("align")
+        if self.cfg.segment_alignment:
+            names.append("segment")
+        return [n for n in names if self.weights[n] != 0.0]
+
+    def __call__(self, outputs: Outputs, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """-> (weighted total, {name: value} for logging, including ``total``)."""
+        total = outputs["start_logits"].new_zeros((), dtype=torch.float32)
+        logs: dict[str, float] = {}
+        for name in self.active(outputs):
+            value = self.loss_map[name](outputs, batch)
+            total = total + self.weights[name] * value
+            logs[name] = float(value.detach())
+        logs["total"] = float(total.detach())
+        return total, logs
+
+    # -- grounding
+    def loss_span(self, out: Outputs, batch: Batch) -> torch.Tensor:
+        return (F.cross_entropy(out["start_logits"].float(), batch.start_idx)
+                + F.cross_entropy(out["end_logits"].float(), batch.end_idx))
+
+    def loss_float(self, out: Outputs, batch: Batch) -> torch.Tensor:
+        off = out["float_offsets"].float()
+        ar = torch.arange(off.shape[0], device=off.device)
+        pred = torch.stack([off[ar, batch.start_idx, 0], off[ar, batch.end_idx, 1]], dim=1)
+        return F.smooth_l1_loss(pred, torch.stack([batch.start_frac, batch.end_frac], dim=1), beta=0.1)
+
+    def loss_csm(self, out: Outputs, batch: Batch) -> torch.Tensor:
+        pred = out["csm_spans"].float()
+        return F.l1_loss(pred, batch.span_norm) + (1 - temporal_iou(pred, batch.span_norm)).mean()
+
+    # -- alignment
+    def loss_rince(self, out: Outputs, batch: Batch) -> torch.Tensor:
+        logits = out["sim_global"].float() / self.cfg.rince_temperature
+        q, lam = self.cfg.rince_q, self.cfg.rince_lambda
+        return both_ways(logits, batch, out["negatives"], lambda p, n, m: rince(p, n, m, q, lam))
+
+    def loss_contrast(self, out: Outputs, batch: Batch) -> torch.Tensor:
+        s = out["sim_match"].float()  # (Q, B)
+        neg = out["negatives"]
+        qv = batch.query_video
+        pos = s.gather(1, qv[:, None])  # (Q, 1): s(v+, q)
+        margin = self.cfg.contrast_margin
+        terms = []
+        if self.model_cfg.contrast_video_negatives:  # (q, v+, v-)
+            hinge = F.relu(margin - pos + s) * neg
+            terms.append(self.cfg.contrast_balance * hinge.sum() / neg.sum().clamp(min=1))
+        if self.model_cfg.contrast_query_negatives:  # (v, q+, q-): q- are queries for which v is a negative
+            s_vq = s[:, qv].T  # (Q, Q): row i = s(video(i), every query j)
+            n_vq = neg[:, qv].T
+            hinge = F.relu(margin - pos + s_vq) * n_vq
+            terms.append(hinge.sum() / n_vq.sum().clamp(min=1))
+        return sum(terms, s.new_zeros(()))
+
+    def loss_align(self, out: Outputs, batch: Batch) -> torch.Tensor:
+        sims = []
+        if "sim_as" in out and self.model_cfg.apa_aa:
+            sims.append(out["sim_as"])
+        if "sim_op" in out and self.model_cfg.opm_oca:
+            sims.append(out["sim_op"])
+        scale = out["logit_scale"]
+        return sum((both_ways(sim.float() * scale, batch, out["negatives"], info_nce) for sim in sims),
+                   out["sim_global"].new_zeros((), dtype=torch.float32))
+
+    def loss_segment(self, out: Outputs, batch: Batch) -> torch.Tensor:
+        sim = out["sim_segment"].float() * out["logit_scale"]  # (Q moments, Q sentences)
+        qv = batch.query_video
+        same_video = batch.same_video[:, qv]  # (Q, Q): query j is about query i's video (any item)
+        overlap = pairwise_temporal_iou(batch.span_norm, batch.span_norm) > 0.5
+        # other sentences of the same video whose moments overlap this one are not negatives
+        neg = ~torch.eye(len(qv), dtype=torch.bool, device=sim.device) & ~(same_video & overlap)
+        pos = sim.diagonal()
+        return (info_nce(pos, sim, neg) + info_nce(pos, sim.T, neg.T)) / 2
+
+
+def build_criterion(loss: LossConfig, model: ModelConfig) -> MKTNCriterion:
+    return MKTNCriterion(loss, model)

@@ -1,0 +1,155 @@
+"""The Multi-Thread Knowledge Transfer Network.
+
+One forward pass serves a whole multi-pair batch: each of the ``B`` videos is
+encoded once; its queries gather the encoded video by index. Module switches
+(``ModelConfig.use_*``) remove a module entirely, so the ablations of Tables 3-7
+are the same code with other switches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from model.config import ModelConfig
+from model.csm import CrossSentenceMining
+from model.data import Batch
+from model.encoders import TextEncoder, VideoEncoder
+from model.fusion import CoAttentionFusion
+from model.heads import FloatPredictor, SpanPredictor
+from model.matching import GlobalAlignment, SelfWeightedContrast, select_negatives, tau_schedule
+from model.prototypes import (
+    ActivityPrototypes,
+    ObjectPhraseMatching,
+    SparseAggregator,
+    activity_similarity,
+)
+
+
+class MKTN(nn.Module):
+    """Video encoder, text encoder, CSM, AVM, OPM, APA, co-attention fusion and grounding heads.
+
+    ``forward(batch, progress)`` returns a dict (``B`` videos, ``Q`` queries,
+    ``L`` clips):
+
+    - ``start_logits``, ``end_logits`` [Q, L]: span predictor (padding = -1e4)
+    - ``float_offsets`` [Q, L, 2]: fractional start/end offsets per clip
+    - ``clip_mask`` [Q, L]: valid clips of each query's video
+    - ``sim_global`` [Q, B]: cos(pooled video, phi(query)), the ANS similarity
+    - ``negatives`` [Q, B] bool: the negatives kept by ANS (other videos below tau)
+    - ``tau`` [] : the threshold used (NaN when there is no selection)
+    - ``logit_scale`` []: learned inverse temperature of the contrastive logits
+    - ``video_embed`` [B, d], ``query_embed`` [Q, d]: unit global embeddings
+    - ``sim_segment`` [Q, Q]: cos(pooled ground-truth moment of query i, phi(query j))
+    - ``csm_spans`` [Q, 2] (CSM on): normalised (start, end) of the parallel regression
+    - ``sim_match`` [Q, B] (AVM on): self-weighted score s(v, q) of Eq. 4
+    - ``sim_op`` [Q, B] (OPM on): object-phrase similarity
+    - ``sim_as`` [Q, B] (APA on): activity-sentence similarity
+    """
+
+    def __init__(self, cfg: ModelConfig, frame_dim: int, patch_dim: int, word_dim: int,
+                 sentence_dim: int, temperature: float = 0.07) -> None:
+        super().__init__()
+        d, h, p = cfg.d_model, cfg.num_heads, cfg.dropout
+        self.cfg = cfg
+        self.video_encoder = VideoEncoder(frame_dim, patch_dim, d, h, cfg.video_layers, cfg.num_clips, p)
+        self.text_encoder = TextEncoder(word_dim, sentence_dim, d, h, cfg.text_layers, cfg.max_words, p)
+        self.global_align = GlobalAlignment(d)
+        self.logit_scale = nn.Parameter(torch.tensor(float(-torch.log(torch.tensor(temperature)))))
+        self.csm = (CrossSentenceMining(d, h, cfg.csm_layers, cfg.max_queries_per_video, p,
+                                        temporal=cfg.csm_temporal, contextual=cfg.csm_contextual,
+                                        semantic=cfg.csm_semantic) if cfg.use_csm else None)
+        self.contrast = SelfWeightedContrast(d, h, p) if cfg.use_avm else None
+        self.opm = (ObjectPhraseMatching(d, cfg.num_objects, cfg.num_phrases, sparse=cfg.opm_cap)
+                    if cfg.use_opm else None)
+        self.object_to_clip = nn.Linear(d, d) if cfg.use_opm else None
+        self.apa = (ActivityPrototypes(d, h, cfg.num_clips, cfg.num_activities, p)
+                    if cfg.use_apa and cfg.apa_bmp else None)
+        # "w/o OPM" keeps APA's own object prototypes (no matching, no fusion of them)
+        self.apa_objects = SparseAggregator(d, cfg.num_objects) if self.apa is not None and self.opm is None else None
+        self.fusion = CoAttentionFusion(d, p)
+        self.span_head = SpanPredictor(d, h, cfg.head_layers, p)
+        self.float_head = FloatPredictor(d)
+
+    def tau(self, progress: float) -> float | None:
+        c = self.cfg
+        if not c.use_avm or c.negative_selection == "none":
+            return None
+        if c.negative_selection == "fixed":
+            return c.tau_fixed
+        return tau_schedule(progress, c.tau_start, c.tau_end)
+
+    def forward(self, batch: Batch, progress: float = 1.0) -> dict[str, torch.Tensor]:
+        c = self.cfg
+        clips, patches = self.video_encoder(batch.frames, batch.patches, batch.video_mask)  # (B,L,d), (B,L,P,d)
+        words, sentence = self.text_encoder(batch.words, batch.word_mask, batch.sentence)  # (Q,N,d), (Q,d)
+        qv = batch.query_video
+        out: dict[str, Any] = {}
+
+        # global alignment, adaptive negative selection (Eq. 1-2)
+        video_embed = self.global_align.embed_clips(clips, batch.video_mask)  # (B, d)
+        query_embed = self.global_align.embed_query(sentence)  # (Q, d)
+        sim_global = query_embed @ video_embed.T  # (Q, B)
+        tau = self.tau(progress)
+        out.update(video_embed=video_embed, query_embed=query_embed, sim_global=sim_global,
+                   negatives=select_negatives(sim_global, batch.same_video, tau),
+                   tau=sim_global.new_tensor(float("nan") if tau is None else tau),
+                   logit_scale=self.logit_scale.clamp(0.0, 4.6).exp())
+        # segment level: each query's ground-truth clips of its own video, pooled
+        ar = torch.arange(clips.shape[1], device=clips.device)
+        seg_mask = (ar[None] >= batch.start_idx[:, None]) & (ar[None] <= batch.end_idx[:, None])
+        seg_mask = seg_mask & batch.video_mask[qv]
+        seg_embed = self.global_align.embed_clips(clips[qv], seg_mask)  # (Q, d)
+        out["sim_segment"] = seg_embed @ query_embed.T  # (Q moments, Q sentences)
+
+        if self.contrast is not None:
+            out["sim_match"], out["word_weights"] = self.contrast(clips, batch.video_mask, words, batch.word_mask)
+
+        # object-phrase prototypes (OPM) and activity-sentence prototypes (APA)
+        video_feats = clips
+        tokens = [words]
+        token_masks = [batch.word_mask]
+        objects = None
+        if self.opm is not None:
+            o = self.opm(patches, batch.video_mask, words, batch.word_mask)
+            objects = o["objects"]
+            out["sim_op"] = o["sim_op"]
+            video_feats = video_feats + self.object_to_clip(objects.mean(dim=2))
+            tokens.append(o["phrases"])
+            token_masks.append(torch.ones(o["phrases"].shape[:2], dtype=torch.bool, device=words.device))
+        if c.use_apa:
+            if self.apa is not None:
+                if objects is None:
+                    assert self.apa_objects is not None
+                    objects = self.apa_objects(patches)[0]
+                a = self.apa(objects, video_feats, batch.video_mask, sentence)
+                video_feats = a["frame_protos"]
+                out["sim_as"] = a["sim_as"]
+            else:  # "w/o BMP": one activity prototype, the mean of the clips
+                acts = (clips * batch.video_mask[..., None]).sum(1) / batch.video_mask.sum(1, keepdim=True)
+                out["sim_as"] = activity_similarity(acts[:, None], sentence)
+
+        # cross-sentence semantic mining (CSM)
+        if self.csm is not None:
+            query_vec, out["csm_spans"] = self.csm(sentence, batch.group_index, batch.query_order, clips,
+                                                   batch.video_mask, words, batch.word_mask)
+        else:
+            query_vec = sentence
+        tokens.append(query_vec[:, None])
+        token_masks.append(torch.ones(query_vec.shape[0], 1, dtype=torch.bool, device=words.device))
+
+        # fusion and heads, per query on its own video
+        clip_mask = batch.video_mask[qv]  # (Q, L)
+        fused = self.fusion(video_feats[qv], clip_mask, torch.cat(tokens, 1), torch.cat(token_masks, 1))
+        out["start_logits"], out["end_logits"] = self.span_head(fused, clip_mask)
+        out["float_offsets"] = self.float_head(fused)
+        out["clip_mask"] = clip_mask
+        return out
+
+
+def build_model(cfg: ModelConfig, frame_dim: int, patch_dim: int, word_dim: int, sentence_dim: int,
+                temperature: float = 0.07) -> MKTN:
+    """The network for features of the given widths."""
+    return MKTN(cfg, frame_dim, patch_dim, word_dim, sentence_dim, temperature)
