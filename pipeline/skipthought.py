@@ -48,7 +48,7 @@ import math
 import os
 import pickle
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -377,17 +377,34 @@ def _gru_state(
     }
 
 
+def release_files(directory: str | os.PathLike[str], mode: str) -> list[Path]:
+    """The release files a ``mode`` reads (parameters, tables, dictionary), in a fixed order."""
+    d = Path(directory)
+    parts = {"uni": ["uni"], "bi": ["bi"], "combine": ["uni", "bi"]}[mode]
+    files = [d / f"{p}_skip.npz" for p in parts] + [d / f"{p[0]}table.npy" for p in parts]
+    return [*files, d / "dictionary.txt"]
+
+
+def release_weights_digest(
+    directory: str | os.PathLike[str], mode: str, digest_fn: Callable[[Path], str] = file_digest
+) -> str:
+    """A short digest over the digests of :func:`release_files` (the store's weights id)."""
+    return digest_strings(*sorted(f"{f.name}={digest_fn(f)}" for f in release_files(directory, mode)))
+
+
 def load_theano_skipthoughts(
     directory: str | os.PathLike[str],
     *,
     mode: str = "combine",
     vocab: Iterable[str] | None = None,
     normalize: bool = True,
+    digest_fn: Callable[[Path], str] = file_digest,
 ) -> tuple[SkipThoughtEncoder, dict[str, Any]]:
     """Build an encoder from the original release in ``directory`` (see the module docstring).
 
     With ``vocab`` only those words' table rows are kept (plus ``UNK`` and ``<eos>``).
-    Returns the encoder and provenance (file digests, sizes).
+    Returns the encoder and provenance (file digests, sizes); ``digest_fn`` hashes each file
+    (pass a cached one to avoid rehashing the multi-GB tables on every run).
     """
     d = Path(directory)
     if not d.is_dir():
@@ -453,8 +470,8 @@ def load_theano_skipthoughts(
         states[part] = state
         dims[part] = (dim_word, dim)
         for f in (npz_path, table_path):
-            provenance["files"][f.name] = file_digest(f)
-    provenance["files"]["dictionary.txt"] = file_digest(dict_path)
+            provenance["files"][f.name] = digest_fn(f)
+    provenance["files"]["dictionary.txt"] = digest_fn(dict_path)
     word_dims = {v[0] for v in dims.values()}
     if len(word_dims) != 1:
         raise ValueError(f"{d}: uni and bi word tables differ in width {sorted(word_dims)}")
@@ -472,7 +489,7 @@ def load_theano_skipthoughts(
         target.load_state_dict(state)
     provenance["weights_digest"] = digest_strings(
         *sorted(f"{k}={v}" for k, v in provenance["files"].items())
-    )
+    )  # equals release_weights_digest(directory, mode)
     provenance.update(enc.config_dict())
     return enc, provenance
 

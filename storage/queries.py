@@ -148,6 +148,31 @@ class QueryStore:
             names = [n for n in names if self.encoder(dataset, n).is_complete()]
         return names
 
+    def set_latest(self, dataset: str, encoder_id: str) -> None:
+        """Record ``encoder_id`` as the dataset's most recent complete encoding."""
+        if not self.encoder(dataset, encoder_id).is_complete():
+            raise RuntimeError(
+                f"encoder {encoder_id!r} of {dataset!r} is not complete; write it first"
+            )
+        key = join_key("queries", safe_component(dataset, what="dataset name"))
+        ds = self._group.require_group(key)
+        ds.attrs.update({"latest": encoder_id})
+
+    def latest_encoder(self, dataset: str) -> str:
+        """The encoder id ``mktn embed`` wrote last for ``dataset`` (``FileNotFoundError`` if none)."""
+        key = join_key("queries", safe_component(dataset, what="dataset name"))
+        try:
+            ds = self._group[key]
+        except KeyError:
+            ds = None
+        latest = ds.attrs.get("latest") if isinstance(ds, zarr.Group) else None
+        if not isinstance(latest, str) or not self.encoder(dataset, latest).is_complete():
+            raise FileNotFoundError(
+                f"query store {self.root!s} has no complete encoding of dataset {dataset!r}; "
+                "run `mktn embed --dataset ...` first"
+            )
+        return latest
+
 
 class QueryGroup:
     """One dataset x encoder group of a :class:`QueryStore`."""

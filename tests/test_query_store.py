@@ -117,3 +117,16 @@ def test_bad_inputs(store: QueryStore) -> None:
         )
     with pytest.raises(FileNotFoundError, match="mktn embed"):
         store.encoder("ds", "other").read_all()
+
+
+def test_latest_encoder_pointer(store: QueryStore) -> None:
+    with pytest.raises(FileNotFoundError, match="no complete encoding of dataset 'ds'"):
+        store.latest_encoder("ds")
+    rng = np.random.default_rng(3)
+    ids, tokens, words, sentences = _sample(rng)
+    store.encoder("ds", "a").write(ids, tokens, words, sentences)
+    with pytest.raises(RuntimeError, match="not complete"):
+        store.set_latest("ds", "b")
+    store.set_latest("ds", "a")
+    assert store.latest_encoder("ds") == "a"
+    assert store.list_encoders("ds") == ["a"]
