@@ -96,6 +96,7 @@ _STACK_VARS = (
     "MKTN_GPUS_PER_CONTAINER",
     "MKTN_INPUT_DIR",
     "MKTN_FEATURE_STORE",
+    "MKTN_DASK_ADDRESS",
     "COMPOSE_PROFILES",
 )
 
@@ -136,6 +137,7 @@ def test_default_stack_is_server_postgres_and_gpu_worker() -> None:
     serve = services["serve"]
     assert serve["command"] == ["mktn", "serve"]
     assert serve["environment"]["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+    assert serve["environment"]["MKTN_DASK_ADDRESS"] == "", "no Dask unless the dask profile is asked for"
     assert serve["depends_on"]["prefect-server"]["condition"] == "service_healthy"
     [device] = serve["deploy"]["resources"]["reservations"]["devices"]
     assert device["capabilities"] == ["gpu"] and device["driver"] == "nvidia"
@@ -173,6 +175,7 @@ def test_stack_variables_are_interpolated() -> None:
         "PREFECT_PORT": "14200",
         "POSTGRES_PASSWORD": "s3cret",
         "MKTN_FEATURE_STORE": "s3://bucket/features.zarr",
+        "MKTN_DASK_ADDRESS": "tcp://dask-scheduler:8786",
     }
     services = render("dask", env=env)["services"]
     [port] = services["prefect-server"]["ports"]
@@ -183,6 +186,7 @@ def test_stack_variables_are_interpolated() -> None:
     ]
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "s3cret"
     assert services["dask-worker"]["environment"]["MKTN_FEATURE_STORE"] == "s3://bucket/features.zarr"
+    assert services["serve"]["environment"]["MKTN_DASK_ADDRESS"] == "tcp://dask-scheduler:8786"
 
 
 @needs_compose
