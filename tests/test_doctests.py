@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["model.spans", "model.metrics", "storage.keys"]
+MODULES = ["model.spans", "model.metrics", "storage.keys", "pipeline.synth.writer"]
 
 
 @pytest.mark.parametrize("name", MODULES)

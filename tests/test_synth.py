@@ -1,0 +1,194 @@
+"""The synthetic benchmark: real mp4 files that decode, exact event times, the language phenomena,
+determinism for a seed, atomic and resumable generation, and the CLI."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import decord
+import numpy as np
+import pytest
+
+from pipeline.cli import main
+from pipeline.datasets import load_annotations
+from pipeline.synth import benchmark as bench_mod
+from pipeline.synth import build_synth_config, dataset_stats, generate_benchmark, is_complete
+from pipeline.synth.benchmark import annotation_records, assign_splits, plan_videos
+from pipeline.synth.config import SynthConfig
+from pipeline.synth.render import render_frames
+from pipeline.synth.script import EventSpec, ObjectSpec, VideoScript
+
+SPLITS = ("train", "val", "test")
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth_quick")
+    generate_benchmark(out, build_synth_config("quick"), seed=0, workers=1, progress=False)
+    return out
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for s in SPLITS for line in (out / "annotations" / f"{s}.jsonl").open()]
+
+
+def test_videos_decode_with_the_annotated_geometry(quick: Path) -> None:
+    recs = _records(quick)
+    durations = {r["vid"]: r["duration"] for r in recs}
+    videos = sorted((quick / "videos").glob("*.mp4"))
+    assert len(videos) == 12 and {p.stem for p in videos} == set(durations)
+    for path in videos:
+        vr = decord.VideoReader(str(path))
+        assert vr.get_avg_fps() == pytest.approx(15.0)
+        assert len(vr) == round(durations[path.stem] * 15.0)
+        frame = vr[len(vr) // 2].asnumpy()
+        assert frame.shape == (112, 112, 3)
+        assert frame.std() > 5  # a textured frame, not a blank one
+
+
+def test_event_times_and_query_ids(quick: Path) -> None:
+    recs = _records(quick)
+    assert len({r["qid"] for r in recs}) == len(recs)
+    per_video: dict[str, int] = {}
+    for r in recs:
+        (s, e), = r["relevant_windows"]
+        assert 0.0 <= s < e <= r["duration"] + 1e-9, r
+        assert e - s >= 1.5 - 1e-9, r
+        assert r["query"].strip() and r["split"] in SPLITS
+        per_video[r["vid"]] = per_video.get(r["vid"], 0) + 1
+    assert all(3 <= n <= 6 for n in per_video.values())
+    split_of = {r["vid"]: r["split"] for r in recs}
+    assert all(split_of[r["vid"]] == r["split"] for r in recs)  # split by video, never by query
+    assert Counter(split_of.values()) == {"train": 8, "val": 2, "test": 2}  # 70/15/15 of 12 videos
+
+
+def test_annotations_load_with_the_jsonl_adapter(quick: Path) -> None:
+    for split in SPLITS:
+        res = load_annotations("jsonl", quick / "annotations" / f"{split}.jsonl")
+        assert res.records and all(r.split == split for r in res.records)
+        assert res.report.issues == [] and res.report.pairs_kept == len(res.records)
+        first = res.records[0]
+        assert first.extra["event"]["kind"] and first.extra["relation"]
+    manifest = json.loads((quick / "synth.json").read_text())
+    assert manifest["seed"] == 0 and manifest["config"]["num_videos"] == 12
+    assert len(manifest["files"]) == 12 + 3 and is_complete(quick)
+
+
+def test_relation_phenomena_exist(quick: Path) -> None:
+    stats = dataset_stats(_records(quick))
+    assert stats["videos_with_shared_noun_fraction"] >= 0.5
+    assert stats["relations"].get("then", 0) > 0
+    assert stats["relations"].get("after", 0) + stats["relations"].get("before", 0) > 0
+    assert stats["queries_overlapping_another_fraction"] > 0.2
+    # at the default size (plans only: no pixels) every phenomenon is present, incl. repeated sentences
+    cfg = build_synth_config("default", num_videos=120)
+    splits = assign_splits(cfg, 0)
+    recs = [r for (s, q), sp in zip(plan_videos(cfg, 0), splits, strict=True) for r in annotation_records(s, q, sp)]
+    big = dataset_stats(recs)
+    assert set(big["relations"]) == {"plain", "after", "before", "while", "then"}
+    assert big["sentences_in_several_videos"] >= 3
+    assert set(big["event_kinds"]) == {"appear", "disappear", "move", "grow", "shrink", "spin", "recolor", "blink"}
+    assert big["normalised_length_quantiles"][2] > 2 * big["normalised_length_quantiles"][0]
+
+
+def _decode_all(path: Path) -> np.ndarray:
+    return decord.VideoReader(str(path)).get_batch(list(range(len(decord.VideoReader(str(path)))))).asnumpy()
+
+
+def test_deterministic_for_a_seed_whatever_the_workers(tmp_path: Path) -> None:
+    cfg = build_synth_config("quick", num_videos=3)
+    generate_benchmark(tmp_path / "a", cfg, seed=7, workers=1, progress=False)
+    generate_benchmark(tmp_path / "b", cfg, seed=7, workers=2, progress=False)
+    generate_benchmark(tmp_path / "c", cfg, seed=8, workers=1, progress=False)
+    for split in SPLITS:
+        a = (tmp_path / "a" / "annotations" / f"{split}.jsonl").read_bytes()
+        assert a == (tmp_path / "b" / "annotations" / f"{split}.jsonl").read_bytes()
+    assert _records(tmp_path / "a") != _records(tmp_path / "c")
+    for p in sorted((tmp_path / "a" / "videos").glob("*.mp4")):
+        assert np.array_equal(_decode_all(p), _decode_all(tmp_path / "b" / "videos" / p.name))
+
+
+def test_rerun_skips_finished_videos_and_failures_leave_no_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = build_synth_config("quick", num_videos=4)
+    out = tmp_path / "ds"
+    real = bench_mod._render_one
+
+    def flaky(script, path, c):  # type: ignore[no-untyped-def]
+        if script.video_id == "synth_0002":
+            raise OSError("disk full (simulated)")
+        return real(script, path, c)
+
+    monkeypatch.setattr(bench_mod, "_render_one", flaky)
+    with pytest.raises(RuntimeError, match="synth_0002"):
+        generate_benchmark(out, cfg, seed=1, workers=1, progress=False)
+    assert not (out / "synth.json").exists() and not is_complete(out)
+    assert sorted(p.stem for p in (out / "videos").glob("*.mp4")) == ["synth_0000", "synth_0001", "synth_0003"]
+    assert not list((out / "videos").glob(".*.tmp"))  # the failed encode left no temporary file
+    monkeypatch.setattr(bench_mod, "_render_one", real)
+    result = generate_benchmark(out, cfg, seed=1, workers=1, progress=False)
+    assert (result.encoded, result.skipped) == (1, 3) and is_complete(out)
+    # another config in the same directory is refused unless asked
+    with pytest.raises(ValueError, match="--overwrite"):
+        generate_benchmark(out, build_synth_config("quick", num_videos=5), seed=1, progress=False)
+
+
+def _script(events: tuple[EventSpec, ...], objects: tuple[ObjectSpec, ...], frames: int = 45) -> VideoScript:
+    return VideoScript("t", frames, 15.0, 112, objects, events, background_seed=3)
+
+
+def _mask(frame: np.ndarray, rgb: tuple[int, int, int], tol: int = 40) -> np.ndarray:
+    return (np.abs(frame.astype(int) - np.array(rgb)).max(axis=2) < tol)
+
+
+def test_rendered_events_are_visible() -> None:
+    red, blue = (225, 35, 35), (35, 75, 235)
+    square = ObjectSpec(0, "square", "red", 12.0, 80.0, 56.0, 0.0, True)
+    ring = ObjectSpec(1, "ring", "blue", 12.0, 30.0, 30.0, 0.0, False)
+    events = (
+        EventSpec(0, 0, "move", 0.5, 2.5, "red", 12.0, direction="left", distance=40.0),
+        EventSpec(1, 1, "appear", 0.5, 2.0, "blue", 12.0),
+    )
+    frames = list(render_frames(_script(events, (square, ring))))
+    first, last = frames[0], frames[-1]
+    xs0 = np.nonzero(_mask(first, red))[1].mean()
+    xs1 = np.nonzero(_mask(last, red))[1].mean()
+    assert xs0 - xs1 == pytest.approx(40.0, abs=2.0)  # moved 40 px to the left
+    assert _mask(first, blue).sum() == 0 and _mask(last, blue).sum() > 100  # the ring appeared
+    recolor = (EventSpec(0, 0, "recolor", 0.5, 2.0, "red", 12.0, new_colour="blue"),)
+    frames = list(render_frames(_script(recolor, (square,))))
+    assert _mask(frames[0], red).sum() > 300 and _mask(frames[-1], blue).sum() > 300
+    assert _mask(frames[-1], red).sum() == 0
+
+
+def test_config_validation_names_the_problem() -> None:
+    with pytest.raises(ValueError, match="even"):
+        SynthConfig(size=111)
+    with pytest.raises(ValueError, match="unknown synthetic size preset"):
+        build_synth_config("huge")
+    with pytest.raises(ValueError, match="unknown synthetic config keys"):
+        build_synth_config("quick", colour_depth=3)
+
+
+def test_cli_synth_and_evaluate_predictions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli"
+    rc = main(["synth", "--out", str(out), "--size", "quick", "--videos", "3", "--workers", "1", "--no-progress", "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["videos"] == 3 and summary["encoded"] == 3
+    ann = out / "annotations" / "train.jsonl"
+    recs = [json.loads(line) for line in ann.open()]
+    pred = tmp_path / "pred.jsonl"
+    pred.write_text("".join(
+        json.dumps({"query_id": r["qid"], "video_id": r["vid"], "spans": r["relevant_windows"], "scores": [1.0]}) + "\n"
+        for r in recs
+    ))
+    assert main(["evaluate-predictions", "--annotations", str(ann), "--predictions", str(pred), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["R1@0.7"] == 100.0 and metrics["num_queries"] == len(recs)
+    assert main(["evaluate-predictions", "--annotations", str(ann), "--predictions", str(pred)]) == 0
+    assert "R1@0.5" in capsys.readouterr().out
+    pred.write_text("".join(pred.read_text().splitlines(keepends=True)[1:]))  # drop the first query
+    assert main(["evaluate-predictions", "--annotations", str(ann), "--predictions", str(pred)]) == 2
+    assert recs[0]["qid"] in capsys.readouterr().err
