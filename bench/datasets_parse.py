@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import statistics
@@ -41,6 +42,7 @@ def main() -> None:
     ap.add_argument("--json", help="also write the rows as JSON here")
     args = ap.parse_args()
     root = Path(args.data)
+    logging.getLogger("pipeline.datasets").setLevel(logging.ERROR)  # no per-load warnings
     load_before = os.getloadavg()
     rows = []
     for fmt, rel in FILES:
