@@ -43,8 +43,10 @@ def decode_query(start_logits: torch.Tensor, end_logits: torch.Tensor, offsets: 
     """One query: start/end logits [L], offsets [L, 2], its video's clip windows [T, 2] (T valid clips)
     -> (spans in seconds best first, scores)."""
     t = len(clip_times)
-    ps = start_logits[:t].float().softmax(0)
-    pe = end_logits[:t].float().softmax(0)
+    # a diverged network must still yield valid (if useless) spans: NaN -> uniform, offsets -> 0
+    ps = torch.nan_to_num(start_logits[:t].float(), nan=0.0).softmax(0)
+    pe = torch.nan_to_num(end_logits[:t].float(), nan=0.0).softmax(0)
+    offsets = torch.nan_to_num(offsets.float(), nan=0.0).clamp(0.0, 1.0)
     joint = ps[:, None] * pe[None, :]  # (T, T)
     allowed = torch.ones(t, t, dtype=torch.bool).triu()
     if max_span_clips > 0:

@@ -1,0 +1,129 @@
+"""Build ``GroundingData`` from the feature store, the query store and annotation files.
+
+The model reads features and queries only through ``storage.features.FeatureStore``
+and ``storage.queries.QueryStore``, and records only through ``pipeline.datasets``.
+A record whose video has no committed features, or whose query is not in the
+query store, is skipped and counted (one broken video never stops a run).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from model.data import GroundingData, NormStats, QueryInput, VideoInput
+from pipeline.datasets.records import QueryMoment
+
+log = logging.getLogger(__name__)
+ANNOTATION_SUFFIXES = (".jsonl", ".json", ".txt")
+
+
+def annotation_paths(specs: Sequence[str]) -> dict[str, Path]:
+    """``--annotations`` values -> ``{split: path}``.
+
+    Each value is a directory (every ``*.jsonl``/``*.json``/``*.txt`` in it, split from
+    the file name), a file (split from its name), or ``SPLIT=PATH``.
+    """
+    from pipeline.datasets.registry import infer_split
+
+    out: dict[str, Path] = {}
+    for spec in specs:
+        split, _, path_s = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        path = Path(path_s)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix in ANNOTATION_SUFFIXES and p.is_file())
+            if not files:
+                raise FileNotFoundError(f"annotation directory {str(path)!r} holds no .jsonl/.json/.txt file")
+            for f in files:
+                out[infer_split(f)] = f
+        elif path.is_file():
+            out[split or infer_split(path)] = path
+        else:
+            raise FileNotFoundError(f"annotations {str(path)!r}: no such file or directory")
+    return out
+
+
+def load_records(specs: Sequence[str], fmt: str | None = None,
+                 durations: str | None = None) -> list[QueryMoment]:
+    """Records of every split named by ``specs`` (see ``annotation_paths``)."""
+    from pipeline.datasets.registry import load_splits
+
+    res = load_splits(fmt, annotation_paths(specs), durations=durations)
+    return res.records
+
+
+def _pick_feature_group(store: Any, dataset: str | None, extractor_id: str | None) -> tuple[str, str]:
+    pairs = store.list_extractors()
+    if dataset is not None:
+        pairs = [p for p in pairs if p[0] == dataset]
+    if extractor_id is not None:
+        pairs = [p for p in pairs if p[1] == extractor_id]
+    if len(pairs) != 1:
+        raise ValueError(
+            f"feature store {store.root!s} holds {len(pairs)} matching (dataset, extractor) groups "
+            f"{pairs or store.list_extractors()}; pass --dataset and --extractor to choose one"
+        )
+    return pairs[0]
+
+
+def load_grounding_data(features: str | os.PathLike[str], queries: str | os.PathLike[str],
+                        records: Sequence[QueryMoment], *, dataset: str | None = None,
+                        extractor_id: str | None = None, encoder_id: str | None = None,
+                        show_progress: bool = True) -> GroundingData:
+    """Read the videos and queries ``records`` need; record the stores' provenance in ``meta``."""
+    from storage.features import FeatureStore
+    from storage.queries import QueryStore
+
+    fstore = FeatureStore(features)
+    ds, ex = _pick_feature_group(fstore, dataset, extractor_id)
+    group = fstore.extractor(ds, ex, create=False)
+    qstore = QueryStore(queries)
+    enc = encoder_id or qstore.latest_encoder(ds)
+    qgroup = qstore.encoder(ds, enc)
+    arrays = qgroup.read_all()
+
+    durations: dict[str, float] = {}
+    for r in records:
+        durations[r.video_id] = max(durations.get(r.video_id, 0.0), r.duration)
+    complete = set(group.list_videos())
+    videos: dict[str, VideoInput] = {}
+    missing = 0
+    for vid in tqdm(sorted(durations), desc="reading features", disable=not show_progress, leave=False):
+        if vid not in complete:
+            missing += 1
+            continue
+        f = group.read_video(vid, dtype="float32")
+        videos[vid] = VideoInput(vid, f.frames, f.patches, f.clip_times, durations[vid])
+    if missing:
+        log.warning("%d of %d videos have no committed features in %s/%s; their queries are skipped "
+                    "(run `mktn extract` for them)", missing, len(durations), ds, ex)
+    qs: dict[str, QueryInput] = {}
+    for r in records:
+        try:
+            q = arrays.query(r.query_id)
+        except KeyError:
+            continue
+        qs[r.query_id] = QueryInput(r.query_id, np.asarray(q.words), np.asarray(q.sentence))
+    if len(qs) < len(records):
+        log.warning("%d of %d queries are not in query group %s/%s; they are skipped (run `mktn embed`)",
+                    len(records) - len(qs), len(records), ds, enc)
+    norm = None
+    stored = group.normalization()
+    if stored is not None:
+        norm = NormStats(stored.frames_mean, stored.frames_std, stored.patches_mean, stored.patches_std)
+    meta = {
+        "features": {"root": str(features), "dataset": ds, "extractor_id": ex, "attrs": _jsonable(group.attrs)},
+        "queries": {"root": str(queries), "dataset": ds, "encoder_id": enc, "attrs": _jsonable(arrays.attrs)},
+    }
+    return GroundingData(videos, qs, list(records), norm, meta)
+
+
+def _jsonable(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Provenance attrs without the bulky normalisation vectors (the checkpoint stores those itself)."""
+    return {k: v for k, v in attrs.items() if k != "normalization"}

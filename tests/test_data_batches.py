@@ -1,0 +1,137 @@
+"""Model inputs: standardisation, resampling, targets, groups, batches, sampler, the store loader."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from model_fixtures import planted_data
+
+from model.data import (
+    GroundingData,
+    GroupSampler,
+    NormStats,
+    QueryInput,
+    VideoInput,
+    collate,
+    make_groups,
+    prepare,
+    prepare_video,
+)
+from model.loader import annotation_paths, load_grounding_data, load_records
+from pipeline.datasets.records import QueryMoment
+
+
+def _norm(d: int) -> NormStats:
+    return NormStats(np.zeros(d, np.float32), np.ones(d, np.float32), np.zeros(d, np.float32), np.ones(d, np.float32))
+
+
+def test_prepare_video_pools_and_pads():
+    t, d = 10, 3
+    frames = np.arange(t * d, dtype=np.float32).reshape(t, d)
+    patches = np.repeat(frames[:, None], 2, axis=1)
+    times = np.stack([np.arange(t), np.arange(t) + 1.0], 1)
+    v = VideoInput("v", frames, patches, times, 10.0)
+    pooled = prepare_video(v, _norm(d), 5)
+    assert pooled.valid == 5
+    assert torch.allclose(pooled.frames[0], torch.tensor(frames[:2].mean(0)))
+    assert pooled.clip_times.tolist()[0] == [0.0, 2.0] and pooled.clip_times.tolist()[-1] == [8.0, 10.0]
+    padded = prepare_video(v, _norm(d), 16)
+    assert padded.valid == 10 and float(padded.frames[10:].abs().sum()) == 0.0
+    shifted = NormStats(np.full(d, 5.0, np.float32), np.full(d, 2.0, np.float32), np.zeros(d, np.float32),
+                        np.ones(d, np.float32))
+    assert torch.allclose(prepare_video(v, shifted, 16).frames[0], torch.tensor((frames[0] - 5.0) / 2.0))
+    bad = VideoInput("broken", frames, patches, times[::-1].copy(), 10.0)
+    with pytest.raises(ValueError, match="'broken'.*increasing time order"):
+        prepare_video(bad, _norm(d), 16)
+
+
+def test_targets_and_skipped_records():
+    data = planted_data(num_videos=3, queries_per_video=2, clips=12, dim=4)
+    rec = data.records[0]
+    data.records.append(QueryMoment("lost", "no-such-video", "x", 0.0, 1.0, 5.0, "train"))
+    data.records.append(QueryMoment("noq", rec.video_id, "x", 0.0, 1.0, rec.duration, "train"))
+    prepared, norm = prepare(data, 32, 32)
+    assert prepared.skipped == {"video features missing": 1, "query features missing": 1}
+    pq = prepared.queries[rec.query_id]
+    assert pq.start_idx == int(rec.start) and pq.start_frac == pytest.approx(rec.start - int(rec.start))
+    assert pq.end_idx + pq.end_frac == pytest.approx(rec.end)
+    train = [v for v in data.videos.values() if any(r.video_id == v.video_id and r.split == "train"
+                                                    for r in data.records)]
+    allf = np.concatenate([v.frames for v in train])
+    assert np.allclose(norm.frame_mean, allf.mean(0), atol=1e-4)  # statistics from the train split
+
+
+def test_groups_split_long_videos_and_single_pair():
+    data = planted_data(num_videos=2, queries_per_video=7, clips=20, dim=4)
+    prepared, _ = prepare(data, 32, 32)
+    groups = make_groups(prepared, data.records, multi_pair=True, max_queries=3)
+    assert [len(g.query_ids) for g in groups] == [2, 2, 3, 2, 2, 3]
+    assert [q for g in groups[:3] for q in g.query_ids] == [f"vid000#{k}" for k in range(7)]
+    single = make_groups(prepared, data.records, multi_pair=False, max_queries=3)
+    assert len(single) == 14 and all(len(g.query_ids) == 1 for g in single)
+
+
+def test_collate_shapes_and_same_video():
+    data = planted_data(num_videos=3, queries_per_video=3, clips=20, dim=4, sentence_dim=6)
+    prepared, _ = prepare(data, 16, 32)
+    groups = make_groups(prepared, data.records, multi_pair=True, max_queries=2)  # vid000 -> 2 groups
+    b = collate(prepared, groups[:3])
+    assert b.video_ids == ["vid000", "vid000", "vid001"]
+    assert b.frames.shape == (3, 16, 4) and b.patches.shape == (3, 16, 4, 4)
+    assert b.words.shape[0] == b.num_queries == 1 + 2 + 1 and b.sentence.shape == (4, 6)  # chunks of 1, 2
+    assert b.group_index.tolist() == [[0, -1], [1, 2], [3, -1]]
+    assert b.query_video.tolist() == [0, 1, 1, 2] and b.query_order.tolist() == [0, 1, 2, 0]
+    assert b.same_video[0].tolist() == [True, True, False]  # the other item shows the same video
+    assert bool((b.span_norm[:, 1] >= b.span_norm[:, 0]).all())
+
+
+def test_sampler_seeded_and_sharded():
+    groups = list(range(23))
+    s = GroupSampler(groups, 4, seed=3)  # type: ignore[arg-type]
+    assert s.batches(0) == GroupSampler(groups, 4, seed=3).batches(0)  # type: ignore[arg-type]
+    assert s.batches(0) != s.batches(1)
+    assert sorted(x for b in s.batches(2) for x in b) == groups
+    shards = [GroupSampler(groups, 4, seed=3, rank=r, world_size=2).batches(0) for r in range(2)]  # type: ignore[arg-type]
+    assert sorted(x for sh in shards for b in sh for x in b) == groups
+    assert not set(x for b in shards[0] for x in b) & set(x for b in shards[1] for x in b)
+
+
+def test_loader_reads_stores(tmp_path):
+    from storage.features import FeatureStore
+    from storage.queries import QueryStore
+
+    data = planted_data(num_videos=4, queries_per_video=2, clips=10, dim=6, sentence_dim=8)
+    fs = FeatureStore(tmp_path / "features")
+    group = fs.extractor("synthetic", "tiny3d@test")
+    for vid, v in list(data.videos.items())[:3]:  # the 4th video was never extracted
+        group.write_video(vid, v.frames, v.patches, v.clip_times, {})
+    group.compute_normalization()
+    qs = QueryStore(tmp_path / "queries")
+    ids = [r.query_id for r in data.records]
+    qs.encoder("synthetic", "enc1").write(ids, [["w"] * len(data.queries[q].words) for q in ids],
+                                          [data.queries[q].words for q in ids],
+                                          np.stack([data.queries[q].sentence for q in ids]), {"glove": "test"})
+    qs.set_latest("synthetic", "enc1")
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    for split in ("train", "test"):
+        with (ann / f"{split}.jsonl").open("w") as fh:
+            for r in data.records:
+                if (r.split == "train") == (split == "train"):
+                    fh.write(json.dumps({"qid": r.query_id, "vid": r.video_id, "query": r.sentence,
+                                         "duration": r.duration, "relevant_windows": [[r.start, r.end]]}) + "\n")
+    assert set(annotation_paths([str(ann)])) == {"train", "test"}
+    records = load_records([str(ann)])
+    loaded = load_grounding_data(tmp_path / "features", tmp_path / "queries", records, show_progress=False)
+    assert sorted(loaded.videos) == sorted(data.videos)[:3]
+    q0 = data.records[0].query_id
+    assert np.allclose(loaded.queries[q0].words, data.queries[q0].words)
+    v0 = data.records[0].video_id
+    assert np.allclose(loaded.videos[v0].frames, data.videos[v0].frames, atol=1e-2)  # float16 store
+    assert loaded.norm is not None and loaded.meta["features"]["extractor_id"] == "tiny3d@test"
+    prepared, _ = prepare(loaded, 16, 32)
+    assert prepared.skipped == {"video features missing": 1}
+    assert isinstance(loaded, GroundingData) and isinstance(next(iter(loaded.queries.values())), QueryInput)
