@@ -56,13 +56,61 @@ def _pyplot() -> Any:
     return plt
 
 
+_STEP_META = {"kind", "epoch", "step", "videos", "queries"}
+_NOT_LOSSES = {"lr", "grad_norm", "tau", "temperature"}  # logged per step, but not loss terms
+
+
+def history_from_log(path: str | os.PathLike[str]) -> list[dict[str, float]]:
+    """Per-epoch history from the trainer's ``log.jsonl``: mean of each step loss, plus val metrics.
+
+    Step lines (``{"kind": "step", "epoch": e, <loss terms>...}``, epoch counted from 0)
+    become ``loss/<term>`` means for epoch ``e + 1``; epoch lines
+    (``{"kind": "epoch", "epoch": e, "val": {...}}``) add ``val_<metric>``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return []
+    sums: dict[int, dict[str, float]] = {}
+    counts: dict[int, dict[str, int]] = {}
+    vals: dict[int, dict[str, float]] = {}
+    for line in p.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash mid-write
+        if obj.get("kind") == "step":
+            e = int(obj.get("epoch", 0)) + 1
+            for k, v in obj.items():
+                if k not in _STEP_META and k not in _NOT_LOSSES and isinstance(v, (int, float)):
+                    sums.setdefault(e, {}).setdefault(k, 0.0)
+                    sums[e][k] += float(v)
+                    counts.setdefault(e, {}).setdefault(k, 0)
+                    counts[e][k] += 1
+        elif obj.get("kind") == "epoch":
+            e = int(obj.get("epoch", 0))
+            for k, v in dict(obj.get("val") or {}).items():
+                if isinstance(v, (int, float)) and k != "num_queries":
+                    vals.setdefault(e, {})[f"val_{k}"] = float(v)
+    out = []
+    for e in sorted(set(sums) | set(vals)):
+        row: dict[str, float] = {"epoch": float(e)}
+        for k, total in sums.get(e, {}).items():
+            name = k if k.startswith("loss") else f"loss/{k}"
+            row[name] = total / counts[e][k]
+        row.update(vals.get(e, {}))
+        out.append(row)
+    return out
+
+
 def plot_loss_curves(history: Sequence[Mapping[str, Any]]) -> bytes | None:
     """Training (and validation) curves per epoch; ``None`` when the history is empty."""
     if not history:
         return None
     plt = _pyplot()
     epochs = [float(h.get("epoch", i + 1)) for i, h in enumerate(history)]
-    loss_keys = sorted({k for h in history for k in h if k.startswith(("loss", "train_loss", "val_loss"))})
+    loss_keys = sorted({k for h in history for k in h if k.startswith(("loss", "train_loss"))})
     metric_keys = sorted({k for h in history for k in h if k.startswith("val_") and "loss" not in k})
     ncols = 2 if metric_keys else 1
     fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 3.8), squeeze=False)
@@ -71,7 +119,8 @@ def plot_loss_curves(history: Sequence[Mapping[str, Any]]) -> bytes | None:
         xs = [e for e, h in zip(epochs, history, strict=True) if isinstance(h.get(k), (int, float))]
         ys = [float(h[k]) for h in history if isinstance(h.get(k), (int, float))]
         if ys:
-            ax.plot(xs, ys, marker="o", ms=3, lw=2 if k in ("loss", "train_loss") else 1, label=k)
+            total = k in ("loss", "train_loss", "loss/total")
+            ax.plot(xs, ys, marker="o", ms=3, lw=2.5 if total else 1, label=k)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title("training losses")

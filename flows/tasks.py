@@ -12,6 +12,7 @@ I/O-bound tasks retry transient failures with backoff
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -21,7 +22,14 @@ from prefect import task
 
 from flows.caching import content_policy
 from flows.fingerprints import FingerprintIndex
-from flows.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, raise_for_reason, retry_transient
+from flows.retry import (
+    RETRIES,
+    RETRY_DELAYS,
+    RETRY_JITTER,
+    PermanentTaskError,
+    raise_for_reason,
+    retry_transient,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -173,3 +181,289 @@ def was_cached(future: Any, result: dict[str, Any]) -> bool:
 
 def file_exists(path: str | os.PathLike[str] | None) -> bool:
     return path is not None and Path(path).is_file()
+
+
+# --- annotations and queries -------------------------------------------------------------
+
+
+def annotations_digest(digests: dict[str, str], annotations: dict[str, str]) -> str:
+    """One digest over ``split:sha256`` of every annotation file (names of files do not matter)."""
+    from storage.fingerprint import digest_strings
+
+    return digest_strings(*sorted(f"{split}:{digests[path]}" for split, path in annotations.items()))
+
+
+def load_records(annotations: dict[str, str], fmt: str | None, durations: str | None) -> Any:
+    """``pipeline.datasets.load_splits`` over ``{split: path}`` (a malformed line is counted, not fatal)."""
+    from pipeline.datasets import load_splits
+
+    return load_splits(None if fmt in (None, "auto") else fmt, annotations, durations=durations)
+
+
+@task(
+    name="validate-annotations",
+    cache_policy=content_policy(["annotations_sha", "fmt", "durations"], ("pipeline",)),
+    **_RETRY,
+)
+def validate_annotations(
+    annotations: dict[str, str], annotations_sha: str, fmt: str | None, durations: str | None
+) -> dict[str, Any]:
+    """Parse every split; return counts and the validation report (issues name ``file:line``)."""
+    res = load_records(annotations, fmt, durations)
+    by_split = {k: len(v) for k, v in res.by_split().items()}
+    return {
+        "num_records": len(res.records),
+        "num_videos": len(res.by_video()),
+        "by_split": by_split,
+        "summary": res.report.summary(),
+        "report": res.report.to_dict(max_issues_per_reason=20),
+    }
+
+
+def embed_config(dataset: str, overrides: dict[str, Any] | None) -> Any:
+    """``pipeline.embed.EmbedConfig`` from JSON-able overrides.
+
+    Top-level fields by name (``skipthought``, ``train_split``...); the nested
+    ``text``, ``vectors`` (e.g. ``{"path": "glove.840B.300d.txt"}``) and
+    ``skipthought_config`` sections as dicts of their fields. Unknown keys are an error.
+    """
+    import dataclasses
+
+    from pipeline.embed import EmbedConfig
+
+    overrides = dict(overrides or {})
+    base = EmbedConfig(dataset=dataset, progress=False)
+    known = {f.name for f in dataclasses.fields(EmbedConfig)} - {"dataset"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown encoder setting(s) {unknown}; known: {sorted(known)}")
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        current = getattr(base, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            sub_known = {f.name for f in dataclasses.fields(current)}
+            bad = sorted(set(value) - sub_known)
+            if bad:
+                raise ValueError(f"unknown {key} setting(s) {bad}; known: {sorted(sub_known)}")
+            changes[key] = dataclasses.replace(current, **value)
+        else:
+            changes[key] = value
+    return dataclasses.replace(base, **changes)
+
+
+@task(
+    name="embed-queries",
+    cache_policy=content_policy(
+        ["dataset", "annotations_sha", "query_store", "encoder_hash", "fmt", "durations"], EMBED_PACKAGES
+    ),
+    **_RETRY,
+)
+def embed_dataset_queries(
+    dataset: str,
+    annotations: dict[str, str],
+    annotations_sha: str,
+    fmt: str | None,
+    durations: str | None,
+    query_store: str,
+    encoder: dict[str, Any] | None,
+    encoder_hash: str,
+) -> dict[str, Any]:
+    """Tokenize and embed every query of the dataset (``pipeline.embed.embed_queries``)."""
+    from pipeline.embed import embed_queries
+    from storage.queries import QueryStore
+
+    records = load_records(annotations, fmt, durations).records
+    summary = embed_queries(records, QueryStore(query_store), embed_config(dataset, encoder))
+    return {**summary.to_dict(), "task_run_id": current_task_run_id()}
+
+
+def query_group_complete(query_store: str, dataset: str, encoder_id: str | None) -> bool:
+    from storage.queries import QueryStore
+
+    if not encoder_id:
+        return False
+    try:
+        return bool(QueryStore(query_store).encoder(dataset, encoder_id).is_complete())
+    except (KeyError, ValueError, FileNotFoundError):
+        return False
+
+
+# --- training and evaluation --------------------------------------------------------------
+
+
+def features_digest(feature_store: str, dataset: str, extractor_id: str) -> str:
+    """A digest of the committed videos of a feature group: id + source sha256 of each."""
+    from storage.features import FeatureStore
+    from storage.fingerprint import digest_strings
+
+    group = FeatureStore(feature_store).extractor(dataset, extractor_id, create=False)
+    parts = []
+    for vid in group.list_videos():
+        fp = group.video_attrs(vid).get("source_fingerprint") or {}
+        parts.append(f"{vid}:{fp.get('sha256', '?')}")
+    norm = group.attrs.get("normalization")
+    parts.append(json.dumps(norm, sort_keys=True) if norm is not None else "no-normalization")
+    return digest_strings(extractor_id, *parts)
+
+
+def model_config(preset_name: str, overrides: list[str] | None, epochs: int | None) -> Any:
+    """An ``MKTNConfig`` from a preset, ``section.key=value`` overrides and an epoch count."""
+    from model.config import override, preset, validate
+
+    sets = list(overrides or [])
+    if epochs is not None:
+        sets.append(f"train.epochs={int(epochs)}")
+    cfg = override(preset(preset_name), sets)
+    validate(cfg)
+    return cfg
+
+
+@task(
+    name="train-model",
+    cache_policy=content_policy(["run_key", "run_dir"], MODEL_PACKAGES),
+    **_RETRY,
+)
+def train_model(
+    run_key: str,
+    run_dir: str,
+    config: dict[str, Any],
+    feature_store: str,
+    query_store: str,
+    dataset: str,
+    extractor_id: str,
+    encoder_id: str,
+    annotations: dict[str, str],
+    fmt: str | None,
+    durations: str | None,
+) -> dict[str, Any]:
+    """Train MKTN (``model.train.train``) into ``run_dir``; resume an interrupted run there.
+
+    ``run_key`` digests the configuration and every input (features, queries,
+    annotations); a finished run (``result.json``) is returned as it is.
+    """
+    from model.config import MKTNConfig
+    from model.loader import load_grounding_data
+    from model.train import train
+
+    out = Path(run_dir)
+    result_file = out / "result.json"
+    if result_file.is_file():
+        logger.info("run %s already finished; reusing %s", run_key, result_file)
+        result = json.loads(result_file.read_text(encoding="utf-8"))
+    else:
+        records = load_records(annotations, fmt, durations).records
+        data = load_grounding_data(
+            feature_store, query_store, records, dataset=dataset, extractor_id=extractor_id,
+            encoder_id=encoder_id, show_progress=False,
+        )
+        resume = (out / "last.pt").is_file()
+        if resume:
+            logger.info("resuming the interrupted run in %s", out)
+        result = train(MKTNConfig.from_dict(config), data, out, resume=resume, show_progress=False).to_dict()
+    return {
+        "run_key": run_key,
+        "run_dir": str(out),
+        "task_run_id": current_task_run_id(),
+        "best_checkpoint": str(result["best_checkpoint"]),
+        "log": str(out / "log.jsonl"),
+        "result": result,
+    }
+
+
+@task(
+    name="evaluate-checkpoint",
+    cache_policy=content_policy(
+        ["checkpoint_sha", "features_sha", "encoder_id", "annotations_sha", "split", "out_dir"],
+        MODEL_PACKAGES,
+    ),
+    **_RETRY,
+)
+def evaluate_checkpoint(
+    checkpoint: str,
+    checkpoint_sha: str,
+    features_sha: str,
+    feature_store: str,
+    query_store: str,
+    dataset: str,
+    extractor_id: str,
+    encoder_id: str,
+    annotations: dict[str, str],
+    annotations_sha: str,
+    fmt: str | None,
+    durations: str | None,
+    split: str,
+    out_dir: str,
+) -> dict[str, Any]:
+    """Predict every query of ``split`` with ``checkpoint`` (``model.evaluate.evaluate_checkpoint``)."""
+    from model.evaluate import evaluate_checkpoint as evaluate_ckpt
+    from model.loader import load_grounding_data
+
+    records = [r for r in load_records(annotations, fmt, durations).records if r.split == split]
+    if not records:
+        raise PermanentTaskError(f"dataset {dataset!r} has no {split!r} records to evaluate on")
+    data = load_grounding_data(
+        feature_store, query_store, records, dataset=dataset, extractor_id=extractor_id,
+        encoder_id=encoder_id, show_progress=False,
+    )
+    metrics = evaluate_ckpt(checkpoint, data, split=split, out_dir=out_dir)
+    return {
+        "checkpoint": checkpoint,
+        "task_run_id": current_task_run_id(),
+        "split": split,
+        "metrics": dict(metrics),
+        "predictions": str(Path(out_dir) / f"predictions_{split}.jsonl"),
+        "metrics_file": str(Path(out_dir) / f"metrics_{split}.json"),
+    }
+
+
+# --- the synthetic benchmark and the report ------------------------------------------------
+
+
+@task(
+    name="generate-synthetic",
+    cache_policy=content_policy(["out", "size", "seed"], ("pipeline",)),
+    **_RETRY,
+)
+def generate_synthetic(out: str, size: str, seed: int, workers: int) -> dict[str, Any]:
+    """``pipeline.synth.generate_benchmark`` (skips videos an earlier run finished)."""
+    from pipeline.synth import build_synth_config, generate_benchmark
+
+    result = generate_benchmark(out, build_synth_config(size), seed, workers=workers, progress=False)
+    return {
+        "out": str(result.out),
+        "num_videos": result.num_videos,
+        "num_queries": result.num_queries,
+        "total_seconds": result.total_seconds,
+        "encoded": result.encoded,
+    }
+
+
+@task(name="write-report", cache_policy=content_policy(["out_dir", "inputs_sha"], ("flows",)), **_RETRY)
+def write_report(
+    out_dir: str,
+    inputs_sha: str,
+    title: str,
+    metrics: dict[str, float],
+    log_path: str,
+    predictions_path: str,
+    annotations: dict[str, str],
+    fmt: str | None,
+    durations: str | None,
+    split: str,
+    ablation: list[dict[str, Any]] | None,
+    details: dict[str, Any],
+    warnings: list[str],
+) -> dict[str, Any]:
+    """``flows.report.write_report`` from the run's files (trainer log, predictions JSONL, annotations)."""
+    from flows.report import history_from_log
+    from flows.report import write_report as render
+
+    records = [r for r in load_records(annotations, fmt, durations).records if r.split == split]
+    with open(predictions_path, encoding="utf-8") as fh:
+        predictions = [json.loads(line) for line in fh if line.strip()]
+    paths = render(
+        out_dir, title=title, metrics=metrics, history=history_from_log(log_path),
+        predictions=predictions, ground_truth=records, ablation=ablation, details=details,
+        warnings=warnings,
+    )
+    return {"markdown": paths.markdown, "metrics_json": paths.metrics_json, "figures": paths.figures}

@@ -1,0 +1,75 @@
+"""The ``embed-queries`` flow: validate a dataset's annotations, embed its queries into the query store.
+
+A malformed annotation line is counted and named (``file:line``) in the
+``annotation-issues`` artifact and in the summary; the other lines go on. The
+embedding task is keyed on the annotation files' sha256, the encoder settings
+and the query store, and the library itself reuses a complete store group, so
+a rerun with nothing changed embeds nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from flows import tasks
+from flows.caching import config_hash, persisted
+from flows.workspace import Workspace
+
+
+@flow(name="embed-queries", log_prints=False)
+def embed_queries(
+    annotations: dict[str, str],
+    dataset: str = "default",
+    format: str | None = None,
+    durations: str | None = None,
+    work_dir: str | None = None,
+    query_store: str | None = None,
+    feature_store: str | None = None,
+    encoder: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Embed the queries of ``annotations`` (``{split: path}``) under ``queries/<dataset>/<encoder_id>``.
+
+    ``format``: an annotation format name (``None``: sniffed from each file);
+    ``encoder``: ``pipeline.embed.EmbedConfig`` overrides, e.g.
+    ``{"vectors": {"path": "/data/glove.840B.300d.txt"}}``. Returns the embed summary
+    plus the annotation validation summary.
+    """
+    log = get_run_logger()
+    ws = Workspace.at(work_dir, query_store=query_store, feature_store=feature_store)
+    files = sorted(set(annotations.values()))
+    digests = tasks.fingerprint_files(files, str(ws.fingerprint_index))
+    ann_sha = tasks.annotations_digest(digests, annotations)
+    check = persisted(tasks.validate_annotations, ws.root)(
+        annotations=annotations, annotations_sha=ann_sha, fmt=format, durations=durations
+    )
+    issues = _issue_rows(check["report"])
+    if issues:
+        create_table_artifact(
+            key="annotation-issues",
+            table=issues,
+            description=f"{dataset}: annotation lines fixed or dropped ({check['summary']})",
+        )
+        log.warning("%s annotations: %s", dataset, check["summary"])
+    enc_hash = config_hash(tasks.embed_config(dataset, encoder))
+    fut = persisted(tasks.embed_dataset_queries, ws.root).submit(
+        dataset=dataset, annotations=annotations, annotations_sha=ann_sha, fmt=format,
+        durations=durations, query_store=ws.query_store, encoder=encoder, encoder_hash=enc_hash,
+    )
+    summary = dict(fut.result())
+    summary["task_cached"] = tasks.was_cached(fut, summary)
+    if not tasks.query_group_complete(ws.query_store, dataset, summary["encoder_id"]):
+        # the cache entry is trusted only while the store group it names is complete
+        summary = persisted(tasks.embed_dataset_queries, ws.root, refresh=True)(
+            dataset=dataset, annotations=annotations, annotations_sha=ann_sha, fmt=format,
+            durations=durations, query_store=ws.query_store, encoder=encoder, encoder_hash=enc_hash,
+        )
+    return {**summary, "annotations_sha": ann_sha, "annotations": check}
+
+
+def _issue_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The listed validation issues (each names ``file:line`` in ``where``) as table rows."""
+    keys = ("kind", "reason", "video_id", "where", "detail")
+    return [{k: issue.get(k) for k in keys} for issue in report.get("issues", [])]

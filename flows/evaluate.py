@@ -1,0 +1,67 @@
+"""The ``evaluate`` flow: a checkpoint on one split -> predictions JSONL, metrics JSON, a table artifact.
+
+Keyed on the checkpoint's sha256, the feature group's content, the query
+encoding, the annotation files and the split, so re-evaluating an unchanged
+pair is a cache hit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+
+from flows import tasks
+from flows.caching import persisted
+from flows.report import METRIC_ORDER
+from flows.train import _latest_encoder, _only_extractor
+from flows.workspace import Workspace
+
+
+@flow(name="evaluate", log_prints=False)
+def evaluate(
+    checkpoint: str,
+    annotations: dict[str, str],
+    dataset: str = "default",
+    split: str = "test",
+    extractor_id: str | None = None,
+    encoder_id: str | None = None,
+    format: str | None = None,
+    durations: str | None = None,
+    out_dir: str | None = None,
+    work_dir: str | None = None,
+    feature_store: str | None = None,
+    query_store: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``checkpoint`` on ``split``: R@1/R@5 at IoU 0.3/0.5/0.7 and mIoU (percent).
+
+    Predictions and metrics go to ``out_dir`` (default: beside the checkpoint).
+    """
+    ws = Workspace.at(work_dir, feature_store=feature_store, query_store=query_store)
+    extractor_id = extractor_id or _only_extractor(ws.feature_store, dataset)
+    encoder_id = encoder_id or _latest_encoder(ws.query_store, dataset)
+    files = sorted(set(annotations.values()) | {checkpoint})
+    digests = tasks.fingerprint_files(files, str(ws.fingerprint_index))
+    ann_sha = tasks.annotations_digest(digests, annotations)
+    feat_sha = tasks.features_digest(ws.feature_store, dataset, extractor_id)
+    out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval-{dataset}"
+    refresh = not (out / f"predictions_{split}.jsonl").is_file()
+    fut = persisted(tasks.evaluate_checkpoint, ws.root, refresh=refresh).submit(
+        checkpoint=checkpoint, checkpoint_sha=digests[checkpoint], features_sha=feat_sha,
+        feature_store=ws.feature_store, query_store=ws.query_store, dataset=dataset,
+        extractor_id=extractor_id, encoder_id=encoder_id, annotations=annotations,
+        annotations_sha=ann_sha, fmt=format, durations=durations, split=split, out_dir=str(out),
+    )
+    result = dict(fut.result())
+    result["cached"] = tasks.was_cached(fut, result)
+    m = result["metrics"]
+    create_table_artifact(
+        key="evaluation-metrics",
+        table=[{"dataset": dataset, "split": split, **{k: round(float(m[k]), 2) for k in METRIC_ORDER if k in m},
+                "queries": int(m.get("num_queries", 0))}],
+        description=f"{Path(checkpoint).name} on {dataset}/{split}",
+    )
+    return {**result, "dataset": dataset, "checkpoint_sha": digests[checkpoint],
+            "features_sha": feat_sha, "annotations_sha": ann_sha, "encoder_id": encoder_id}

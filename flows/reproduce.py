@@ -1,0 +1,205 @@
+"""The ``reproduce`` flow: raw videos to the final report in one command (``mktn reproduce``).
+
+With no dataset it generates the synthetic benchmark into ``<work>/data``
+(once; later runs reuse it), then for either dataset: ``extract-features`` ->
+``embed-queries`` -> ``train`` -> ``evaluate`` (the test split, else val) ->
+optionally the ablation (the full model and each "w/o" variant, each its own
+cached ``train`` + ``evaluate``) -> the report (markdown + PNGs) and
+``metrics.json`` in ``<work>/report/<dataset>/``.
+
+Every step is cached on content (see ``flows/caching.py``), so a rerun with
+nothing changed extracts, embeds and trains nothing; a changed video is
+re-extracted alone; a changed model setting retrains without re-extracting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+from flows import tasks
+from flows.caching import persisted
+from flows.dataset import DatasetSpec
+from flows.embed import embed_queries
+from flows.evaluate import evaluate
+from flows.extract import extract_features
+from flows.report import METRIC_ORDER
+from flows.runners import DEFAULT_MAX_WORKERS
+from flows.train import train
+from flows.workspace import Workspace
+from storage.fingerprint import digest_strings
+
+logger = logging.getLogger(__name__)
+
+QUICK_EPOCHS = 3  # --quick: enough epochs to see the loss fall on the 12-video dataset
+SYNTH_SEED = 0
+
+
+@flow(name="reproduce", log_prints=False)
+def reproduce(
+    work_dir: str | None = None,
+    dataset: dict[str, Any] | None = None,
+    quick: bool = False,
+    ablate: bool = False,
+    preset: str = "synthetic",
+    overrides: list[str] | None = None,
+    epochs: int | None = None,
+    extractor: dict[str, Any] | None = None,
+    encoder: dict[str, Any] | None = None,
+    dask: str | None = None,
+    max_workers: int = DEFAULT_MAX_WORKERS,
+    feature_store: str | None = None,
+    query_store: str | None = None,
+) -> dict[str, Any]:
+    """Run everything on ``dataset`` (a ``DatasetSpec`` dict) or, when ``None``, the synthetic benchmark.
+
+    ``quick``: the 12-video synthetic set and ``QUICK_EPOCHS`` epochs (tests, a first look).
+    Returns where the report, the metrics JSON and each step's summary are.
+    """
+    log = get_run_logger()
+    ws = Workspace.at(work_dir, feature_store=feature_store, query_store=query_store)
+    if epochs is None and quick:
+        epochs = QUICK_EPOCHS
+
+    if dataset is None:
+        size = "quick" if quick else "default"
+        out = ws.synthetic_dir / size
+        from pipeline.synth import is_complete
+
+        synth = persisted(tasks.generate_synthetic, ws.root, refresh=not is_complete(out))(
+            out=str(out), size=size, seed=SYNTH_SEED, workers=DEFAULT_MAX_WORKERS
+        )
+        from flows.dataset import discover
+
+        spec = discover(synth["out"], name="synthetic" if size == "default" else f"synthetic-{size}")
+    else:
+        spec = DatasetSpec.from_dict(dataset)
+    if "train" not in spec.annotations:
+        raise ValueError(
+            f"dataset {spec.name!r} has no train annotations ({sorted(spec.annotations)}); "
+            "give train=PATH to --annotations"
+        )
+    eval_split = spec.eval_split()
+    fmt = None if spec.format in ("auto", "") else spec.format
+    common = {"work_dir": ws.root, "feature_store": ws.feature_store}
+
+    ext = extract_features(
+        videos_dir=spec.videos_dir, dataset=spec.name, extractor=extractor,
+        dask=dask, max_workers=max_workers, **common,
+    )
+    emb = embed_queries(
+        annotations=spec.annotations, dataset=spec.name, format=fmt, durations=spec.durations,
+        query_store=ws.query_store, encoder=encoder, **common,
+    )
+    stores = {**common, "query_store": ws.query_store}
+    data_args = {
+        "annotations": spec.annotations, "dataset": spec.name, "format": fmt,
+        "durations": spec.durations, "extractor_id": ext["extractor_id"],
+        "encoder_id": emb["encoder_id"],
+    }
+    run = train(preset=preset, overrides=overrides, epochs=epochs, **data_args, **stores)
+    ev = evaluate(
+        checkpoint=run["best_checkpoint"], split=eval_split,
+        out_dir=str(Path(run["run_dir"]) / f"eval-{spec.name}"), **data_args, **stores,
+    )
+
+    ablation: list[dict[str, Any]] | None = None
+    if ablate:
+        ablation = _ablation(run, data_args, stores, preset, overrides, epochs, eval_split, spec.name)
+
+    warnings = []
+    if ext["failed"]:
+        warnings.append(
+            f"{len(ext['failed'])} video(s) failed to extract and were left out: "
+            + "; ".join(f"{v}: {r}" for v, r in list(ext["failed"].items())[:5])
+        )
+    report_issues = emb["annotations"]["report"]
+    if report_issues.get("pairs", {}).get("rejected"):
+        warnings.append(f"annotations: {emb['annotations']['summary']}")
+    details = {
+        "dataset": spec.name,
+        "videos": spec.videos_dir,
+        "annotations": spec.annotations,
+        "extractor_id": ext["extractor_id"],
+        "encoder_id": emb["encoder_id"],
+        "config": f"{run['config_name']} ({run['config_digest']})",
+        "run_dir": run["run_dir"],
+        "checkpoint": run["best_checkpoint"],
+        "epochs_run": run["result"].get("epochs_run"),
+        "eval_split": eval_split,
+    }
+    inputs_sha = digest_strings(
+        json.dumps(ev["metrics"], sort_keys=True), ev["checkpoint_sha"], run["run_key"],
+        json.dumps(ablation, sort_keys=True), json.dumps(details, sort_keys=True), json.dumps(warnings),
+    )
+    out_dir = ws.report_dir(spec.name)
+    report = persisted(tasks.write_report, ws.root, refresh=not (out_dir / "report.md").is_file())(
+        out_dir=str(out_dir), inputs_sha=inputs_sha,
+        title=f"MKTN on {spec.name}: reproduction report", metrics=ev["metrics"],
+        log_path=run["log"], predictions_path=ev["predictions"], annotations=spec.annotations,
+        fmt=fmt, durations=spec.durations, split=eval_split, ablation=ablation, details=details,
+        warnings=warnings,
+    )
+
+    m = ev["metrics"]
+    create_table_artifact(
+        key="reproduce-metrics",
+        table=[{"dataset": spec.name, "split": eval_split,
+                **{k: round(float(m[k]), 2) for k in METRIC_ORDER if k in m}}],
+        description=f"MKTN on {spec.name}/{eval_split} ({run['config_name']})",
+    )
+    if ablation:
+        create_table_artifact(key="ablation", table=ablation, description=f"ablation on {spec.name}/{eval_split}")
+    create_link_artifact(
+        key="reproduce-report", link=Path(report["markdown"]).as_uri(), link_text="report.md",
+        description=f"the reproduction report of {spec.name}",
+    )
+    create_markdown_artifact(
+        key="reproduce-summary",
+        markdown=Path(report["markdown"]).read_text(encoding="utf-8"),
+        description=f"reproduction report of {spec.name}",
+    )
+    log.info("report: %s; metrics: %s", report["markdown"], report["metrics_json"])
+    return {
+        "dataset": spec.name,
+        "report": report["markdown"],
+        "metrics_json": report["metrics_json"],
+        "figures": report["figures"],
+        "metrics": m,
+        "extraction": {"counts": ext["counts"], "failed": ext["failed"], "extractor_id": ext["extractor_id"]},
+        "embedding": {"encoder_id": emb["encoder_id"], "num_queries": emb.get("num_queries"),
+                      "embedded": not (emb["task_cached"] or emb.get("cached"))},
+        "training": {"run_dir": run["run_dir"], "run_key": run["run_key"], "trained": not run["cached"]},
+        "evaluation": {"cached": ev["cached"]},
+        "ablation": ablation,
+    }
+
+
+def _ablation(
+    full_run: dict[str, Any],
+    data_args: dict[str, Any],
+    stores: dict[str, Any],
+    preset: str,
+    overrides: list[str] | None,
+    epochs: int | None,
+    split: str,
+    dataset: str,
+) -> list[dict[str, Any]]:
+    """Train + evaluate each main ablation variant (the full model is the run already made)."""
+    from model.config import MAIN_VARIANTS, VARIANTS
+
+    rows = []
+    for name in MAIN_VARIANTS:
+        extra = list(overrides or []) + list(VARIANTS[name])
+        run = train(preset=preset, overrides=extra, epochs=epochs, **data_args, **stores)
+        ev = evaluate(
+            checkpoint=run["best_checkpoint"], split=split,
+            out_dir=str(Path(run["run_dir"]) / f"eval-{dataset}"), **data_args, **stores,
+        )
+        rows.append({"variant": name, **{k: round(float(ev["metrics"][k]), 2) for k in METRIC_ORDER}})
+    return rows
