@@ -111,30 +111,50 @@ C3D_PORT_ALIASES = {"conv1.": "conv1a.", "conv2.": "conv2a."}
 # --- tiny3d -------------------------------------------------------------------------------
 
 
-class Tiny3D(nn.Module):
-    """A small 3D-CNN for CPU extraction: a 3x5x5 stem and three 3x3x3 stages.
+class TemporalDifference(nn.Module):
+    """Appends ``gain`` x the difference to the previous frame to the RGB channels (TSN's RGB-diff).
 
-    Channels 32-64-128-256, each conv followed by BatchNorm and ReLU. On a
-    [B, 3, 8, 112, 112] clip the stages give maps of 56, 28, 14 and 7 pixels.
+    [B, 3, L, H, W] -> [B, 6, L, H, W]; the first frame's difference is zero. Random-init
+    3D convolutions respond weakly to motion in raw RGB; the explicit difference makes where
+    and how things move visible to them (measured in docs/features.md).
     """
 
-    def __init__(self, width: int = 32) -> None:
+    def __init__(self, gain: float = 3.0) -> None:
+        super().__init__()
+        self.gain = gain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        diff = torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:] - x[:, :, :-1]], dim=2)
+        return torch.cat([x, self.gain * diff], dim=1)  # (B, 6, L, H, W)
+
+
+class Tiny3D(nn.Module):
+    """A small 3D-CNN for CPU extraction: RGB + temporal difference, a 3x5x5 stem, three 3x3x3 stages.
+
+    Channels 32-64-128-256, each conv followed by BatchNorm and ReLU. On a
+    [B, 3, 8, 112, 112] clip the stages give maps of 56, 28, 14 and 7 pixels
+    (8, 4, 2, 2 frames).
+    """
+
+    def __init__(self, width: int = 32, motion_gain: float = 3.0) -> None:
         super().__init__()
 
         def block(
             cin: int, cout: int, k: tuple[int, int, int], s: tuple[int, int, int]
-        ) -> nn.Sequential:
-            pad = tuple(v // 2 for v in k)
-            return nn.Sequential(
+        ) -> list[nn.Module]:
+            pad = (k[0] // 2, k[1] // 2, k[2] // 2)
+            return [
                 nn.Conv3d(cin, cout, k, stride=s, padding=pad, bias=False),
                 nn.BatchNorm3d(cout),
                 nn.ReLU(inplace=True),
-            )
+            ]
 
-        self.stem = block(3, width, (3, 5, 5), (1, 2, 2))
-        self.layer1 = block(width, 2 * width, (3, 3, 3), (2, 2, 2))
-        self.layer2 = block(2 * width, 4 * width, (3, 3, 3), (2, 2, 2))
-        self.layer3 = block(4 * width, 8 * width, (3, 3, 3), (1, 2, 2))
+        self.stem = nn.Sequential(
+            TemporalDifference(motion_gain), *block(6, width, (3, 5, 5), (1, 2, 2))
+        )
+        self.layer1 = nn.Sequential(*block(width, 2 * width, (3, 3, 3), (2, 2, 2)))
+        self.layer2 = nn.Sequential(*block(2 * width, 4 * width, (3, 3, 3), (2, 2, 2)))
+        self.layer3 = nn.Sequential(*block(4 * width, 8 * width, (3, 3, 3), (1, 2, 2)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer3(self.layer2(self.layer1(self.stem(x))))
@@ -167,12 +187,17 @@ class BackboneSpec:
     description: str = ""
 
     def channels(self, layer: str) -> int:
-        for name, c in self.layers:
-            if name == layer:
-                return c
-        raise ValueError(
-            f"backbone {self.name!r} has no layer {layer!r}; choose one of {[n for n, _ in self.layers]}"
-        )
+        """Feature dimension of ``layer``; ``"a+b"`` concatenates layers (channels add up)."""
+        known = dict(self.layers)
+        total = 0
+        for part in layer.split("+"):
+            if part not in known:
+                raise ValueError(
+                    f"backbone {self.name!r} has no layer {part!r}; choose one of "
+                    f"{list(known)} (or several joined by '+')"
+                )
+            total += known[part]
+        return total
 
 
 def _tv(name: str) -> Callable[[], nn.Module]:
@@ -348,6 +373,8 @@ class ClipFeatureExtractor(nn.Module):
     ``forward(x)`` with ``x`` [B, 3, L, H, W] (normalised) returns a dict:
     ``"clip"`` [B, D] global average of the map, ``"patches"`` [B, P, D] the map averaged
     over time and adaptively pooled to ``grid x grid`` (P = grid**2, row-major).
+    ``layer`` may join several stages with ``+`` (e.g. ``"layer2+layer3"``): each map is
+    pooled the same way and the results are concatenated along D.
     """
 
     def __init__(self, spec: BackboneSpec, net: nn.Module, layer: str, grid: int) -> None:
@@ -361,7 +388,9 @@ class ClipFeatureExtractor(nn.Module):
         self.net = net
         stages = _stages(spec.name, net)
         names = [n for n, _ in stages]
-        self._stages = stages[: names.index(layer) + 1]
+        wanted = layer.split("+")
+        self._taps = set(wanted)
+        self._stages = stages[: max(names.index(w) for w in wanted) + 1]
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1, 1), persistent=False)
 
@@ -375,13 +404,15 @@ class ClipFeatureExtractor(nn.Module):
         return (x * (self.spec.scale / 255.0) - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        for _, stage in self._stages:
+        clips, patches = [], []
+        for name, stage in self._stages:
             x = stage(x)
-        fmap = x.mean(dim=2)  # (B, D, H', W')
-        clip = fmap.mean(dim=(2, 3))  # (B, D)
-        grid = nn.functional.adaptive_avg_pool2d(fmap, self.grid)  # (B, D, g, g)
-        patches = grid.flatten(2).transpose(1, 2)  # (B, g*g, D)
-        return {"clip": clip, "patches": patches}
+            if name in self._taps:
+                fmap = x.mean(dim=2)  # (B, C, H', W')
+                clips.append(fmap.mean(dim=(2, 3)))  # (B, C)
+                grid = nn.functional.adaptive_avg_pool2d(fmap, self.grid)  # (B, C, g, g)
+                patches.append(grid.flatten(2).transpose(1, 2))  # (B, g*g, C)
+        return {"clip": torch.cat(clips, dim=1), "patches": torch.cat(patches, dim=2)}
 
 
 def build_extractor(

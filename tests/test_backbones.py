@@ -11,6 +11,7 @@ import torch
 from pipeline.backbones import (
     BACKBONES,
     C3D,
+    TemporalDifference,
     WeightsError,
     build_extractor,
     weights_tag,
@@ -47,6 +48,10 @@ def test_layer_and_grid_choice() -> None:
     with torch.inference_mode():
         out = ex(torch.randn(2, 3, 4, 48, 48))
     assert out["clip"].shape == (2, 128) and out["patches"].shape == (2, 9, 128)
+    both = build_extractor("tiny3d", layer="layer2+layer3", grid=2)
+    with torch.inference_mode():
+        out = both(torch.randn(2, 3, 8, 112, 112))
+    assert both.dim == 384 and out["clip"].shape == (2, 384) and out["patches"].shape == (2, 4, 384)
     with pytest.raises(ValueError, match="has no layer 'layer9'"):
         build_extractor("r3d_18", layer="layer9")
     with pytest.raises(ValueError, match="unknown backbone 'vgg'"):
@@ -137,10 +142,19 @@ def test_random_init_is_deterministic_for_a_seed() -> None:
     b = build_extractor("tiny3d", seed=3).state_dict()
     c = build_extractor("tiny3d", seed=4).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not torch.equal(a["net.stem.0.weight"], c["net.stem.0.weight"])
+    assert not torch.equal(a["net.stem.1.weight"], c["net.stem.1.weight"])
     assert torch.equal(torch.random.get_rng_state(), state_before)  # global RNG untouched
     assert weights_tag(None, 3) == ("random3", "random-init seed=3")
     x = torch.randint(0, 255, (1, 8, 112, 112, 3), dtype=torch.uint8)
     e1, e2 = build_extractor("tiny3d", seed=3), build_extractor("tiny3d", seed=3)
     with torch.inference_mode():
         assert torch.equal(e1(e1.normalize(x))["clip"], e2(e2.normalize(x))["clip"])
+
+
+def test_temporal_difference_input() -> None:
+    x = torch.zeros(1, 3, 4, 8, 8)
+    x[:, 0, 2:] = 1.0  # red switches on at frame 2
+    y = TemporalDifference(gain=3.0)(x)
+    assert y.shape == (1, 6, 4, 8, 8)
+    assert torch.equal(y[:, :3], x)
+    assert y[0, 3, :, 0, 0].tolist() == [0.0, 0.0, 3.0, 0.0]  # only the change shows
