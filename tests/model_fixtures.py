@@ -46,3 +46,35 @@ def planted_data(num_videos: int = 12, queries_per_video: int = 3, *, clips: int
         clip_times = np.stack([np.arange(t), np.arange(t) + 1.0], axis=1)
         videos[vid] = VideoInput(vid, frames.astype(np.float32), pat.astype(np.float32), clip_times, duration)
     return GroundingData(videos, queries, records)
+
+
+def write_stores(data: GroundingData, root, *, dataset: str = "synthetic", skip: tuple[str, ...] = ()):
+    """Write ``data`` into a real feature store, query store and JSONL annotation directory under
+    ``root``; the videos in ``skip`` are left unextracted. -> (features, queries, annotations)."""
+    import json
+    from pathlib import Path
+
+    from storage.features import FeatureStore
+    from storage.queries import QueryStore
+
+    root = Path(root)
+    group = FeatureStore(root / "features").extractor(dataset, "tiny3d@test")
+    for vid in sorted(set(data.videos) - set(skip)):
+        v = data.videos[vid]
+        group.write_video(vid, v.frames, v.patches, v.clip_times, {})
+    group.compute_normalization()
+    qs = QueryStore(root / "queries")
+    ids = [r.query_id for r in data.records]
+    qs.encoder(dataset, "enc1").write(ids, [["w"] * len(data.queries[q].words) for q in ids],
+                                      [data.queries[q].words for q in ids],
+                                      np.stack([data.queries[q].sentence for q in ids]), {"glove": "test"})
+    qs.set_latest(dataset, "enc1")
+    ann = root / "annotations"
+    ann.mkdir(parents=True, exist_ok=True)
+    for split in sorted({r.split for r in data.records}):
+        with (ann / f"{split}.jsonl").open("w") as fh:
+            for r in data.records:
+                if r.split == split:
+                    fh.write(json.dumps({"qid": r.query_id, "vid": r.video_id, "query": r.sentence,
+                                         "duration": r.duration, "relevant_windows": [[r.start, r.end]]}) + "\n")
+    return root / "features", root / "queries", ann

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
-from model_fixtures import planted_data
+from model_fixtures import planted_data, write_stores
 
 from model.data import (
     GroundingData,
@@ -100,38 +98,22 @@ def test_sampler_seeded_and_sharded():
 
 
 def test_loader_reads_stores(tmp_path):
-    from storage.features import FeatureStore
-    from storage.queries import QueryStore
-
     data = planted_data(num_videos=4, queries_per_video=2, clips=10, dim=6, sentence_dim=8)
-    fs = FeatureStore(tmp_path / "features")
-    group = fs.extractor("synthetic", "tiny3d@test")
-    for vid, v in list(data.videos.items())[:3]:  # the 4th video was never extracted
-        group.write_video(vid, v.frames, v.patches, v.clip_times, {})
-    group.compute_normalization()
-    qs = QueryStore(tmp_path / "queries")
-    ids = [r.query_id for r in data.records]
-    qs.encoder("synthetic", "enc1").write(ids, [["w"] * len(data.queries[q].words) for q in ids],
-                                          [data.queries[q].words for q in ids],
-                                          np.stack([data.queries[q].sentence for q in ids]), {"glove": "test"})
-    qs.set_latest("synthetic", "enc1")
-    ann = tmp_path / "ann"
-    ann.mkdir()
-    for split in ("train", "test"):
-        with (ann / f"{split}.jsonl").open("w") as fh:
-            for r in data.records:
-                if (r.split == "train") == (split == "train"):
-                    fh.write(json.dumps({"qid": r.query_id, "vid": r.video_id, "query": r.sentence,
-                                         "duration": r.duration, "relevant_windows": [[r.start, r.end]]}) + "\n")
-    assert set(annotation_paths([str(ann)])) == {"train", "test"}
+    features, queries, ann = write_stores(data, tmp_path, skip=("vid003",))  # never extracted
+    assert set(annotation_paths([str(ann)])) == {"train", "val", "test"}
+    assert set(annotation_paths([f"dev={ann / 'val.jsonl'}"])) == {"dev"}
     records = load_records([str(ann)])
-    loaded = load_grounding_data(tmp_path / "features", tmp_path / "queries", records, show_progress=False)
+    assert len(records) == len(data.records)
+    loaded = load_grounding_data(features, queries, records, show_progress=False)
     assert sorted(loaded.videos) == sorted(data.videos)[:3]
     q0 = data.records[0].query_id
     assert np.allclose(loaded.queries[q0].words, data.queries[q0].words)
     v0 = data.records[0].video_id
     assert np.allclose(loaded.videos[v0].frames, data.videos[v0].frames, atol=1e-2)  # float16 store
     assert loaded.norm is not None and loaded.meta["features"]["extractor_id"] == "tiny3d@test"
+    assert loaded.meta["queries"]["encoder_id"] == "enc1"
     prepared, _ = prepare(loaded, 16, 32)
     assert prepared.skipped == {"video features missing": 1}
     assert isinstance(loaded, GroundingData) and isinstance(next(iter(loaded.queries.values())), QueryInput)
+    with pytest.raises(FileNotFoundError, match="no-such-dir"):
+        annotation_paths([str(tmp_path / "no-such-dir")])
