@@ -174,7 +174,7 @@ def reproduce(
         "extraction": {"counts": ext["counts"], "failed": ext["failed"], "extractor_id": ext["extractor_id"]},
         "embedding": {"encoder_id": emb["encoder_id"], "num_queries": emb.get("num_queries"),
                       "embedded": not (emb["task_cached"] or emb.get("cached"))},
-        "training": {"run_dir": run["run_dir"], "run_key": run["run_key"], "trained": not run["cached"]},
+        "training": {"run_dir": run["run_dir"], "run_key": run["run_key"], "trained": not (run["cached"] or run["reused"])},
         "evaluation": {"cached": ev["cached"]},
         "ablation": ablation,
     }

@@ -347,7 +347,8 @@ def train_model(
 
     out = Path(run_dir)
     result_file = out / "result.json"
-    if result_file.is_file():
+    reused = result_file.is_file()
+    if reused:
         logger.info("run %s already finished; reusing %s", run_key, result_file)
         result = json.loads(result_file.read_text(encoding="utf-8"))
     else:
@@ -366,6 +367,7 @@ def train_model(
         "task_run_id": current_task_run_id(),
         "best_checkpoint": str(result["best_checkpoint"]),
         "log": str(out / "log.jsonl"),
+        "reused": reused,
         "result": result,
     }
 
