@@ -150,7 +150,7 @@ def plot_recall(metrics: Mapping[str, float], baseline: Mapping[str, float] | No
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
         if baseline:
             bvals = [float(baseline.get(f"R{k}@{t}", 0.0)) for t in IOUS]
-            ax.bar([x + width / 2 for x in xs], bvals, width, label=f"baseline R@{k}", alpha=0.5)
+            ax.bar([x + width / 2 for x in xs], bvals, width, label=f"prior-only R@{k}", alpha=0.5)
     ax.set_xticks([j * 4 + i for j in range(len(RECALL_KS)) for i in range(len(IOUS))])
     ax.set_xticklabels([f"R@{k}\nIoU {t}" for k in RECALL_KS for t in IOUS], fontsize=8)
     ax.set_ylabel("recall (%)")
@@ -266,7 +266,7 @@ def write_report(
     if warnings:
         lines += ["> **Warnings**", ">"] + [f"> - {w}" for w in warnings] + [""]
     lines += ["## Test metrics", "", metrics_table([{"run": "MKTN", **metrics}] + (
-        [{"run": "baseline", **baseline}] if baseline else []), label="run"), ""]
+        [{"run": "prior only (no video, no query)", **baseline}] if baseline else []), label="run"), ""]
     lines.append(f"Queries evaluated: {int(metrics.get('num_queries', 0))}. Metrics as JSON: `metrics.json`.")
     lines.append("")
     if "recall" in figures:

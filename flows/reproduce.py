@@ -108,9 +108,20 @@ def reproduce(
         out_dir=str(Path(run["run_dir"]) / f"eval-{spec.name}"), **data_args, **stores,
     )
 
+    baseline = persisted(tasks.prior_baseline, ws.root)(
+        annotations=spec.annotations, annotations_sha=run["annotations_sha"], fmt=fmt,
+        durations=spec.durations, split=eval_split,
+    )
     ablation: list[dict[str, Any]] | None = None
     if ablate:
-        ablation = _ablation(run, data_args, stores, preset, overrides, epochs, eval_split, spec.name)
+        out = Path(run["run_dir"]) / "ablation"
+        abl = persisted(tasks.run_ablation, ws.root, refresh=not (out / "ablation.json").is_file())(
+            ablation_key=run["run_key"], out_dir=str(out), config=run["config"],
+            feature_store=ws.feature_store, query_store=ws.query_store, dataset=spec.name,
+            extractor_id=ext["extractor_id"], encoder_id=emb["encoder_id"],
+            annotations=spec.annotations, fmt=fmt, durations=spec.durations,
+        )
+        ablation = abl["rows"]
 
     warnings = []
     if ext["failed"]:
@@ -136,14 +147,15 @@ def reproduce(
     inputs_sha = digest_strings(
         json.dumps(ev["metrics"], sort_keys=True), ev["checkpoint_sha"], run["run_key"],
         json.dumps(ablation, sort_keys=True), json.dumps(details, sort_keys=True), json.dumps(warnings),
+        json.dumps(baseline, sort_keys=True),
     )
     out_dir = ws.report_dir(spec.name)
     report = persisted(tasks.write_report, ws.root, refresh=not (out_dir / "report.md").is_file())(
         out_dir=str(out_dir), inputs_sha=inputs_sha,
         title=f"MKTN on {spec.name}: reproduction report", metrics=ev["metrics"],
         log_path=run["log"], predictions_path=ev["predictions"], annotations=spec.annotations,
-        fmt=fmt, durations=spec.durations, split=eval_split, ablation=ablation, details=details,
-        warnings=warnings,
+        fmt=fmt, durations=spec.durations, split=eval_split, ablation=ablation, baseline=baseline,
+        details=details, warnings=warnings,
     )
 
     m = ev["metrics"]
@@ -178,28 +190,3 @@ def reproduce(
         "evaluation": {"cached": ev["cached"]},
         "ablation": ablation,
     }
-
-
-def _ablation(
-    full_run: dict[str, Any],
-    data_args: dict[str, Any],
-    stores: dict[str, Any],
-    preset: str,
-    overrides: list[str] | None,
-    epochs: int | None,
-    split: str,
-    dataset: str,
-) -> list[dict[str, Any]]:
-    """Train + evaluate each main ablation variant (the full model is the run already made)."""
-    from model.config import MAIN_VARIANTS, VARIANTS
-
-    rows = []
-    for name in MAIN_VARIANTS:
-        extra = list(overrides or []) + list(VARIANTS[name])
-        run = train(preset=preset, overrides=extra, epochs=epochs, **data_args, **stores)
-        ev = evaluate(
-            checkpoint=run["best_checkpoint"], split=split,
-            out_dir=str(Path(run["run_dir"]) / f"eval-{dataset}"), **data_args, **stores,
-        )
-        rows.append({"variant": name, **{k: round(float(ev["metrics"][k]), 2) for k in METRIC_ORDER}})
-    return rows

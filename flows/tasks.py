@@ -453,6 +453,7 @@ def write_report(
     durations: str | None,
     split: str,
     ablation: list[dict[str, Any]] | None,
+    baseline: dict[str, float] | None,
     details: dict[str, Any],
     warnings: list[str],
 ) -> dict[str, Any]:
@@ -465,7 +466,52 @@ def write_report(
         predictions = [json.loads(line) for line in fh if line.strip()]
     paths = render(
         out_dir, title=title, metrics=metrics, history=history_from_log(log_path),
-        predictions=predictions, ground_truth=records, ablation=ablation, details=details,
-        warnings=warnings,
+        predictions=predictions, ground_truth=records, ablation=ablation, baseline=baseline,
+        details=details, warnings=warnings,
     )
     return {"markdown": paths.markdown, "metrics_json": paths.metrics_json, "figures": paths.figures}
+
+
+@task(
+    name="run-ablation",
+    cache_policy=content_policy(["ablation_key", "out_dir"], MODEL_PACKAGES),
+    **_RETRY,
+)
+def run_ablation(
+    ablation_key: str,
+    out_dir: str,
+    config: dict[str, Any],
+    feature_store: str,
+    query_store: str,
+    dataset: str,
+    extractor_id: str,
+    encoder_id: str,
+    annotations: dict[str, str],
+    fmt: str | None,
+    durations: str | None,
+) -> dict[str, Any]:
+    """The full model and each main "w/o" variant (``model.ablation.run_ablation``; resumable)."""
+    from model.ablation import run_ablation as ablate
+    from model.config import MKTNConfig
+    from model.loader import load_grounding_data
+
+    records = load_records(annotations, fmt, durations).records
+    data = load_grounding_data(
+        feature_store, query_store, records, dataset=dataset, extractor_id=extractor_id,
+        encoder_id=encoder_id, show_progress=False,
+    )
+    summary = ablate(MKTNConfig.from_dict(config), data, out_dir, show_progress=False)
+    rows = [{"variant": name, **{k: round(float(v), 2) for k, v in row.items() if isinstance(v, (int, float))
+                                 and not k.endswith("_std")}} for name, row in summary["rows"].items()]
+    return {"split": summary["split"], "rows": rows, "markdown": str(Path(out_dir) / "ablation.md")}
+
+
+@task(name="prior-baseline", cache_policy=content_policy(["annotations_sha", "split"], MODEL_PACKAGES))
+def prior_baseline(
+    annotations: dict[str, str], annotations_sha: str, fmt: str | None, durations: str | None, split: str
+) -> dict[str, float]:
+    """Metrics of the prior-only baseline (no video, no query) on ``split`` (``model.prior``)."""
+    from model.prior import prior_baseline as baseline
+
+    records = load_records(annotations, fmt, durations).records
+    return dict(baseline([r for r in records if r.split == "train"], [r for r in records if r.split == split]))

@@ -64,6 +64,7 @@ def train(
     return {
         **result,
         "config_digest": cfg.digest(),
+        "config": cfg.to_dict(),
         "config_name": cfg.name,
         "features_sha": feat_sha,
         "encoder_id": encoder_id,

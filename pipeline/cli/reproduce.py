@@ -76,7 +76,11 @@ def run(args: argparse.Namespace) -> int:
     encoder = {"vectors": {"path": str(Path(args.glove).resolve())}} if args.glove else None
 
     import logging
+    import os
 
+    # without PREFECT_API_URL, Prefect starts a temporary local server; its 20 s default
+    # start-up limit is too short on a loaded 2-core machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from flows.reproduce import reproduce
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call otherwise
