@@ -91,6 +91,9 @@ class GroundingData:
     records: list[QueryMoment]
     norm: NormStats | None = None
     meta: dict[str, object] = field(default_factory=dict)  # provenance (store ids, encoder ids)
+    # the dataset's word-vector table (token -> vector, from the query store): checkpoints carry
+    # it so `mktn predict` embeds new sentences with the vectors the model was trained on
+    vocab: tuple[list[str], np.ndarray] | None = None
 
     def split(self, name: str) -> list[QueryMoment]:
         return [r for r in self.records if r.split == name]

@@ -121,7 +121,16 @@ def load_grounding_data(features: str | os.PathLike[str], queries: str | os.Path
         "features": {"root": str(features), "dataset": ds, "extractor_id": ex, "attrs": _jsonable(group.attrs)},
         "queries": {"root": str(queries), "dataset": ds, "encoder_id": enc, "attrs": _jsonable(arrays.attrs)},
     }
-    return GroundingData(videos, qs, list(records), norm, meta)
+    return GroundingData(videos, qs, list(records), norm, meta, vocab=word_table(arrays.tokens, arrays.words))
+
+
+def word_table(tokens: Sequence[str], words: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Unique tokens and their vectors (first occurrence) from the query store's flat arrays."""
+    first: dict[str, int] = {}
+    for i, t in enumerate(tokens):
+        first.setdefault(t, i)
+    names = list(first)
+    return names, np.asarray(words, dtype=np.float32)[[first[t] for t in names]]
 
 
 def _jsonable(attrs: dict[str, Any]) -> dict[str, Any]:

@@ -168,8 +168,14 @@ def train_step(model: torch.nn.Module, criterion: MKTNCriterion, optimizer: torc
 def checkpoint_payload(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                        scheduler: torch.optim.lr_scheduler.LRScheduler, cfg: MKTNConfig,
                        state: dict[str, Any], dims: dict[str, int], norm: NormStats,
-                       meta: dict[str, Any]) -> dict[str, Any]:
+                       meta: dict[str, Any], vocab: tuple[list[str], np.ndarray] | None = None
+                       ) -> dict[str, Any]:
+    """Everything resume needs, plus what inference on a new video needs (see model.checkpoint)."""
+    text = None
+    if vocab is not None:
+        text = {"words": list(vocab[0]), "vectors": torch.from_numpy(np.asarray(vocab[1], np.float16))}
     return {
+        "text": text,
         "model": getattr(model, "module", model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -268,7 +274,7 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
 
     def write_last() -> None:
         if main:
-            save_checkpoint(last_path, checkpoint_payload(model, optimizer, scheduler, cfg, state, dims, norm, meta))
+            save_checkpoint(last_path, checkpoint_payload(model, optimizer, scheduler, cfg, state, dims, norm, meta, data.vocab))
 
     def log_line(obj: dict[str, Any]) -> None:
         if main:
@@ -322,7 +328,7 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
         log.info("epoch %d val %s=%.2f mIoU=%.2f%s", epoch + 1, SELECT_METRIC, score, val.metrics["mIoU"],
                  " (best)" if improved else "")
         if improved and main:
-            save_checkpoint(best_path, checkpoint_payload(model, optimizer, scheduler, cfg, state, dims, norm, meta))
+            save_checkpoint(best_path, checkpoint_payload(model, optimizer, scheduler, cfg, state, dims, norm, meta, data.vocab))
         write_last()
 
     test_metrics = None
