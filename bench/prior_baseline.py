@@ -6,11 +6,15 @@ the sentence and the video, fitted on the training split only:
 - ``median``: the median normalised start and the median normalised end of train;
 - ``mean``: the mean normalised start and end;
 - ``best-fixed``: the single fixed normalised span with the highest R@1 at IoU 0.5 on
-  train (grid of 0.01, ties broken by train mIoU) -- the strongest prior-only predictor.
+  train (grid of 0.01, ties broken by train mIoU) -- the strongest prior-only predictor;
+- ``kind-median`` (a text prior, for reference): the median normalised span of train
+  queries of the same event kind (``extra["event"]["kind"]``, what the verb says), so it
+  shows how much the sentence alone, without the video, tells about where the moment is.
 
 Scored with ``model.metrics.evaluate_predictions``. Usage::
 
     python bench/prior_baseline.py --data DIR [--split test] [--json]
+    python bench/prior_baseline.py --plan default --seeds 0,1,2,3,4   # annotations only, no pixels
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,15 +65,44 @@ def predictions_for(span: tuple[float, float], records: list[QueryMoment]) -> li
     return out
 
 
+def _plan_annotations(out: Path, preset: str, seed: int) -> None:
+    """Write the annotations a ``mktn synth --size preset --seed seed`` run would write, without videos."""
+    from pipeline.synth import build_synth_config
+    from pipeline.synth.benchmark import SPLITS, annotation_records, assign_splits, plan_videos
+
+    cfg = build_synth_config(preset)
+    rows: dict[str, list[str]] = {s: [] for s in SPLITS}
+    for (script, queries), split in zip(plan_videos(cfg, seed), assign_splits(cfg, seed), strict=True):
+        rows[split].extend(json.dumps(r) + "\n" for r in annotation_records(script, queries, split))
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    for split, lines in rows.items():
+        (out / "annotations" / f"{split}.jsonl").write_text("".join(lines), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="dataset directory with annotations/{train,<split>}.jsonl")
+    parser.add_argument("--data", help="dataset directory with annotations/{train,<split>}.jsonl")
+    parser.add_argument("--plan", default=None, help="instead of --data: a synth size preset, annotations only")
+    parser.add_argument("--seeds", default="0", help="with --plan: comma-separated seeds (default 0)")
     parser.add_argument("--split", default="test", help="split to score (default: test)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
     args = parser.parse_args(argv)
+    if (args.data is None) == (args.plan is None):
+        parser.error("give exactly one of --data DIR or --plan PRESET")
+    if args.plan is not None:
+        rc = 0
+        for seed in [int(x) for x in args.seeds.split(",")]:
+            with tempfile.TemporaryDirectory() as tmp:
+                _plan_annotations(Path(tmp), args.plan, seed)
+                print(f"## plan {args.plan!r}, seed {seed}")
+                rc |= _report(Path(tmp), args.split, args.json)
+        return rc
+    return _report(Path(args.data), args.split, args.json)
+
+
+def _report(data: Path, split: str, as_json: bool) -> int:
     t0 = time.perf_counter()
-    data = Path(args.data)
-    train, test = _load(data, "train"), _load(data, args.split)
+    train, test = _load(data, "train"), _load(data, split)
     tr = _normalised(train)
     spans = {
         "median": (float(np.median(tr[:, 0])), float(np.median(tr[:, 1]))),
@@ -79,24 +113,35 @@ def main(argv: list[str] | None = None) -> int:
     for name, span in spans.items():
         m = evaluate_predictions(predictions_for(span, test), test)
         results[name] = {"span": [round(span[0], 3), round(span[1], 3)], **{k: round(v, 2) for k, v in m.items()}}
+    kinds = [str(r.extra.get("event", {}).get("kind", "")) for r in train]
+    if all(kinds):
+        by_kind = {k: np.median(tr[[i for i, x in enumerate(kinds) if x == k]], axis=0) for k in set(kinds)}
+        overall = np.median(tr, axis=0)
+        preds = []
+        for r in test:
+            span = tuple(by_kind.get(str(r.extra.get("event", {}).get("kind", "")), overall))
+            preds.extend(predictions_for((float(span[0]), float(span[1])), [r]))
+        m = evaluate_predictions(preds, test)
+        results["kind-median"] = {"span": None, **{k: round(v, 2) for k, v in m.items()}}
     meta = {
         "data": str(data),
-        "split": args.split,
+        "split": split,
         "train_queries": len(train),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    if args.json:
+    if as_json:
         print(json.dumps({"meta": meta, "baselines": results}, indent=2))
         return 0
-    print(f"prior-only baselines on {data} ({args.split}: {results['median']['num_queries']} queries; "
+    print(f"prior-only baselines on {data} ({split}: {results['median']['num_queries']} queries; "
           f"fitted on {len(train)} train queries)")
     print("| baseline | normalised span | R1@0.3 | R1@0.5 | R1@0.7 | mIoU |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | [{r['span'][0]:.2f}, {r['span'][1]:.2f}] | {r['R1@0.3']:.2f} | {r['R1@0.5']:.2f} | "
+        span = "per kind" if name == "kind-median" else f"[{r['span'][0]:.2f}, {r['span'][1]:.2f}]"
+        print(f"| {name} | {span} | {r['R1@0.3']:.2f} | {r['R1@0.5']:.2f} | "
               f"{r['R1@0.7']:.2f} | {r['mIoU']:.2f} |")
     return 0
 
