@@ -126,9 +126,11 @@ def test_rerun_skips_finished_videos_and_failures_leave_no_manifest(tmp_path: Pa
     assert not (out / "synth.json").exists() and not is_complete(out)
     assert sorted(p.stem for p in (out / "videos").glob("*.mp4")) == ["synth_0000", "synth_0001", "synth_0003"]
     assert not list((out / "videos").glob(".*.tmp"))  # the failed encode left no temporary file
+    (out / "videos" / ".synth_0002.mp4.abc123.tmp").write_bytes(b"half a video")  # as a killed run leaves
     monkeypatch.setattr(bench_mod, "_render_one", real)
     result = generate_benchmark(out, cfg, seed=1, workers=1, progress=False)
     assert (result.encoded, result.skipped) == (1, 3) and is_complete(out)
+    assert not list((out / "videos").glob(".*.tmp"))
     # another config in the same directory is refused unless asked
     with pytest.raises(ValueError, match="--overwrite"):
         generate_benchmark(out, build_synth_config("quick", num_videos=5), seed=1, progress=False)
@@ -173,7 +175,7 @@ def test_config_validation_names_the_problem() -> None:
 
 def test_cli_synth_and_evaluate_predictions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
-    rc = main(["synth", "--out", str(out), "--size", "quick", "--videos", "3", "--workers", "1", "--no-progress", "--json"])
+    rc = main(["synth", "--out", str(out), "--quick", "--videos", "3", "--workers", "1", "--no-progress", "--json"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["videos"] == 3 and summary["encoded"] == 3

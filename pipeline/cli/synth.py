@@ -19,6 +19,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--size", default="default", choices=sorted(PRESETS), help="size preset (quick: tests; default: the demo)"
     )
+    parser.add_argument("--quick", action="store_const", const="quick", dest="size", help="same as --size quick")
     parser.add_argument("--videos", type=int, default=None, help="number of videos (overrides the preset)")
     parser.add_argument("--min-duration", type=float, default=None, help="shortest video, seconds")
     parser.add_argument("--max-duration", type=float, default=None, help="longest video, seconds")

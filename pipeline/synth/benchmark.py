@@ -225,6 +225,9 @@ def generate_benchmark(
         for p in videos_dir.glob("*.mp4"):
             p.unlink()
     atomic_write_json(out / PLAN, plan)
+    for stale in videos_dir.glob(".*.mp4.*.tmp"):  # left by a killed run (never taken as complete)
+        log.info("removing %s, a partial video from an interrupted run", stale)
+        stale.unlink(missing_ok=True)
 
     planned = plan_videos(cfg, seed)
     splits = assign_splits(cfg, seed)
