@@ -7,7 +7,11 @@ the mean of those W batch losses.
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -168,3 +172,31 @@ def test_bad_launch_environment_is_named() -> None:
         init_from_env("mpi", env={})
     with pytest.raises(ValueError, match="cannot feed 4 ranks"):
         steps_per_epoch(3, DistributedContext(rank=0, world_size=4))
+
+
+def test_torchrun_launch_reads_its_environment(tmp_path: Path) -> None:
+    """The real launcher: `torchrun --nproc-per-node 2` sets the variables init_from_env reads."""
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, sys, torch
+        from model.distributed import init_from_env, all_reduce_metrics, broadcast_flag, shutdown
+        torch.set_num_threads(1)
+        ctx = init_from_env()
+        m = all_reduce_metrics({{"rank": float(ctx.rank)}}, ctx, weight=ctx.rank + 1.0)
+        flag = broadcast_flag(ctx.rank == 0, ctx)
+        with open({str(tmp_path)!r} + f"/rank{{ctx.rank}}.json", "w") as fh:
+            json.dump({{"ctx": [ctx.rank, ctx.world_size, ctx.local_rank, ctx.backend], "m": m,
+                        "flag": flag}}, fh)
+        shutdown(ctx)
+    """))
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(script)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [g["ctx"] for g in got] == [[0, 2, 0, "gloo"], [1, 2, 1, "gloo"]]
+    # weighted mean of ranks 0 and 1 with weights 1 and 2: (0*1 + 1*2) / 3
+    assert all(g["m"]["rank"] == pytest.approx(2 / 3) for g in got)
+    assert all(g["flag"] is True for g in got)

