@@ -62,19 +62,19 @@ def extraction_config(feature_attrs: dict[str, Any], weights: str | None = None,
     if missing:
         raise ValueError(f"the checkpoint's feature provenance lacks {missing}; it was not trained on a store "
                          "written by `mktn extract`, so predict cannot re-extract features")
-    tag = str(feature_attrs["weights"])
+    tag = str(feature_attrs["weights"])  # "random-init seed=N" or "sha256:<digest>" (weights_tag)
     seed = 0
     if tag.startswith("random"):
-        seed = int(tag.removeprefix("random") or 0)
+        seed = int(tag.rsplit("=", 1)[-1]) if "=" in tag else int(tag.removeprefix("random") or 0)
         if weights is not None:
             raise ValueError(f"the features used seeded random weights ({tag}); do not pass --weights")
     else:
         if weights is None:
             raise FileNotFoundError(f"the features were extracted with a local weights file ({tag}); "
                                     "pass it again with --weights PATH")
-        got, _ = weights_tag(weights, 0)
+        _, got = weights_tag(weights, 0)
         if got != tag:
-            raise ValueError(f"--weights {weights!r} has tag {got}, the checkpoint's features used {tag}")
+            raise ValueError(f"--weights {weights!r} is {got}, the checkpoint's features used {tag}")
     s = feature_attrs["sampling"]
     return ExtractionConfig(backbone=feature_attrs["backbone"], layer=feature_attrs["layer"],
                             grid=int(feature_attrs["grid"]), weights=weights, seed=seed, fps=float(s["fps"]),
@@ -129,7 +129,7 @@ class SentenceEmbedder:
         return toks[: self.text_cfg.max_len]
 
     def word_vectors(self, tokens: Sequence[str]) -> np.ndarray:
-        from pipeline.glove import load_subset, oov_vector
+        from pipeline.glove import load_subset
 
         missing = sorted({t for t in tokens if t not in self.table})
         if missing and self.source.get("kind") == "file" and Path(str(self.source.get("path"))).is_file():
@@ -139,13 +139,14 @@ class SentenceEmbedder:
                     self.table[w] = np.asarray(kv[w], np.float32)
         out = np.empty((len(tokens), self.dim), np.float32)
         for i, t in enumerate(tokens):
-            if t in self.table:
-                out[i] = self.table[t]
-            else:
-                out[i] = oov_vector(t, self.dim, mode=str(self.source.get("oov", "random")),
-                                    sigma=float(self.source.get("oov_sigma", 0.1)),
-                                    seed=int(self.source.get("oov_seed", 0)))
+            out[i] = self.table[t] if t in self.table else self._oov(t)
         return out
+
+    def _oov(self, word: str) -> np.ndarray:
+        from pipeline.glove import oov_vector
+
+        return oov_vector(word, self.dim, mode=str(self.source.get("oov", "random")),
+                          sigma=float(self.source.get("oov_sigma", 0.1)), seed=int(self.source.get("oov_seed", 0)))
 
     def encoder(self) -> Any:
         if self._encoder is not None:
@@ -167,9 +168,13 @@ class SentenceEmbedder:
         if "vocab_expansion" in info:
             from gensim.models import KeyedVectors
 
-            kv = KeyedVectors(self.dim)
-            kv.add_vectors(list(self.table), np.stack(list(self.table.values())))
-            enc.expand_vocabulary(kv, list(self.table))
+            # expand with the words that had real vectors, as `mktn embed` did: its OOV words
+            # (seeded random vectors, recognisable by value) stayed unknown to the encoder
+            known = [w for w, v in self.table.items() if not np.allclose(v, self._oov(w), atol=1e-2)]
+            if known:
+                kv = KeyedVectors(self.dim)
+                kv.add_vectors(known, np.stack([self.table[w] for w in known]))
+                enc.expand_vocabulary(kv, known)
         self._encoder = enc.eval()
         return self._encoder
 
