@@ -109,3 +109,20 @@ def test_format_metrics_table() -> None:
     header, values = format_metrics(m).splitlines()
     assert header.split()[0] == "R1@0.3" and header.split()[-1] == "num_queries"
     assert values.split()[-1] == "4"
+
+
+def test_real_jsonl_annotations_with_half_overlapping_predictions(shared_data: Path) -> None:
+    """On the real Lighthouse Charades test file: predicting [s, 2e - s] for every [s, e]
+    has IoU exactly 0.5 with it, so R@0.3 = R@0.5 = 100, R@0.7 = 0 and mIoU = 50."""
+    from pipeline.datasets import load_annotations
+
+    gt = load_annotations("jsonl", shared_data / "jsonl" / "charades_test_release.jsonl").records
+    assert len(gt) > 3000
+    preds = [
+        {"query_id": g.query_id, "video_id": g.video_id, "spans": [[g.start, 2 * g.end - g.start]]}
+        for g in gt
+    ]
+    m = evaluate_predictions(preds, gt)
+    assert m["num_queries"] == len(gt)
+    assert m["R1@0.3"] == 100.0 and m["R1@0.5"] == 100.0 and m["R1@0.7"] == 0.0
+    assert m["mIoU"] == pytest.approx(50.0)
