@@ -1,0 +1,176 @@
+"""Flows on tiny real data under prefect_test_harness: failures, content caching, one-video changes,
+resumption, and the cache-key machinery itself.
+"""
+
+from __future__ import annotations
+
+import doctest
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server (SQLite) for every flow test of the session: it is slow to start."""
+    import os
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three real 5-second synthetic H.264 videos and one corrupt .mp4 beside them."""
+    from pipeline.synth import build_synth_config, generate_benchmark
+
+    root = tmp_path_factory.mktemp("flow-data")
+    cfg = build_synth_config("quick", num_videos=3, min_duration=5.0, max_duration=5.0)
+    generate_benchmark(root / "synth", cfg, 1, workers=1, progress=False)
+    vdir = root / "synth" / "videos"
+    (vdir / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 8)
+    return vdir
+
+
+def _run_extract(videos_dir: Path, work: Path, **kw: object) -> tuple[object, dict]:
+    from flows.extract import extract_features
+
+    state = extract_features(
+        videos_dir=str(videos_dir), dataset="tiny", work_dir=str(work), max_workers=2,
+        return_state=True, **kw,
+    )
+    return state, (state.result(raise_on_failure=False) if state.is_completed() else {})
+
+
+def test_extract_failures_cache_and_one_video_change(prefect_harness: None, videos: Path, tmp_path: Path) -> None:
+    from pipeline.extract import ExtractionConfig
+    from storage.features import FeatureStore
+
+    vdir = tmp_path / "videos"
+    shutil.copytree(videos, vdir)
+    work = tmp_path / "work"
+
+    # cold: the three good videos extracted, the corrupt one failed and named, the flow Completed
+    state, s = _run_extract(vdir, work)
+    assert state.is_completed(), state
+    assert s["counts"] == {"done": 3, "skipped": 0, "cached": 0, "failed": 1}
+    assert set(s["failed"]) == {"corrupt"} and "corrupt" in state.message and "1 failed" in state.message
+    assert "not a decodable video" in s["failed"]["corrupt"]
+    group = FeatureStore(work / "stores" / "features.zarr").extractor(
+        "tiny", ExtractionConfig(dataset="tiny").resolved_extractor_id(), create=False
+    )
+    assert sorted(group.list_videos()) == ["synth_0000", "synth_0001", "synth_0002"]
+    assert group.normalization() is not None
+    before = {v: group.read_video(v).frames.copy() for v in group.list_videos()}
+    assert (work / "prefect-results").is_dir() and any((work / "prefect-results").iterdir())
+
+    # rerun, nothing changed: every good video is a cache hit, nothing is extracted
+    state, s = _run_extract(vdir, work)
+    assert s["counts"] == {"done": 0, "skipped": 0, "cached": 3, "failed": 1}
+
+    # one video's content changes (another video's bytes): that video alone is re-extracted
+    shutil.copyfile(vdir / "synth_0002.mp4", vdir / "synth_0000.mp4")
+    state, s = _run_extract(vdir, work)
+    assert s["counts"] == {"done": 1, "skipped": 0, "cached": 2, "failed": 0 + 1}
+    by_id = {r["video_id"]: r["status"] for r in s["videos"]}
+    assert by_id == {"synth_0000": "done", "synth_0001": "cached", "synth_0002": "cached", "corrupt": "failed"}
+    after = group.read_video("synth_0000").frames
+    np.testing.assert_allclose(after, group.read_video("synth_0002").frames)
+    np.testing.assert_array_equal(group.read_video("synth_0001").frames, before["synth_0001"])
+
+    # a cache entry whose output is gone is not trusted: delete the store, everything is redone
+    shutil.rmtree(work / "stores")
+    state, s = _run_extract(vdir, work)
+    assert s["counts"]["done"] == 3 and s["counts"]["cached"] == 0
+
+
+def test_extract_interrupted_run_resumes(prefect_harness: None, videos: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    # a run that stopped after one video (only it reached the store) ...
+    state, s = _run_extract(videos, work, video_ids=["synth_0001"])
+    assert s["counts"]["done"] == 1
+    # ... run again over everything: only the missing videos are extracted
+    state, s = _run_extract(videos, work)
+    by_id = {r["video_id"]: r["status"] for r in s["videos"]}
+    assert by_id == {"synth_0000": "done", "synth_0001": "cached", "synth_0002": "done", "corrupt": "failed"}
+
+
+def test_extract_all_failed_is_a_failed_flow(prefect_harness: None, videos: Path, tmp_path: Path) -> None:
+    vdir = tmp_path / "bad"
+    vdir.mkdir()
+    shutil.copyfile(videos / "corrupt.mp4", vdir / "corrupt.mp4")
+    (vdir / "empty.mp4").write_bytes(b"")
+    state, _ = _run_extract(vdir, tmp_path / "work")
+    assert state.is_failed()
+    assert "every video failed" in state.message
+    assert "corrupt" in state.message and "empty" in state.message
+
+
+# --- the cache-key machinery (no server needed) ------------------------------------------
+
+
+def test_cache_keys_refuse_arrays_and_follow_content() -> None:
+    from flows.caching import config_hash, content_key
+
+    base = content_key("t", {"sha": "ab", "path": "/x"}, ["sha"], ["storage"])
+    assert base == content_key("t", {"sha": "ab", "path": "/elsewhere"}, ["sha"], ["storage"])
+    assert base != content_key("t", {"sha": "ac", "path": "/x"}, ["sha"], ["storage"])
+    assert base != content_key("t", {"sha": "ab"}, ["sha"], ["storage", "model"])
+    with pytest.raises(TypeError, match=r"t\.sha.*never arrays or tensors"):
+        content_key("t", {"sha": np.zeros(3)}, ["sha"], ["storage"])
+    with pytest.raises(KeyError, match="'missing' is not a parameter of task 't'"):
+        content_key("t", {"sha": "ab"}, ["missing"], ["storage"])
+    from pipeline.extract import ExtractionConfig
+
+    a = config_hash(ExtractionConfig(dataset="x"))
+    assert a == config_hash(ExtractionConfig(dataset="x")) != config_hash(ExtractionConfig(dataset="x", fps=4.0))
+
+
+def test_fingerprint_index_rehashes_only_changed_files(tmp_path: Path) -> None:
+    import os
+
+    from flows.fingerprints import FingerprintIndex
+    from storage.fingerprint import file_digest
+
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"one")
+    idx = FingerprintIndex(tmp_path / "fp.json")
+    first = idx.digest(f)
+    idx.save()
+    again = FingerprintIndex(tmp_path / "fp.json")
+    assert again.digest(f) == first == file_digest(f)
+    st = f.stat()
+    f.write_bytes(b"two")  # same size, new content
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert again.digest(f) == file_digest(f) != first
+
+
+def test_retry_policy_and_dataset_discovery(tmp_path: Path) -> None:
+    import flows.caching
+    import flows.retry
+    from flows.dataset import discover, parse_annotation_args
+
+    for mod in (flows.retry, flows.caching):
+        res = doctest.testmod(mod)
+        assert res.attempted > 0 and res.failed == 0, mod.__name__
+    root = tmp_path / "ds"
+    (root / "videos").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    for split in ("train", "val", "test"):
+        (root / "annotations" / f"{split}.jsonl").write_text("{}\n")
+    spec = discover(root)
+    assert spec.name == "ds" and spec.format == "jsonl" and set(spec.annotations) == {"train", "val", "test"}
+    assert spec.eval_split() == "test"
+    got = parse_annotation_args([f"train={root}/annotations/val.jsonl", str(root / "annotations" / "test.jsonl")])
+    assert set(got) == {"train", "test"}
+    with pytest.raises(ValueError, match="cannot be used as a store key"):
+        discover(root, name="../evil")
