@@ -130,9 +130,11 @@ def init_from_env(
     if not dist.is_initialized():
         dist.init_process_group(
             backend=backend,
-            # The address from ``env`` (torchrun's variables, or a mapping given in tests);
-            # the same rendezvous as ``env://`` without reading os.environ behind the caller.
-            init_method=f"tcp://{env['MASTER_ADDR']}:{_env_int(env, 'MASTER_PORT')}",
+            # Under torchrun, ``env://`` (it reuses the launcher's store); for an explicit
+            # ``env`` mapping, the same address as a tcp:// rendezvous.
+            init_method="env://" if env is os.environ else (
+                f"tcp://{env['MASTER_ADDR']}:{_env_int(env, 'MASTER_PORT')}"
+            ),
             rank=rank,
             world_size=world,
             timeout=datetime.timedelta(seconds=timeout_s),
