@@ -112,7 +112,7 @@ def _report(data: Path, split: str, as_json: bool) -> int:
         "mean": (float(tr[:, 0].mean()), float(tr[:, 1].mean())),
         "best-fixed": best_fixed_span(tr),
     }
-    results = {}
+    results: dict[str, dict] = {}
     for name, span in spans.items():
         m = evaluate_predictions(predictions_for(span, test), test)
         results[name] = {"span": [round(span[0], 3), round(span[1], 3)], **{k: round(v, 2) for k, v in m.items()}}
@@ -146,12 +146,12 @@ def _report(data: Path, split: str, as_json: bool) -> int:
           f"fitted on {len(train)} train queries)")
     print("| baseline | normalised span | R1@0.3 | R1@0.5 | R1@0.7 | mIoU | R5@0.5 |")
     print("|---|---|---|---|---|---|---|")
-    for name, r in results.items():
-        span = {"kind-median": "per kind", "model.prior top-5": "5 spans"}.get(
-            name, f"[{r['span'][0]:.2f}, {r['span'][1]:.2f}]" if r["span"] else ""
+    for name, row in results.items():
+        label = {"kind-median": "per kind", "model.prior top-5": "5 spans"}.get(
+            name, f"[{row['span'][0]:.2f}, {row['span'][1]:.2f}]" if row["span"] else ""
         )
-        print(f"| {name} | {span} | {r['R1@0.3']:.2f} | {r['R1@0.5']:.2f} | "
-              f"{r['R1@0.7']:.2f} | {r['mIoU']:.2f} | {r['R5@0.5']:.2f} |")
+        print(f"| {name} | {label} | {row['R1@0.3']:.2f} | {row['R1@0.5']:.2f} | "
+              f"{row['R1@0.7']:.2f} | {row['mIoU']:.2f} | {row['R5@0.5']:.2f} |")
     return 0
 
 

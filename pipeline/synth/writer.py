@@ -58,7 +58,7 @@ def _yuv_frame(planes: tuple[np.ndarray, np.ndarray, np.ndarray], width: int, he
         buf = np.empty((rows, plane.line_size), np.uint8)
         buf[:, :cols] = arr
         buf[:, cols:] = arr[:, -1:]
-        plane.update(buf)
+        plane.update(buf.tobytes())
     return vf
 
 
