@@ -4,6 +4,7 @@ determinism for a seed, atomic and resumable generation, and the CLI."""
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -162,6 +163,33 @@ def test_rendered_events_are_visible() -> None:
     frames = list(render_frames(_script(recolor, (square,))))
     assert _mask(frames[0], red).sum() > 300 and _mask(frames[-1], blue).sum() > 300
     assert _mask(frames[-1], red).sum() == 0
+
+
+def test_size_rotation_blink_and_disappear_are_visible() -> None:
+    green = (35, 185, 60)
+    square = ObjectSpec(0, "square", "green", 12.0, 56.0, 56.0, 0.0, True)
+
+    def area(frame: np.ndarray) -> int:
+        return int(_mask(frame, green).sum())
+
+    grow = (EventSpec(0, 0, "grow", 0.5, 2.0, "green", 12.0, factor=1.8),)
+    frames = list(render_frames(_script(grow, (square,))))
+    assert area(frames[-1]) / area(frames[0]) == pytest.approx(1.8**2, rel=0.12)  # area ~ radius^2
+    shrink = (EventSpec(0, 0, "shrink", 0.5, 2.0, "green", 12.0, factor=0.5),)
+    frames = list(render_frames(_script(shrink, (square,))))
+    assert area(frames[-1]) / area(frames[0]) == pytest.approx(0.25, rel=0.2)
+    spin = (EventSpec(0, 0, "spin", 0.0, 2.0, "green", 12.0, rotation=math.pi / 4),)  # 45 degrees
+    frames = list(render_frames(_script(spin, (square,), frames=31)))
+    a, b = _mask(frames[0], green), _mask(frames[30], green)
+    assert (a & b).sum() / (a | b).sum() < 0.85  # a square turned by 45 degrees is a diamond
+    assert abs(int(a.sum()) - int(b.sum())) < 0.1 * a.sum()  # same size
+    blink = (EventSpec(0, 0, "blink", 1.0, 2.5, "green", 12.0, blink_hz=2.0),)
+    areas = [area(f) for f in render_frames(_script(blink, (square,)))]
+    during = areas[15:37]  # 1.0-2.4 s: off for 0.25 s of every 0.5 s
+    assert min(during) == 0 and max(during) > 300 and min(areas[:15]) > 300 and min(areas[38:]) > 300
+    gone = (EventSpec(0, 0, "disappear", 0.5, 2.0, "green", 12.0),)
+    frames = list(render_frames(_script(gone, (square,))))
+    assert area(frames[0]) > 300 and area(frames[-1]) == 0
 
 
 def test_config_validation_names_the_problem() -> None:
