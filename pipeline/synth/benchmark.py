@@ -270,6 +270,9 @@ def generate_benchmark(
     for (script, queries), split in zip(planned, splits, strict=True):
         by_split[split].extend(annotation_records(script, queries, split))
     ann_dir = out / "annotations"
+    empty = [s for s in SPLITS if not by_split[s]]
+    if empty:
+        log.warning("splits %s have no videos (%d videos in all); use --videos 3 or more", empty, len(planned))
     for split in SPLITS:
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in by_split[split])
         atomic_write_text(ann_dir / f"{split}.jsonl", text)
