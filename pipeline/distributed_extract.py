@@ -31,10 +31,11 @@ same path on every worker (a shared mount).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,38 @@ def _check_store_root(root: str | os.PathLike[str]) -> str:
         # A relative path would resolve against each worker's own working directory.
         text = Path(text).resolve().as_uri()
     return text
+
+
+@contextlib.contextmanager
+def dask_client(address: str, *, workers: int = 2) -> Iterator[Any]:
+    """A ``distributed.Client``: ``"local"`` starts a ``LocalCluster`` of ``workers`` processes with
+    one thread each (closed on exit); anything else is a scheduler address (``tcp://host:8786``
+    or ``host:8786``) to connect to."""
+    from distributed import Client, LocalCluster
+
+    if address == "local":
+        if workers < 1:
+            raise ValueError(f"--dask-workers must be >= 1, got {workers}")
+        with LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster, Client(cluster) as client:
+            yield client
+        return
+    target = address if "://" in address else f"tcp://{address}"
+    if ":" not in target.split("://", 1)[1]:
+        raise ValueError(
+            f"--dask {address!r} is neither 'local' nor a scheduler address; give host:port, "
+            "e.g. tcp://10.0.0.5:8786"
+        )
+    try:
+        client = Client(target, timeout="30s")
+    except OSError as exc:
+        raise ValueError(
+            f"cannot reach the Dask scheduler at {target}: {exc}; start one with `dask scheduler` "
+            "(or the compose profile `dask`), or use --dask local"
+        ) from exc
+    with client:
+        yield client
 
 
 def _extract_task(

@@ -128,3 +128,20 @@ def test_bad_inputs_are_named_before_any_work(videos: list[Path], client, tmp_pa
     summary = extract_on_dask([videos[0], copy], tmp_path / "s.zarr", CONFIG, client=client, progress=False)
     [bad] = summary.failed
     assert "duplicate video id 'vid0'" in bad.reason and str(videos[0]) in bad.reason
+
+
+def test_mktn_extract_dask_option(videos: list[Path], client, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from pipeline.cli import main
+
+    args = ["extract", "--videos", str(videos[0].parent), "--backbone", "tiny3d", "--fps", "4",
+            "--clip-len", "4", "--resize", "32", "--crop", "32", "--dataset", "tiny", "--threads", "1",
+            "--batch-size", "4", "--no-progress"]
+    store = tmp_path / "cli.zarr"
+    rc = main([*args, "--store", str(store), "--dask", client.scheduler.address])
+    out = capsys.readouterr().out
+    assert rc == 1, "the corrupt video fails the run's exit code, not the others"
+    assert "4 done" in out and "FAILED broken" in out and "normalisation statistics over 4 videos" in out
+    assert verify_store(store, "tiny", CONFIG.resolved_extractor_id()).complete == [f"vid{i}" for i in range(4)]
+
+    rc = main([*args, "--store", str(tmp_path / "x.zarr"), "--dask", "nohost"])
+    assert rc == 2 and "neither 'local' nor a scheduler address" in capsys.readouterr().err

@@ -71,6 +71,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="do not (re)compute the per-dimension normalisation statistics at the end",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--dask",
+        default=None,
+        metavar="ADDRESS",
+        help="extract on Dask workers: a scheduler address (tcp://host:8786) or 'local' "
+        "(a LocalCluster of --dask-workers processes); --store and --videos must be reachable "
+        "from every worker (docs/deploy.md)",
+    )
+    parser.add_argument(
+        "--dask-workers", type=int, default=2, help="worker processes for --dask local (default 2)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -105,9 +116,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"mktn extract: no videos found in {args.videos!r}", file=sys.stderr)
             return 2
         store = FeatureStore(args.store)
-        summary = extract_videos(
-            paths, store, config, force=args.force, progress=not args.no_progress
-        )
+        if args.dask:
+            from pipeline.distributed_extract import dask_client, extract_on_dask
+
+            with dask_client(args.dask, workers=args.dask_workers) as client:
+                summary = extract_on_dask(
+                    paths, args.store, config, client=client, force=args.force,
+                    normalize=False, progress=not args.no_progress,
+                )
+        else:
+            summary = extract_videos(
+                paths, store, config, force=args.force, progress=not args.no_progress
+            )
     except (ValueError, FileNotFoundError) as exc:
         print(f"mktn extract: {exc}", file=sys.stderr)
         return 2
