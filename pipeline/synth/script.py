@@ -13,7 +13,7 @@ growth factor, rotation, the colour before and after, the radius at the start.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -105,7 +105,6 @@ class VideoScript:
     objects: tuple[ObjectSpec, ...]
     events: tuple[EventSpec, ...]
     background_seed: int
-    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def duration(self) -> float:
@@ -162,7 +161,10 @@ def _choose_event(
     rng: np.random.Generator, state: _State, shape: str, cfg: SynthConfig, duration: float, scale: float
 ) -> dict[str, Any]:
     """Pick the next event of an object in ``state`` and its parameters and desired length (s)."""
-    long_max = lambda frac: max(cfg.min_event_duration, frac * duration)  # noqa: E731
+
+    def long_max(frac: float) -> float:  # longest length of an event allowed to last a fraction of the video
+        return max(cfg.min_event_duration, frac * duration)
+
     if not state.visible:
         return {"kind": "appear", "length": float(rng.uniform(cfg.min_event_duration, 3.5))}
     feasible: dict[str, float] = {}
