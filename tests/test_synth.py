@@ -88,6 +88,11 @@ def test_relation_phenomena_exist(quick: Path) -> None:
     splits = assign_splits(cfg, 0)
     recs = [r for (s, q), sp in zip(plan_videos(cfg, 0), splits, strict=True) for r in annotation_records(s, q, sp)]
     big = dataset_stats(recs)
+    per_video: dict[str, list[str]] = {}
+    for r in recs:
+        per_video.setdefault(r["vid"], []).append(r["query"])
+    assert all(len(set(qs)) == len(qs) for qs in per_video.values())  # no sentence means two moments
+    assert any(" again" in q for qs in per_video.values() for q in qs)
     assert set(big["relations"]) == {"plain", "after", "before", "while", "then"}
     assert big["sentences_in_several_videos"] >= 3
     assert set(big["event_kinds"]) == {"appear", "disappear", "move", "grow", "shrink", "spin", "recolor", "blink"}
