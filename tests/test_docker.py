@@ -113,11 +113,15 @@ _STACK_VARS = (
 )
 
 
-def render(*profiles: str, env: dict[str, str] | None = None, file: Path = COMPOSE_FILE) -> dict:
+def render(
+    *profiles: str, env: dict[str, str] | None = None, file: Path = COMPOSE_FILE, env_file: Path | None = None
+) -> dict:
     assert COMPOSE is not None
     run_env = {k: v for k, v in os.environ.items() if k not in _STACK_VARS}
     run_env.update(env or {})
     cmd = [*COMPOSE, "-f", str(file)]
+    if env_file is not None:
+        cmd += ["--env-file", str(env_file)]
     for p in profiles:
         cmd += ["--profile", p]
     out = subprocess.run(
@@ -199,6 +203,21 @@ def test_stack_variables_are_interpolated() -> None:
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "s3cret"
     assert services["dask-worker"]["environment"]["MKTN_FEATURE_STORE"] == "s3://bucket/features.zarr"
     assert services["serve"]["environment"]["MKTN_DASK_ADDRESS"] == "tcp://dask-scheduler:8786"
+
+
+def test_env_example_documents_every_stack_variable() -> None:
+    used = set(re.findall(r"\$\{([A-Z_]+)", COMPOSE_FILE.read_text()))
+    example = (DOCKER / ".env.example").read_text()
+    documented = set(re.findall(r"^#? ?([A-Z_]+)=", example, re.M))
+    assert used - documented == set(), "variables compose.yml reads but .env.example does not document"
+    assert documented - used == set(), "variables .env.example sets that compose.yml never reads"
+
+
+@needs_compose
+def test_env_example_renders() -> None:
+    services = render("dask", env_file=DOCKER / ".env.example")["services"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "change-me-0123456789abcdef"
+    assert services["prefect-server"]["ports"][0]["host_ip"] == "127.0.0.1"
 
 
 @needs_compose
