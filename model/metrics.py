@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,13 +197,12 @@ def _check_ids(records: Sequence[PredictionRecord], ground_truth: Sequence[Query
         return f"{shown}" + (f" ... ({len(ids)} in all)" if len(ids) > 10 else "")
 
     gt_ids = [g.query_id for g in ground_truth]
-    dup_gt = {q for q in gt_ids if gt_ids.count(q) > 1} if len(set(gt_ids)) != len(gt_ids) else set()
+    dup_gt = [q for q, n in Counter(gt_ids).items() if n > 1]
     if dup_gt:
         raise ValueError(f"ground truth has duplicate query ids: {listing(dup_gt)}")
     pred_ids = [r.query_id for r in records]
-    if len(set(pred_ids)) != len(pred_ids):
-        seen: set[str] = set()
-        dup = {q for q in pred_ids if q in seen or seen.add(q)}  # type: ignore[func-returns-value]
+    dup = [q for q, n in Counter(pred_ids).items() if n > 1]
+    if dup:
         raise ValueError(f"predictions have more than one record for query ids: {listing(dup)}")
     missing = set(gt_ids) - set(pred_ids)
     extra = set(pred_ids) - set(gt_ids)
