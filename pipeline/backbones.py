@@ -24,6 +24,7 @@ one, the backbone is seeded random init, deterministic for a seed, and
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -250,7 +251,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         "tiny3d",
         Tiny3D,
         layers=(("stem", 32), ("layer1", 64), ("layer2", 128), ("layer3", 256)),
-        default_layer="layer3",
+        default_layer="layer2+layer3",  # 384-d; the measured CPU demo choice (docs/features.md)
         clip_len=8,
         description="small 4-stage 3D-CNN for the CPU demo",
     ),
@@ -360,8 +361,21 @@ def weights_tag(weights: str | os.PathLike[str] | None, seed: int) -> tuple[str,
     ``("w1a2b3c4d5e6", "sha256:<digest>")``."""
     if weights is None:
         return f"random{seed}", f"random-init seed={seed}"
-    digest = file_digest(weights)
+    p = Path(weights)
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"weights file {str(p)!r} not found; pass the path of a local state dict, "
+            "or omit --weights for seeded random init"
+        )
+    st = p.stat()
+    digest = _cached_digest(str(p.resolve()), st.st_size, st.st_mtime_ns)
     return f"w{digest[:12]}", f"sha256:{digest}"
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a weights file, hashed once per (path, size, mtime)."""
+    return file_digest(path)
 
 
 # --- the extractor module -----------------------------------------------------------------

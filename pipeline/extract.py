@@ -57,12 +57,14 @@ class ExtractionConfig:
 
     ``clip_len``/``resize``/``crop`` default to the backbone's own input (None).
     The default is the CPU demo decision measured in docs/features.md: tiny3d,
-    its last stage (layer3, 256-d), a 2x2 patch grid, 8-frame clips at 8 fps, stride 8
-    (one clip per second).
+    its last two stages (layer2+layer3, 384-d), a 2x2 patch grid, 8-frame clips at 8 fps,
+    stride 8 (one clip per second).
     """
 
     backbone: str = "tiny3d"
-    layer: str | None = None  # None: the backbone's last convolutional stage
+    layer: str | None = (
+        None  # None: the backbone's default (its last conv stage; tiny3d: layer2+layer3)
+    )
     grid: int = 2  # patch grid side; P = grid**2
     weights: str | None = None  # local state dict; None: seeded random init
     seed: int = 0

@@ -58,11 +58,9 @@ def test_bad_files_are_reported_and_the_rest_extracted(videos: Path, tmp_path: P
         feats = group.read_video(vid)
         plan = plan_clips(probe(videos / f"{vid}.mp4"), CONFIG.sampling())
         np.testing.assert_allclose(feats.clip_times, plan.clip_times)
-        assert feats.frames.shape == (plan.num_clips, 256) and feats.patches.shape == (
-            plan.num_clips,
-            4,
-            256,
-        )
+        dim = CONFIG.feature_config()["feature_dim"]
+        assert feats.frames.shape == (plan.num_clips, dim)
+        assert feats.patches.shape == (plan.num_clips, 4, dim)
         assert feats.attrs["weights"] == "random-init seed=0"
         assert feats.attrs["source_fingerprint"]["size"] == (videos / f"{vid}.mp4").stat().st_size
         assert feats.attrs["padded_frames"] == plan.padded_frames
@@ -172,7 +170,7 @@ def test_cli_reports_and_exit_codes(
         "t", CONFIG.resolved_extractor_id(), create=False
     )
     norm = group.normalization()
-    assert norm is not None and norm.frames_mean.shape == (256,) and norm.num_videos == 1
+    assert norm is not None and norm.frames_mean.shape == (384,) and norm.num_videos == 1
     rc = main(
         ["extract", "--videos", str(tmp_path / "nowhere"), "--store", str(tmp_path / "s.zarr")]
     )

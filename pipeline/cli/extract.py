@@ -121,8 +121,13 @@ def run(args: argparse.Namespace) -> int:
 
             with dask_client(args.dask, workers=args.dask_workers) as client:
                 summary = extract_on_dask(
-                    paths, args.store, config, client=client, force=args.force,
-                    normalize=False, progress=not args.no_progress,
+                    paths,
+                    args.store,
+                    config,
+                    client=client,
+                    force=args.force,
+                    normalize=False,
+                    progress=not args.no_progress,
                 )
         else:
             summary = extract_videos(
