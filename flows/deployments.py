@@ -14,6 +14,7 @@ videos_dir=/data/videos --param dataset=mine`` is all a user has to type.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -73,7 +74,7 @@ def build_deployments(cfg: ServeConfig) -> list[Any]:
     runner = {"dask": cfg.dask, "max_workers": cfg.max_workers}
     flows = _flows()
     params: dict[str, dict[str, Any]] = {
-        "extract-features": {**stores, **runner},
+        "extract-features": {"work_dir": ws.root, "feature_store": ws.feature_store, **runner},
         "embed-queries": dict(stores),
         "train": dict(stores),
         "evaluate": dict(stores),
@@ -92,6 +93,10 @@ def build_deployments(cfg: ServeConfig) -> list[Any]:
     }
     deployments = []
     for flow_name, flow_obj in flows.items():
+        accepted = set(inspect.signature(flow_obj.fn).parameters)
+        unknown = sorted(set(params[flow_name]) - accepted)
+        if unknown:  # a served run would crash on them: fail at serve time instead
+            raise ValueError(f"deployment defaults {unknown} are not parameters of flow {flow_name!r}")
         kwargs: dict[str, Any] = {
             "name": cfg.name,
             "parameters": params[flow_name],

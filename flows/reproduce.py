@@ -37,6 +37,8 @@ from storage.fingerprint import digest_strings
 logger = logging.getLogger(__name__)
 
 QUICK_EPOCHS = 3  # --quick: enough epochs to see the loss fall on the 12-video dataset
+# --quick: a shorter skip-thought training (the demo preset's 20 epochs dominate a quick run)
+QUICK_ENCODER: dict[str, Any] = {"skipthought_config": {"epochs": 4}}
 SYNTH_SEED = 0
 
 
@@ -58,13 +60,16 @@ def reproduce(
 ) -> dict[str, Any]:
     """Run everything on ``dataset`` (a ``DatasetSpec`` dict) or, when ``None``, the synthetic benchmark.
 
-    ``quick``: the 12-video synthetic set and ``QUICK_EPOCHS`` epochs (tests, a first look).
+    ``quick``: the 12-video synthetic set, ``QUICK_EPOCHS`` epochs and a shorter
+    skip-thought training (``QUICK_ENCODER``), for tests and a first look.
     Returns where the report, the metrics JSON and each step's summary are.
     """
     log = get_run_logger()
     ws = Workspace.at(work_dir, feature_store=feature_store, query_store=query_store)
     if epochs is None and quick:
         epochs = QUICK_EPOCHS
+    if encoder is None and quick:
+        encoder = QUICK_ENCODER
 
     if dataset is None:
         size = "quick" if quick else "default"

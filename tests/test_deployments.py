@@ -177,3 +177,41 @@ def test_serve_and_run_extract_deployment(prefect_server: dict[str, str], tiny_v
     finally:
         _stop(serve)
         shutil.rmtree(work / "prefect-results", ignore_errors=True)
+
+
+def _reproduce(env: dict[str, str], work: Path, *extra: str) -> dict:
+    res = subprocess.run(
+        [str(BIN / "mktn"), "reproduce", "--quick", "--work", str(work), "--json", *extra],
+        env=env, capture_output=True, text=True, timeout=600, cwd=work.parent,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
+    return json.loads(res.stdout[res.stdout.index("{"):])
+
+
+def test_mktn_reproduce_quick_cold_rerun_and_model_change(prefect_server: dict[str, str], tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    cold = _reproduce(prefect_server, work)
+    # everything ran: synthetic data generated, 12 videos extracted, queries embedded, model trained
+    assert cold["extraction"]["counts"]["done"] == 12 and not cold["extraction"]["failed"]
+    assert cold["embedding"]["embedded"] and cold["training"]["trained"]
+    report = Path(cold["report"])
+    assert report.parent == work / "report" / "synthetic-quick"
+    for png in ("loss_curves", "recall", "timelines"):
+        data = Path(cold["figures"][png]).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
+    text = report.read_text()
+    assert "R1@0.5" in text and "![loss curves](loss_curves.png)" in text and "prior only" in text
+    metrics = json.loads(Path(cold["metrics_json"]).read_text())
+    assert metrics["metrics"]["num_queries"] == cold["metrics"]["num_queries"] > 0
+    assert 0.0 <= metrics["metrics"]["mIoU"] <= 100.0 and "baseline" in metrics
+
+    # nothing changed: no extraction, no embedding, no training; the same numbers
+    again = _reproduce(prefect_server, work)
+    assert again["extraction"]["counts"]["done"] == 0 and again["extraction"]["counts"]["cached"] == 12
+    assert not again["embedding"]["embedded"] and not again["training"]["trained"]
+    assert again["metrics"] == cold["metrics"]
+
+    # a model setting changes: the model retrains, features and queries are reused
+    changed = _reproduce(prefect_server, work, "--set", "train.lr=0.0007")
+    assert changed["training"]["trained"] and changed["training"]["run_dir"] != cold["training"]["run_dir"]
+    assert changed["extraction"]["counts"]["done"] == 0 and not changed["embedding"]["embedded"]
