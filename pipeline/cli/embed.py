@@ -1,0 +1,167 @@
+"""``mktn embed``: tokenize a dataset's queries and embed them into the Zarr query store.
+
+``mktn embed --annotations [SPLIT=]PATH ... --store PATH [--format F] [--dataset NAME]
+[--glove FILE] [--skipthought train|DIR|CKPT] [--max-len N] ...`` prints a summary
+(queries, vocabulary, OOV words, truncations, the store group); exit 0 on success,
+2 with a message naming the file or query on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+
+from pipeline.datasets import FORMATS, DatasetError, load_annotations, sniff_format
+from pipeline.datasets.records import QueryMoment
+
+logger = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument
+    a(
+        "--annotations",
+        "-a",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="annotation file(s), each PATH or SPLIT=PATH; several files are one dataset",
+    )
+    a(
+        "--format",
+        "-f",
+        default="auto",
+        choices=["auto", *sorted(FORMATS)],
+        help="annotation format (default: guessed from the first file's content)",
+    )
+    a("--durations", nargs="+", metavar="CSV", help="video durations (Charades_v1_*.csv ...)")
+    a("--store", required=True, help="query store root: a path or an fsspec URL")
+    a("--dataset", help="dataset name in the store (default: the annotation format's name)")
+    a(
+        "--glove",
+        metavar="FILE",
+        help="GloVe / word2vec / gensim vectors (default: word2vec trained on the training split, "
+        "recorded as not comparable to published results)",
+    )
+    a(
+        "--glove-format",
+        default="auto",
+        choices=["auto", "glove", "word2vec", "word2vec-binary", "gensim"],
+    )
+    a(
+        "--oov",
+        choices=["random", "zeros"],
+        default="random",
+        help="vectors of words missing from the file: seeded per-word random (default) or zeros",
+    )
+    a("--cache-dir", help="GloVe subset / digest cache (default $MKTN_CACHE_DIR or ~/.cache/mktn)")
+    a(
+        "--skipthought",
+        default="train",
+        metavar="train|DIR|CKPT",
+        help="'train' (default: train on the dataset's ordered sentences), a directory with the "
+        "original release files, or a checkpoint written by an earlier run",
+    )
+    a(
+        "--skipthought-mode",
+        choices=["uni", "bi", "combine"],
+        default="combine",
+        help="uni-skip, bi-skip or both concatenated (default combine)",
+    )
+    a(
+        "--skipthought-preset",
+        choices=["demo", "paper"],
+        default="demo",
+        help="sizes for training: demo (300-d words, 256 uni + 2x128 bi, CPU-friendly) or paper "
+        "(620-d words, 2400 uni + 2x1200 bi)",
+    )
+    a("--skipthought-epochs", type=int, help="training epochs (default: the preset's)")
+    a("--checkpoint-dir", help="skip-thought training checkpoints (default: beside the cache)")
+    a("--max-len", type=int, default=50, help="maximum tokens per query; longer ones are cut")
+    a("--train-split", default="train", help="split the default vectors and encoder learn from")
+    a(
+        "--document-order",
+        choices=["auto", "start", "file"],
+        default="auto",
+        help="order of a video's sentences for skip-thought (auto: file order for ActivityNet "
+        "paragraphs, start time otherwise)",
+    )
+    a(
+        "--no-expand-vocab",
+        action="store_true",
+        help="do not map GloVe-only words into the encoder's word tables",
+    )
+    a("--seed", type=int, default=0)
+    a("--device", help="cpu or cuda[:N] (default: cuda when available)")
+    a("--overwrite", action="store_true", help="rewrite a complete group with the same inputs")
+    a("--json", action="store_true", help="print the summary as JSON")
+    a("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def _load(args: argparse.Namespace) -> tuple[list[QueryMoment], str]:
+    records: list[QueryMoment] = []
+    seen: set[str] = set()
+    fmt = args.format
+    for item in args.annotations:
+        split, path = None, item
+        name, sep, rest = item.partition("=")
+        if sep and name and "/" not in name:
+            split, path = name, rest
+        if fmt == "auto":
+            fmt = sniff_format(path)
+        res = load_annotations(
+            fmt, path, durations=args.durations, split=split, seen_query_ids=seen
+        )
+        records.extend(res.records)
+    return records, fmt
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.embed import EmbedConfig, embed_queries
+    from pipeline.glove import GloveFormatError, WordVectorsConfig
+    from pipeline.skipthought import build_skipthought_config
+    from pipeline.text import QueryTextError, TextConfig
+    from storage.queries import QueryStore
+
+    try:
+        records, fmt = _load(args)
+        overrides: dict[str, object] = {"mode": args.skipthought_mode, "seed": args.seed}
+        if args.skipthought_epochs is not None:
+            overrides["epochs"] = args.skipthought_epochs
+        order = args.document_order
+        if order == "auto":
+            order = "file" if fmt == "activitynet" else "start"
+        config = EmbedConfig(
+            dataset=args.dataset or fmt,
+            text=TextConfig(max_len=args.max_len),
+            vectors=WordVectorsConfig(
+                path=args.glove,
+                fmt=args.glove_format,
+                cache_dir=args.cache_dir,
+                oov=args.oov,
+                seed=args.seed,
+            ),
+            skipthought=args.skipthought,
+            skipthought_mode=args.skipthought_mode,
+            skipthought_config=build_skipthought_config(args.skipthought_preset, **overrides),
+            expand_vocab=not args.no_expand_vocab,
+            train_split=args.train_split,
+            document_order=order,
+            checkpoint_dir=args.checkpoint_dir,
+            overwrite=args.overwrite,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+        summary = embed_queries(records, QueryStore(args.store), config)
+    except (DatasetError, GloveFormatError, QueryTextError, FileNotFoundError, ValueError) as exc:
+        print(f"mktn embed: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(dataclasses.asdict(summary), indent=2))
+    else:
+        print(summary)
+    return 0
