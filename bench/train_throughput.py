@@ -1,0 +1,157 @@
+"""Training and inference throughput of MKTN: multi-pair vs single-pair, same model and data.
+
+Multi-pair batches hold ``B`` videos with all their queries (each video encoded once);
+single-pair batches hold as many (video, query) items as a multi-pair batch holds
+queries on average (each video encoded once per query). Both run the same number of
+optimiser steps on the same random data of the synthetic benchmark's shape; each mode
+runs in its own process so its peak memory (max RSS, or CUDA max allocated) is its own.
+
+    python bench/train_throughput.py                       # both modes + inference, a table
+    python bench/train_throughput.py --json out.json       # also write the figures
+    python bench/train_throughput.py --device cuda         # on a GPU (autocast as in training)
+
+Throughput counts training pairs (queries) per second and videos per second, where a
+video counts once per epoch in both modes (videos/s = queries/s / queries per video).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model.config import override, preset  # noqa: E402
+from model.data import GroundingData, QueryInput, VideoInput, iterate_batches, prepare  # noqa: E402
+from model.evaluate import evaluate_model  # noqa: E402
+from model.losses import build_criterion  # noqa: E402
+from model.train import build_training, make_sampler, train_step  # noqa: E402
+from pipeline.datasets.records import QueryMoment  # noqa: E402
+
+
+def random_data(videos: int, qpv: float, clips: int, dim: int, patches: int, seed: int = 0) -> GroundingData:
+    rng = np.random.default_rng(seed)
+    vids, qs, recs = {}, {}, []
+    for v in range(videos):
+        vid = f"v{v:04d}"
+        t = clips
+        vids[vid] = VideoInput(vid, rng.normal(size=(t, dim)).astype(np.float32),
+                               rng.normal(size=(t, patches, dim)).astype(np.float32),
+                               np.stack([np.arange(t), np.arange(t) + 1.0], 1), float(t))
+        for k in range(max(1, int(rng.poisson(qpv)))):
+            qid = f"{vid}#{k}"
+            s = float(rng.integers(0, t - 8))
+            qs[qid] = QueryInput(qid, rng.normal(size=(int(rng.integers(6, 14)), 300)).astype(np.float32),
+                                 rng.normal(size=2400).astype(np.float32))
+            recs.append(QueryMoment(qid, vid, "q", s, s + float(rng.integers(2, 8)), float(t), "train"))
+    return GroundingData(vids, qs, recs)
+
+
+def run_mode(args: argparse.Namespace, mode: str) -> dict:
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    data = random_data(args.videos, args.queries_per_video, args.clips, args.dim, args.patches)
+    sets = [f"model.num_clips={args.clips}", f"train.batch_videos={args.batch_videos}",
+            f"train.multi_pair={'true' if mode == 'multi' else 'false'}"]
+    cfg = override(preset(args.preset), sets + args.set)
+    prepared, _ = prepare(data, cfg.model.num_clips, cfg.model.max_words)
+    sampler = make_sampler(prepared, data, cfg)
+    dims = {"frame": args.dim, "patch": args.dim, "word": 300, "sentence": 2400}
+    torch.manual_seed(0)
+    model, opt, sched = build_training(cfg, dims, 10**6, device)
+    crit = build_criterion(cfg.loss, cfg.model)
+    batches = list(iterate_batches(prepared, sampler, 0))
+    n_warm, n = args.warmup, min(args.steps, len(batches) - args.warmup)
+    for b in batches[:n_warm]:
+        train_step(model, crit, opt, sched, b.to(device), 0.5, cfg, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    queries = videos_enc = 0
+    t0 = time.perf_counter()
+    for b in batches[n_warm:n_warm + n]:
+        train_step(model, crit, opt, sched, b.to(device), 0.5, cfg, device)
+        queries += b.num_queries
+        videos_enc += b.num_videos
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    qpv = len(prepared.queries) / len(prepared.videos)
+    out = {"mode": mode, "steps": n, "seconds": round(dt, 3), "queries_per_s": queries / dt,
+           "videos_per_s": queries / dt / qpv, "video_encodings_per_step": videos_enc / n,
+           "queries_per_step": queries / n, "params": sum(p.numel() for p in model.parameters())}
+    if mode == "multi":  # inference: every query once, multi-pair batches
+        t0 = time.perf_counter()
+        evaluate_model(model, prepared, data.records, batch_videos=cfg.train.batch_videos, device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        out["inference_queries_per_s"] = len(data.records) / dt
+        out["inference_videos_per_s"] = len(prepared.videos) / dt
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.type == "cuda":
+        out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--videos", type=int, default=200, help="videos (synthetic default: ~150-250)")
+    p.add_argument("--queries-per-video", type=float, default=4.5, help="mean queries per video (synthetic: 909/200)")
+    p.add_argument("--clips", type=int, default=32, help="clips per video (the synthetic preset: 32)")
+    p.add_argument("--dim", type=int, default=256, help="feature width D of frames and patches")
+    p.add_argument("--patches", type=int, default=4)
+    p.add_argument("--preset", default="synthetic")
+    p.add_argument("--set", action="append", default=[], help="config override, e.g. model.d_model=256")
+    p.add_argument("--batch-videos", type=int, default=8)
+    p.add_argument("--steps", type=int, default=12, help="timed steps per mode")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", default=None, help="write the figures to this file")
+    p.add_argument("--mode", choices=("multi", "single"), default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.mode:  # child process: one mode, JSON on stdout
+        print(json.dumps(run_mode(args, args.mode)))
+        return 0
+    results = {}
+    for mode in ("multi", "single"):
+        cmd = [sys.executable, __file__, "--mode", mode] + [a for a in sys.argv[1:] if a != "--json"
+                                                            and not a.endswith(".json")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    m, s = results["multi"], results["single"]
+    speedup = m["queries_per_s"] / s["queries_per_s"]
+    report = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores"
+                   + (f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""),
+        "load_avg": os.getloadavg(), "torch": torch.__version__,
+        "args": {k: v for k, v in vars(args).items() if k not in ("json", "mode")},
+        "multi_pair": m, "single_pair": s, "speedup": speedup,
+    }
+    print(f"{'mode':<12}{'queries/s':>11}{'videos/s':>10}{'enc/step':>10}{'q/step':>8}{'peak MiB':>10}")
+    for name, r in (("multi-pair", m), ("single-pair", s)):
+        peak = r.get("cuda_peak_mib", r["peak_rss_mib"])
+        print(f"{name:<12}{r['queries_per_s']:>11.1f}{r['videos_per_s']:>10.2f}"
+              f"{r['video_encodings_per_step']:>10.1f}{r['queries_per_step']:>8.1f}{peak:>10.0f}")
+    print(f"multi-pair speed-up: {speedup:.2f}x; inference {m['inference_queries_per_s']:.1f} queries/s "
+          f"({m['inference_videos_per_s']:.2f} videos/s); load avg {report['load_avg'][0]:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
