@@ -18,6 +18,7 @@ alignment-strength factor multiplies ``rince``, ``contrast``, ``align`` and ``se
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -40,7 +41,7 @@ def rince(pos: torch.Tensor, neg: torch.Tensor, neg_mask: torch.Tensor, q: float
     pos = pos.float()
     neg = neg.float().masked_fill(~neg_mask, float("-inf"))
     log_z = torch.logsumexp(torch.cat([pos[:, None], neg], dim=1), dim=1)
-    loss = -torch.exp(q * pos) / q + torch.exp(q * (torch.log(torch.tensor(lam)) + log_z)) / q
+    loss = -torch.exp(q * pos) / q + torch.exp(q * (math.log(lam) + log_z)) / q
     return loss.mean()
 
 
