@@ -429,7 +429,7 @@ def load_theano_skipthoughts(
     for special in (UNK, EOS):
         if special not in dictionary:
             raise ValueError(f"{dict_path}: the word list has no {special!r} entry")
-    first_row = {}
+    first_row: dict[str, int] = {}
     for i, w in enumerate(dictionary):
         first_row.setdefault(w, i)
     keep = [w for w in dictionary if w not in SPECIALS]
