@@ -225,3 +225,33 @@ def test_presets_and_unknown_keys() -> None:
         build_skipthought_config("demo", hidden=3)
     with pytest.raises(ValueError, match="mode 'tri'"):
         SkipThoughtConfig(mode="tri")
+
+
+def test_interrupted_training_resumes_to_the_same_result(
+    tmp_path: Path, one_thread: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = _tiny_corpus()
+    cfg = SkipThoughtConfig(mode="uni", word_dim=8, uni_dim=8, epochs=3, batch_size=8, lr=1e-2)
+    _, straight = train_skipthought(
+        docs, cfg, checkpoint_dir=tmp_path / "a", progress=False, device="cpu"
+    )
+
+    calls = {"n": 0}
+    real_step = torch.optim.Adam.step
+
+    def crash_in_epoch_two(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 8:  # 6 batches per epoch: the 2nd batch of epoch 2
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_skipthought(docs, cfg, checkpoint_dir=tmp_path / "b", progress=False, device="cpu")
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "b").iterdir()] == [Path(straight["checkpoint"]).name]
+    _, resumed = train_skipthought(
+        docs, cfg, checkpoint_dir=tmp_path / "b", progress=False, device="cpu"
+    )
+    assert resumed["resumed_from_epoch"] == 1
+    np.testing.assert_allclose(resumed["losses"], straight["losses"], rtol=1e-5)
