@@ -42,14 +42,27 @@ def rince(pos: torch.Tensor, neg: torch.Tensor, neg_mask: torch.Tensor, q: float
     neg = neg.float().masked_fill(~neg_mask, float("-inf"))
     log_z = torch.logsumexp(torch.cat([pos[:, None], neg], dim=1), dim=1)
     loss = -torch.exp(q * pos) / q + torch.exp(q * (math.log(lam) + log_z)) / q
-    return loss.mean()
+    return _rows_with_negatives(loss, neg_mask)
+
+
+def _rows_with_negatives(loss: torch.Tensor, neg_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the rows that have at least one negative.
+
+    A row whose negatives were all removed (by ANS) would only reward raising its positive,
+    which RINCE does without bound: measured, that collapsed every embedding onto one
+    direction, after which ANS removed every negative for good. Such rows are left out.
+    """
+    has = neg_mask.any(dim=1)
+    if not bool(has.any()):
+        return loss.sum() * 0.0
+    return loss[has].mean()
 
 
 def info_nce(pos: torch.Tensor, neg: torch.Tensor, neg_mask: torch.Tensor) -> torch.Tensor:
     """InfoNCE: mean of ``-log e^{s+} / (e^{s+} + sum e^{s-})`` over rows (same arguments as ``rince``)."""
     neg = neg.float().masked_fill(~neg_mask, float("-inf"))
     logits = torch.cat([pos.float()[:, None], neg], dim=1)
-    return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
+    return _rows_with_negatives(torch.logsumexp(logits, dim=1) - logits[:, 0], neg_mask)
 
 
 def both_ways(sim: torch.Tensor, batch: Batch, negatives: torch.Tensor,

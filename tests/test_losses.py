@@ -120,3 +120,13 @@ def test_weights_follow_switches_and_strength(batch_and_cfg):
     out = build_model(zero.model, 12, 12, 300, 20)(b, 0.5)
     _, logs = build_criterion(zero.loss, zero.model)(out, b)
     assert set(logs) == {"span", "float", "csm", "total"}
+
+
+def test_rows_without_negatives_do_not_count():
+    pos, neg = torch.tensor([1.0, 0.5]), torch.tensor([[0.2, 0.1], [3.0, 3.0]])
+    mask = torch.tensor([[True, True], [False, False]])  # ANS removed every negative of row 1
+    for fn in (info_nce, lambda p, n, m: rince(p, n, m, 0.5, 0.01)):
+        assert float(fn(pos, neg, mask)) == pytest.approx(float(fn(pos[:1], neg[:1], mask[:1])))
+        none = fn(pos.requires_grad_(), neg, torch.zeros(2, 2, dtype=torch.bool))
+        assert float(none) == 0.0
+        none.backward()  # still part of the graph
