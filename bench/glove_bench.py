@@ -7,9 +7,9 @@ with the real vocabulary of Charades-STA train (from ../shared/data) spread over
 file, some of it only in capitalised form and some 840B-style tokens containing
 spaces. Then, each in a fresh process so peak RSS is that phase's own:
 
-1. ``first``: the file's sha256 (done once per file; later runs look it up by size
-   and mtime) and the streaming pass that keeps the vocabulary's rows and writes the
-   subset cache;
+1. ``first``: the one streaming pass that computes the file's sha256 on the way
+   (later runs look it up by size and mtime), keeps the vocabulary's rows and writes
+   the subset cache;
 2. ``cached``: a later run: digest lookup + loading the subset from the cache.
 
 Targets (issue 4): first pass peak RSS < 1 GB; cached load < 1 s.
@@ -101,19 +101,12 @@ def generate(path: Path, words: int, dim: int, vocab: list[str], seed: int = 0) 
 def _phase(args: argparse.Namespace) -> None:
     """One measured phase, in its own process; prints a JSON line."""
     sys.path.insert(0, str(ROOT))
-    from pipeline.glove import cached_digest, load_subset
+    from pipeline.glove import load_subset
 
     vocab = json.loads(Path(args.vocab).read_text())
     out: dict[str, object] = {"phase": args.phase}
     t0 = time.perf_counter()
-    if args.phase == "first":
-        cached_digest(Path(args.path), Path(args.cache))
-        out["digest_s"] = round(time.perf_counter() - t0, 2)
-        t1 = time.perf_counter()
-        kv, info = load_subset(args.path, vocab, cache_dir=args.cache, progress=False)
-        out["stream_s"] = round(time.perf_counter() - t1, 2)
-    else:
-        kv, info = load_subset(args.path, vocab, cache_dir=args.cache, progress=False)
+    kv, info = load_subset(args.path, vocab, cache_dir=args.cache, progress=False)
     out["total_s"] = round(time.perf_counter() - t0, 3)
     out["cache_hit"] = info["cache_hit"]
     out["found"] = len(kv)

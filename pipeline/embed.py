@@ -37,6 +37,7 @@ from pipeline.glove import (
     build_word_vectors,
     cached_digest,
     default_cache_dir,
+    lookup_digest,
 )
 from pipeline.provenance import code_version, source_digest
 from pipeline.skipthought import (
@@ -266,6 +267,15 @@ def embed_queries(
     train_sentences = [s for doc in train_docs for s in doc]
 
     records_digest = digest_strings(*(f"{r.query_id}\t{r.sentence}\t{r.split}" for r in records))
+    vectors: WordVectors | None = None
+    if (
+        config.vectors.path is not None
+        and lookup_digest(Path(config.vectors.path), _cache_dir(config)) is None
+    ):
+        # a vector file seen for the first time: one pass both hashes it and keeps our rows
+        vectors = build_word_vectors(
+            config.vectors, corpus.vocab.words, train_sentences, progress=config.progress
+        )
     words_id = _words_id(config, train_sentences)
     st_id = _skipthought_id(config, train_docs, words_id)
     encoder_id = f"{words_id}+{st_id}+{_settings_digest(config, records_digest)}"
@@ -280,9 +290,10 @@ def embed_queries(
         summary.seconds = time.perf_counter() - t0
         return summary
 
-    vectors = build_word_vectors(
-        config.vectors, corpus.vocab.words, train_sentences, progress=config.progress
-    )
+    if vectors is None:
+        vectors = build_word_vectors(
+            config.vectors, corpus.vocab.words, train_sentences, progress=config.progress
+        )
     encoder, st_info = build_sentence_encoder(
         config, train_docs, corpus.vocab.words, vectors, words_id
     )

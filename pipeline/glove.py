@@ -60,12 +60,7 @@ from gensim.models import KeyedVectors, Word2Vec
 from tqdm import tqdm
 
 from storage.atomic import atomic_open, atomic_write_json
-from storage.fingerprint import (
-    FileFingerprint,
-    digest_strings,
-    fingerprint_file,
-    quick_unchanged,
-)
+from storage.fingerprint import FileFingerprint, digest_strings, file_digest, quick_unchanged
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +191,7 @@ def _is_number(field: bytes) -> bool:
 
 
 def _iter_text(
-    path: Path, dim: int, *, header: bool, progress: bool
+    path: Path, dim: int, *, header: bool, progress: bool, hasher: Any | None = None
 ) -> Iterator[tuple[int, bytes, bytes]]:
     """Yield (line number, token bytes, vector field bytes) for each line, checking field counts."""
     size = None if path.suffix == ".gz" else path.stat().st_size
@@ -209,6 +204,8 @@ def _iter_text(
         expected_count: int | None = None
         if header:
             head = fh.readline()
+            if hasher is not None:
+                hasher.update(head)
             bar.update(len(head))
             expected_count = int(head.split()[0])
         lineno = 1 if header else 0
@@ -216,6 +213,8 @@ def _iter_text(
         pending = 0
         for raw in fh:
             lineno += 1
+            if hasher is not None:
+                hasher.update(raw)
             pending += len(raw)
             if pending >= 1 << 22:
                 bar.update(pending)
@@ -249,7 +248,9 @@ def _iter_text(
         )
 
 
-def _iter_binary(path: Path, *, progress: bool) -> Iterator[tuple[int, bytes, bytes]]:
+def _iter_binary(
+    path: Path, *, progress: bool, hasher: Any | None = None
+) -> Iterator[tuple[int, bytes, bytes]]:
     """Yield (record number, token bytes, raw float32 bytes) of a word2vec binary file."""
     size = path.stat().st_size
     with (
@@ -266,6 +267,8 @@ def _iter_binary(path: Path, *, progress: bool) -> Iterator[tuple[int, bytes, by
                 f"{path}:1: word2vec binary header must be '<count> <dim>', got {head[:60]!r}"
             ) from None
         bar.update(len(head))
+        if hasher is not None:
+            hasher.update(head)
         rec = 4 * dim
         buf = b""
         pos = 0
@@ -281,11 +284,15 @@ def _iter_binary(path: Path, *, progress: bool) -> Iterator[tuple[int, bytes, by
                         "re-download or re-export the file"
                     )
                 bar.update(len(more))
+                if hasher is not None:
+                    hasher.update(more)
                 buf = buf[pos:] + more
                 pos = 0
             token = buf[pos:sp].lstrip(b"\n")
             yield i + 1, token, buf[sp + 1 : sp + 1 + rec]
             pos = sp + 1 + rec
+        while hasher is not None and (rest := fh.read(1 << 20)):  # trailing bytes, if any
+            hasher.update(rest)
 
 
 def _binary_dim(path: Path) -> int:
@@ -303,8 +310,14 @@ def stream_subset(
     fmt: str = "auto",
     lowercase_fallback: bool = True,
     progress: bool = True,
+    hasher: Any | None = None,
 ) -> tuple[KeyedVectors, SubsetStats]:
-    """One pass over ``path`` keeping only the rows of ``vocab``; never holds the whole matrix."""
+    """One pass over ``path`` keeping only the rows of ``vocab``; never holds the whole matrix.
+
+    ``hasher`` (a ``hashlib`` object), when given, is fed every byte of the file on the way,
+    so the first run reads a multi-GB file once for both its digest and its rows (not for
+    ``gensim`` or ``.gz`` files).
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(
@@ -334,10 +347,14 @@ def stream_subset(
     folded = {}
     if fmt == "word2vec-binary":
         dim = _binary_dim(p)
-        records: Iterator[tuple[int, bytes, bytes]] = _iter_binary(p, progress=progress)
+        records: Iterator[tuple[int, bytes, bytes]] = _iter_binary(
+            p, progress=progress, hasher=hasher
+        )
     else:
+        if hasher is not None and p.suffix == ".gz":
+            raise ValueError("hashing during the pass needs the raw file, not a .gz stream")
         dim = infer_glove_dim(p) if fmt == "glove" else _binary_dim_text(p)
-        records = _iter_text(p, dim, header=(fmt == "word2vec"), progress=progress)
+        records = _iter_text(p, dim, header=(fmt == "word2vec"), progress=progress, hasher=hasher)
 
     def parse(lineno: int, raw: bytes) -> np.ndarray:
         if fmt == "word2vec-binary":
@@ -398,24 +415,48 @@ def default_cache_dir() -> Path:
     return (Path(base) if base else Path.home() / ".cache" / "mktn") / "glove"
 
 
-def cached_digest(path: Path, cache_dir: Path) -> str:
-    """sha256 of ``path``, rehashed only when its size or mtime changed since it was recorded."""
+def _read_index(cache_dir: Path) -> dict[str, Any]:
     index_path = cache_dir / _DIGESTS_FILE
-    index: dict[str, Any] = {}
     if index_path.is_file():
         with contextlib.suppress(ValueError, OSError):
-            index = json.loads(index_path.read_text(encoding="utf-8"))
-    key = str(path.resolve())
-    rec = index.get(key)
+            loaded = json.loads(index_path.read_text(encoding="utf-8"))
+            if isinstance(loaded, dict):
+                return loaded
+    return {}
+
+
+def lookup_digest(path: Path, cache_dir: Path) -> str | None:
+    """The recorded sha256 of ``path`` when its size and mtime are unchanged, else ``None``."""
+    rec = _read_index(cache_dir).get(str(path.resolve()))
     if rec:
         fp = FileFingerprint.from_dict(rec)
         if quick_unchanged(path, fp):
             return fp.sha256
+    return None
+
+
+def record_digest(path: Path, sha256: str, cache_dir: Path, stat: os.stat_result) -> None:
+    """Remember ``sha256`` for ``path`` as it was at ``stat`` (skipped if it changed since)."""
+    now = path.stat()
+    if (now.st_size, now.st_mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+        logger.warning("%s changed while it was read; its digest is not recorded", path)
+        return
+    index = _read_index(cache_dir)
+    fp = FileFingerprint(str(path.resolve()), stat.st_size, stat.st_mtime_ns, sha256)
+    index[fp.path] = fp.to_dict()
+    atomic_write_json(cache_dir / _DIGESTS_FILE, index)
+
+
+def cached_digest(path: Path, cache_dir: Path) -> str:
+    """sha256 of ``path``, rehashed only when its size or mtime changed since it was recorded."""
+    sha = lookup_digest(path, cache_dir)
+    if sha is not None:
+        return sha
     logger.info("hashing %s (once; remembered by size and mtime)", path)
-    fp = fingerprint_file(path)
-    index[key] = fp.to_dict()
-    atomic_write_json(index_path, index)
-    return fp.sha256
+    stat = path.stat()
+    sha = file_digest(path)
+    record_digest(path, sha, cache_dir, stat)
+    return sha
 
 
 def load_subset(
@@ -440,19 +481,39 @@ def load_subset(
         )
     words = sorted(set(vocab))
     cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    sha = cached_digest(p, cdir)
     vocab_digest = digest_strings(*words)
     flag = "lc" if lowercase_fallback else "exact"
-    cache = cdir / f"glove-subset-{sha[:16]}-{vocab_digest}-{flag}.kv"
-    if cache.is_file():
-        kv = KeyedVectors.load(str(cache))
+
+    def cache_path(sha: str) -> Path:
+        return cdir / f"glove-subset-{sha[:16]}-{vocab_digest}-{flag}.kv"
+
+    sha = lookup_digest(p, cdir)
+    resolved = detect_format(p) if fmt == "auto" else fmt
+    hasher = None
+    if sha is None and resolved != "gensim" and p.suffix != ".gz":
+        hasher = hashlib.sha256()  # first sight of this file: hash it during the one pass
+    elif sha is None:
+        sha = cached_digest(p, cdir)
+    if sha is not None and cache_path(sha).is_file():
+        kv = KeyedVectors.load(str(cache_path(sha)))
         info = dict(getattr(kv, "mktn_info", {}))
-        info.update(cache=str(cache), cache_hit=True)
-        logger.info("GloVe subset cache hit: %s", cache)
+        info.update(cache=str(cache_path(sha)), cache_hit=True)
+        logger.info("GloVe subset cache hit: %s", cache_path(sha))
         return kv, info
+    stat = p.stat()
     kv, stats = stream_subset(
-        p, words, fmt=fmt, lowercase_fallback=lowercase_fallback, progress=progress
+        p,
+        words,
+        fmt=resolved,
+        lowercase_fallback=lowercase_fallback,
+        progress=progress,
+        hasher=hasher,
     )
+    if hasher is not None:
+        sha = hasher.hexdigest()
+        record_digest(p, sha, cdir, stat)
+    assert sha is not None
+    cache = cache_path(sha)
     info = {
         "path": str(p.resolve()),
         "sha256": sha,

@@ -19,6 +19,7 @@ from pipeline.glove import (
     stream_subset,
     train_default_vectors,
 )
+from storage.fingerprint import file_digest
 
 DIM = 6
 WORDS = ["the", "person", "opens", "door", "a", "chair", "walks", "book", "café", "."]
@@ -73,6 +74,8 @@ def test_word2vec_text_and_binary_round_trip(tmp_path: Path, binary: bool) -> No
     assert stats.found == len(WORDS) and stats.lines == len(WORDS)
     for w in WORDS:
         np.testing.assert_allclose(kv[w], vecs[w], atol=1e-6)
+    _, info = load_subset(path, ["door"], cache_dir=tmp_path / "c", progress=False)
+    assert info["sha256"] == file_digest(path) and info["format"] == stats.fmt
 
 
 def test_gensim_native_round_trip(tmp_path: Path) -> None:
@@ -116,7 +119,9 @@ def test_subset_cache_hit_and_invalidation(tmp_path: Path, monkeypatch: pytest.M
     path = _write_glove(tmp_path / "glove.txt", _vectors(WORDS))
     cache = tmp_path / "cache"
     kv1, info1 = load_subset(path, ["door", "book"], cache_dir=cache, progress=False)
-    assert not info1["cache_hit"] and info1["found"] == 2 and len(info1["sha256"]) == 64
+    assert not info1["cache_hit"] and info1["found"] == 2
+    assert info1["sha256"] == file_digest(path)  # hashed during the one streaming pass
+    assert glove.lookup_digest(path, cache) == info1["sha256"]  # ... and remembered
 
     def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("the file was streamed again despite the cache")
