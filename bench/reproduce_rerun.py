@@ -25,14 +25,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_once(work: Path, quick: bool, env: dict[str, str]) -> dict[str, object]:
+def run_once(work: Path, quick: bool, env: dict[str, str], cwd: str) -> dict[str, object]:
     cmd = [
         sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main())",
         "reproduce", "--work", str(work), "--json",
     ] + (["--quick"] if quick else [])
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    # cwd matters: `python -c` puts it first on sys.path, before PYTHONPATH
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=cwd)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-5000:])
@@ -64,18 +65,21 @@ def main() -> int:
     env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
     env.setdefault("PREFECT_HOME", str(work.parent / (work.name + "-prefect-home")))
     snap = None
+    cwd = str(work.parent)
     if args.snapshot:
         snap = tempfile.mkdtemp(prefix="mktn-snapshot-")
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD"], capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", snap], input=archive.stdout, check=True)
         env["PYTHONPATH"] = snap + os.pathsep + env.get("PYTHONPATH", "")
+        cwd = snap
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True, check=True).stdout.strip()
-        print(f"code: git HEAD {commit} exported to {snap}")
-    runs = [run_once(work, args.quick, env)]
+        print(f"code: git HEAD {commit} exported to {snap}", flush=True)
+    work.parent.mkdir(parents=True, exist_ok=True)
+    runs = [run_once(work, args.quick, env, cwd)]
     print(f"cold:   {json.dumps(runs[0])}", flush=True)
     for i in range(args.reruns):
-        runs.append(run_once(work, args.quick, env))
+        runs.append(run_once(work, args.quick, env, cwd))
         print(f"rerun{i + 1}: {json.dumps(runs[-1])}", flush=True)
     cold = float(runs[0]["wall_s"])  # type: ignore[arg-type]
     for i, r in enumerate(runs[1:], start=1):
