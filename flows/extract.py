@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
@@ -28,7 +29,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.futures import as_completed
-from prefect.states import Completed, Failed, State
+from prefect.states import Completed, Failed
 
 from flows import tasks
 from flows.caching import config_hash, persisted
@@ -94,7 +95,7 @@ def extract_videos_subflow(
                 row["status"] = "cached"
             row["path"] = job["path"]
             results.append(row)
-        if progress_id is not None:
+        if isinstance(progress_id, UUID):
             update_progress_artifact(progress_id, 100.0 * n / max(1, len(jobs)))
     order = {j["video_id"]: i for i, j in enumerate(jobs)}
     return sorted(results, key=lambda r: order.get(r["video_id"], 0))
@@ -117,14 +118,15 @@ def extract_features(
     video_ids: list[str] | None = None,
     dask: str | None = None,
     max_workers: int = DEFAULT_MAX_WORKERS,
-) -> State:
+) -> Any:
     """Extract clip and patch features of every video in ``videos_dir`` into the feature store.
 
     ``extractor``: ``pipeline.extract.ExtractionConfig`` fields to override (e.g.
     ``{"backbone": "r3d_18", "fps": 4}``); ``video_ids``: only these videos;
     ``dask``: ``None`` (threads here), ``"local"`` (a Dask LocalCluster) or a
     scheduler address; ``max_workers``: concurrent videos (threads or Dask workers).
-    Returns the summary dict (as the data of the final state).
+    Returns a ``Completed``/``Failed`` state whose data is the summary dict, so a caller
+    (or a subflow call) gets the summary, and the run's state message names the failures.
     """
     from pipeline.extract import list_videos, video_id_for
 

@@ -108,7 +108,7 @@ def reevaluate(
     ckpt_digests = tasks.fingerprint_files(ckpts, str(ws.fingerprint_index)) if ckpts else {}
     if not ckpts:
         log.warning("no checkpoints given and none under %s/runs: only the stores are filled", ws.root)
-    stores = {"work_dir": ws.root, "feature_store": ws.feature_store}
+    stores: dict[str, Any] = {"work_dir": ws.root, "feature_store": ws.feature_store}
 
     for spec in specs:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

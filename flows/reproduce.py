@@ -91,7 +91,7 @@ def reproduce(
         )
     eval_split = spec.eval_split()
     fmt = None if spec.format in ("auto", "") else spec.format
-    common = {"work_dir": ws.root, "feature_store": ws.feature_store}
+    common: dict[str, Any] = {"work_dir": ws.root, "feature_store": ws.feature_store}
 
     ext = extract_features(
         videos_dir=spec.videos_dir, dataset=spec.name, extractor=extractor,
@@ -101,8 +101,8 @@ def reproduce(
         annotations=spec.annotations, dataset=spec.name, format=fmt, durations=spec.durations,
         query_store=ws.query_store, encoder=encoder, **common,
     )
-    stores = {**common, "query_store": ws.query_store}
-    data_args = {
+    stores: dict[str, Any] = {**common, "query_store": ws.query_store}
+    data_args: dict[str, Any] = {
         "annotations": spec.annotations, "dataset": spec.name, "format": fmt,
         "durations": spec.durations, "extractor_id": ext["extractor_id"],
         "encoder_id": emb["encoder_id"],

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prefect import task
 
@@ -245,7 +245,7 @@ def embed_config(dataset: str, overrides: dict[str, Any] | None) -> Any:
             bad = sorted(set(value) - sub_known)
             if bad:
                 raise ValueError(f"unknown {key} setting(s) {bad}; known: {sorted(sub_known)}")
-            changes[key] = dataclasses.replace(current, **value)
+            changes[key] = dataclasses.replace(cast(Any, current), **value)
         else:
             changes[key] = value
     return dataclasses.replace(base, **changes)
