@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_skipthought import BI, UNI, write_release
 
 from pipeline.cli import main
 from pipeline.datasets.records import QueryMoment
@@ -219,3 +220,44 @@ def test_cli_embed(tmp_path: Path, one_thread: None, capsys: pytest.CaptureFixtu
         == 2
     )
     assert "missing.txt" in capsys.readouterr().err
+
+
+def test_embed_with_the_original_release(tmp_path: Path) -> None:
+    (tmp_path / "release").mkdir()
+    release_dir, *_ = write_release(tmp_path / "release")
+    rng = np.random.default_rng(1)
+    # GloVe with the release's width (5) so the expansion map can be fitted; "chair" and
+    # "walks" are not in the release dictionary and get mapped rows
+    words = ["the", "person", "opens", "door", "a", "chair", "walks", "into", "room"]
+    glove = tmp_path / "glove5.txt"
+    glove.write_text(
+        "\n".join(w + " " + " ".join(f"{x:.4f}" for x in rng.standard_normal(5)) for w in words)
+        + "\n",
+        encoding="utf-8",
+    )
+    cfg = _config(
+        tmp_path,
+        vectors=WordVectorsConfig(path=str(glove), cache_dir=str(tmp_path / "c")),
+        skipthought=str(release_dir),
+    )
+    records = _records()[:3]
+    s = embed_queries(records, QueryStore(tmp_path / "q.zarr"), cfg)
+    assert s.sentence_encoder == "theano-release" and s.sentence_dim == UNI + 2 * BI
+    assert "+st-combine-" in s.encoder_id
+    group = QueryStore(tmp_path / "q.zarr").encoder("toy", s.encoder_id)
+    st = group.attrs["sentence_encoder"]
+    assert set(st["files"]) == {
+        "uni_skip.npz",
+        "bi_skip.npz",
+        "utable.npy",
+        "btable.npy",
+        "dictionary.txt",
+    }
+    assert st["vocab_expansion"]["added_words"] >= 2  # chair, walks (+ into, room, sits...)
+    assert group.attrs["comparable_to_published"] is True
+
+    from pipeline.skipthought import load_theano_skipthoughts
+
+    enc, _ = load_theano_skipthoughts(release_dir)
+    q = group.read_query(records[2].query_id)  # "a person opens the door": all in the release
+    np.testing.assert_allclose(q.sentence, enc.encode([q.tokens])[0], atol=1e-5)

@@ -59,6 +59,12 @@ def _gru_params(rng: np.random.Generator, prefix: str, dim: int) -> dict[str, np
 def release(
     tmp_path: Path,
 ) -> tuple[Path, dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    return write_release(tmp_path)
+
+
+def write_release(
+    tmp_path: Path,
+) -> tuple[Path, dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """A miniature of the original release, in its file layout and parameter names."""
     rng = np.random.default_rng(0)
     uni = _gru_params(rng, "encoder", UNI)
