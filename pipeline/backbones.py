@@ -414,7 +414,7 @@ class ClipFeatureExtractor(nn.Module):
 
     def normalize(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [B, L, H, W, 3] -> float [B, 3, L, H, W] normalised for this backbone."""
-        x = frames.permute(0, 4, 1, 2, 3).float()  # (B, 3, L, H, W)
+        x = frames.permute(0, 4, 1, 2, 3).contiguous().float()  # (B, 3, L, H, W)
         return (x * (self.spec.scale / 255.0) - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,8 +1,8 @@
 """Videos -> clip and patch features in the Zarr feature store, decode overlapped with compute.
 
-A background reader thread probes, fingerprints and decodes videos and turns
-clips into normalised tensors (pinned on CUDA); the calling thread runs batched
-inference (``torch.inference_mode``; autocast on CUDA) and writes each finished
+A background reader thread probes, fingerprints and decodes videos into batches
+of uint8 clips (pinned on CUDA); the calling thread copies them to the device
+(non-blocking), normalises them there and runs batched inference (``torch.inference_mode``; autocast on CUDA) and writes each finished
 video to the store, whose commit marker is written last. Killed at any moment and
 rerun, only videos without a commit marker, or whose source changed, are extracted.
 
@@ -326,7 +326,7 @@ class _Batch:
     job: _Job
     indices: np.ndarray
     times: np.ndarray
-    clips: torch.Tensor  # (B, 3, L, H, W) normalised, pinned on CUDA
+    clips: torch.Tensor  # (B, L, H, W, 3) uint8, pinned on CUDA
 
 
 @dataclass
@@ -409,7 +409,10 @@ class _Reader(threading.Thread):
         self._put(_Start(job, info, stream, fingerprint))
         try:
             for batch in stream.batches(self.batch_size):
-                clips = self.model.normalize(torch.from_numpy(batch.frames))
+                # uint8 crosses the thread boundary (4x smaller than float32, and large
+                # float buffers freed in another thread bloat glibc's per-thread arenas);
+                # the compute side normalises, on the GPU when there is one.
+                clips = torch.from_numpy(batch.frames)
                 if self.pin:
                     clips = clips.pin_memory()
                 self._put(_Batch(job, batch.indices, batch.times, clips))
@@ -534,7 +537,8 @@ def _run(
                 if current is None or job.video_id in failed_ids:
                     continue
                 with torch.inference_mode(), autocast:
-                    out = model(item.clips.to(device, non_blocking=use_cuda))
+                    x = model.normalize(item.clips.to(device, non_blocking=use_cuda))
+                    out = model(x)
                 frames.append(out["clip"].float().cpu().numpy())
                 patches.append(out["patches"].float().cpu().numpy())
                 times.append(item.times)
