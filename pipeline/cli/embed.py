@@ -127,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.text import QueryTextError, TextConfig
     from storage.queries import QueryStore
 
+    if getattr(args, "verbose", 0) < 2:  # gensim logs every word2vec epoch at INFO
+        logging.getLogger("gensim").setLevel(logging.WARNING)
     try:
         records, fmt = _load(args)
         overrides: dict[str, object] = {"mode": args.skipthought_mode, "seed": args.seed}
