@@ -115,8 +115,10 @@ def _open_root(root: StoreRoot, mode: str) -> zarr.Group:
     if isinstance(root, Store):
         return zarr.open_group(store=root, mode=mode)  # type: ignore[arg-type]
     text = os.fspath(root)
-    if "://" in text:
-        return zarr.open_group(store=text, mode=mode)  # type: ignore[arg-type]
+    if text.startswith("file://"):
+        return zarr.open_group(store=zarr.storage.LocalStore(text[len("file://") :]), mode=mode)  # type: ignore[arg-type]
+    if "://" in text:  # s3://, gs://, memory://...: through fsspec
+        return zarr.open_group(store=zarr.storage.FsspecStore.from_url(text), mode=mode)  # type: ignore[arg-type]
     return zarr.open_group(store=str(Path(text)), mode=mode)  # type: ignore[arg-type]
 
 

@@ -11,10 +11,12 @@ from zarr.storage import MemoryStore
 from storage.queries import COMMIT_ATTR, QueryStore
 
 
-@pytest.fixture(params=["memory", "disk"])
+@pytest.fixture(params=["memory", "disk", "file-url"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> QueryStore:
     if request.param == "memory":
         return QueryStore(MemoryStore())
+    if request.param == "file-url":
+        return QueryStore(f"file://{tmp_path}/q.zarr")
     return QueryStore(tmp_path / "q.zarr")
 
 
