@@ -611,7 +611,7 @@ def _train(
     losses: list[float] = []
     start_epoch = 0
     if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        state = torch.load(ckpt_path, map_location=dev, weights_only=True)
         if state.get("words") != words:
             raise ValueError(
                 f"{ckpt_path}: checkpoint vocabulary differs from this corpus; delete it"
@@ -702,7 +702,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[SkipThoughtEncoder, d
         raise FileNotFoundError(
             f"skip-thought checkpoint {str(p)!r} not found; train one with --skipthought train"
         )
-    state = torch.load(p, map_location="cpu", weights_only=False)
+    state = torch.load(p, map_location="cpu", weights_only=True)
     if "encoder" not in state or "words" not in state:
         raise ValueError(f"{p}: not a skip-thought checkpoint written by mktn (no encoder/words)")
     cfg = SkipThoughtConfig(**state["config"])
