@@ -127,6 +127,6 @@ def test_rows_without_negatives_do_not_count():
     mask = torch.tensor([[True, True], [False, False]])  # ANS removed every negative of row 1
     for fn in (info_nce, lambda p, n, m: rince(p, n, m, 0.5, 0.01)):
         assert float(fn(pos, neg, mask)) == pytest.approx(float(fn(pos[:1], neg[:1], mask[:1])))
-        none = fn(pos.requires_grad_(), neg, torch.zeros(2, 2, dtype=torch.bool))
+        none = fn(pos.clone().requires_grad_(), neg, torch.zeros(2, 2, dtype=torch.bool))
         assert float(none.detach()) == 0.0
         none.backward()  # still part of the graph
