@@ -427,6 +427,8 @@ def _read_index(cache_dir: Path) -> dict[str, Any]:
 
 def lookup_digest(path: Path, cache_dir: Path) -> str | None:
     """The recorded sha256 of ``path`` when its size and mtime are unchanged, else ``None``."""
+    if not path.is_file():
+        return None
     rec = _read_index(cache_dir).get(str(path.resolve()))
     if rec:
         fp = FileFingerprint.from_dict(rec)
