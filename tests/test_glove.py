@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +180,26 @@ def test_default_vectors_are_trained_and_deterministic() -> None:
     assert wv.source["kind"] == "word2vec-on-dataset" and wv.oov_words == ["new"]
     with pytest.raises(ValueError, match="no training sentences"):
         train_default_vectors([])
+
+
+def test_truncated_binary_and_gzip_text(tmp_path: Path) -> None:
+    vecs = _vectors(WORDS)
+    src = KeyedVectors(vector_size=DIM)
+    src.add_vectors(list(vecs), np.stack(list(vecs.values())))
+    full = tmp_path / "full.bin"
+    src.save_word2vec_format(str(full), binary=True)
+    cut = tmp_path / "cut.bin"
+    cut.write_bytes(full.read_bytes()[:-10])
+    with pytest.raises(
+        GloveFormatError, match=rf"cut\.bin: record {len(WORDS)} of {len(WORDS)} is truncated"
+    ):
+        stream_subset(cut, ["door"], progress=False)
+
+    plain = _write_glove(tmp_path / "g.txt", vecs)
+    gz = tmp_path / "g.txt.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes()))
+    kv, stats = stream_subset(gz, ["door", "chair"], progress=False)
+    assert stats.fmt == "glove" and stats.found == 2
+    np.testing.assert_array_equal(kv["chair"], vecs["chair"])
+    _, info = load_subset(gz, ["door"], cache_dir=tmp_path / "c", progress=False)
+    assert info["sha256"] == file_digest(gz)  # .gz: hashed in its own read, of the raw bytes
