@@ -226,7 +226,8 @@ def up_to_date(
     """True when ``video_id`` is committed and its source file is unchanged.
 
     Size differs -> changed. Size and mtime equal -> unchanged (unless ``verify_content``).
-    Mtime differs (or ``verify_content``) -> the sha256 decides.
+    Mtime differs (or ``verify_content``) -> the sha256 decides; a touched file with the
+    same content keeps its features and its recorded mtime is refreshed.
     """
     if not group.is_complete(video_id):
         return False
@@ -241,7 +242,14 @@ def up_to_date(
         return False
     if quick is True and not verify_content:
         return True
-    return fingerprint_file(path).sha256 == recorded.sha256
+    current = fingerprint_file(path)
+    if current.sha256 != recorded.sha256:
+        return False
+    if current.mtime_ns != recorded.mtime_ns:  # touched, same content: remember the new mtime
+        refreshed = dict(recorded.to_dict(), mtime_ns=current.mtime_ns)
+        group.update_video_attrs(video_id, {"source_fingerprint": refreshed})
+        log.info("%s: modification time changed but content did not; not re-extracted", path)
+    return True
 
 
 # --- the model side -----------------------------------------------------------------------

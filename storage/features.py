@@ -354,6 +354,19 @@ class FeatureGroup:
         # The commit marker: written last, in the video's own group.
         vgroup.attrs.update({COMMIT_ATTR: {"time": time.time(), "num_clips": t}})
 
+    def update_video_attrs(self, video_id: str, attrs: Mapping[str, Any]) -> None:
+        """Merge ``attrs`` into a committed video's attributes (e.g. a refreshed source mtime).
+
+        The commit marker cannot be changed this way. A crash during the (single-key)
+        metadata write leaves the video unreadable, hence re-extracted, never half-valid.
+        """
+        self.video_attrs(video_id)  # raises IncompleteVideoError if not committed
+        if COMMIT_ATTR in attrs:
+            raise ValueError(f"the {COMMIT_ATTR!r} attribute is written only by write_video")
+        vgroup = self._group[video_id]
+        assert isinstance(vgroup, zarr.Group)
+        vgroup.attrs.update(_jsonable(dict(attrs)))
+
     def delete_video(self, video_id: str) -> None:
         """Remove a video (complete or not); missing is not an error."""
         safe_component(video_id, what="video id")

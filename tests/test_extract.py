@@ -76,8 +76,11 @@ def test_changed_source_is_reextracted(tmp_path: Path) -> None:
     store = FeatureStore(f"memory://extract-{time.time_ns()}")
     assert extract_one(src, store, CONFIG).status == "done"
     assert extract_one(src, store, CONFIG).status == "skipped"
-    os.utime(src, ns=(time.time_ns(), time.time_ns() + 10**9))  # touched, same content
+    touched = time.time_ns() + 10**9
+    os.utime(src, ns=(touched, touched))  # touched, same content
     assert extract_one(src, store, CONFIG).status == "skipped"
+    group = store.extractor("t", CONFIG.resolved_extractor_id())
+    assert group.video_attrs("v")["source_fingerprint"]["mtime_ns"] == touched
     make_video(src, n=24, fps=8)  # new content and size
     result = extract_one(src, store, CONFIG)
     assert result.status == "done" and result.num_clips == 3

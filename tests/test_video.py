@@ -17,6 +17,7 @@ from pipeline.video import (
     ClipSampling,
     ClipStream,
     VideoDecodeError,
+    VideoInfo,
     center_crop,
     plan_clips,
     probe,
@@ -185,3 +186,12 @@ def test_bad_files_name_the_file_and_reason(tmp_path: Path) -> None:
         probe(tmp_path / "missing.mp4")
     with pytest.raises(VideoDecodeError, match="not a regular file"):
         probe(tmp_path)
+
+
+def test_hour_long_plan_is_cheap_and_exact() -> None:
+    n = 30 * 3600  # one hour at 30 fps, timestamps only (no decoding)
+    info = VideoInfo("hour.mp4", n, 30.0, 3600.0, 640, 360, np.arange(n) / 30.0, False)
+    plan = plan_clips(info, ClipSampling(fps=8, clip_len=8, stride=8))
+    assert plan.num_clips == 3600 and plan.padded_frames == 0
+    assert plan.clip_times[-1].tolist() == [3599.0, 3600.0]
+    np.testing.assert_array_equal(plan.source_frames[:5], [0, 3, 7, 11, 15])  # floor(k * 30 / 8)
