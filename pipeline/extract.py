@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -657,8 +657,3 @@ def extract_one(
     vid = safe_component(video_id, what="video id") if video_id else video_id_for(path)
     summary = _run([_Job(vid, path, force)], group, config, progress=False)
     return summary.results[0]
-
-
-def config_with(config: ExtractionConfig, **changes: Any) -> ExtractionConfig:
-    """``dataclasses.replace`` that ignores ``None`` values (handy for CLI overrides)."""
-    return replace(config, **{k: v for k, v in changes.items() if v is not None})

@@ -28,7 +28,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, help="random-init seed when no --weights (default 0)"
     )
     parser.add_argument(
-        "--layer", default=None, help="layer to take features from (default: last conv stage)"
+        "--layer",
+        default=None,
+        help="layer to read; 'a+b' joins layers (default: the backbone's, tiny3d: layer2+layer3)",
     )
     parser.add_argument(
         "--grid", type=int, default=2, help="patch grid side; P = grid^2 (default 2)"
