@@ -378,6 +378,7 @@ class _Reader(threading.Thread):
         self.pin = pin
         self.out: queue.Queue[Any] = queue.Queue(maxsize=max(1, config.prefetch_batches))
         self.stop = threading.Event()
+        self.error: BaseException | None = None
 
     def _put(self, item: Any) -> None:
         while not self.stop.is_set():
@@ -395,6 +396,9 @@ class _Reader(threading.Thread):
             self._put(_DONE)
         except _Stopped:
             return
+        except BaseException as exc:  # a bug, not a bad video: surface it in the caller
+            self.error = exc
+            raise
 
     def _one(self, job: _Job) -> None:
         try:
@@ -436,7 +440,12 @@ class _Reader(threading.Thread):
 
     def items(self) -> Iterator[Any]:
         while True:
-            item = self.out.get()
+            try:
+                item = self.out.get(timeout=1.0)
+            except queue.Empty:
+                if not self.is_alive():
+                    raise RuntimeError(f"the video reader thread died: {self.error!r}") from None
+                continue
             if item is _DONE:
                 return
             yield item
@@ -476,11 +485,18 @@ def _video_attrs(config: ExtractionConfig, start: _Start, extractor_id: str) -> 
     }
 
 
-def _configure_threads(config: ExtractionConfig, device: torch.device) -> None:
-    if device.type == "cpu":
-        want = config.threads or os.cpu_count() or 1
-        if torch.get_num_threads() != want:
-            torch.set_num_threads(want)
+@contextlib.contextmanager
+def _cpu_threads(config: ExtractionConfig, device: torch.device) -> Iterator[None]:
+    """Use ``config.threads`` (default: every core) for torch on CPU, restoring the old setting."""
+    before = torch.get_num_threads()
+    want = (config.threads or os.cpu_count() or 1) if device.type == "cpu" else before
+    if want != before:
+        torch.set_num_threads(want)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def _run(
@@ -497,7 +513,20 @@ def _run(
     else:
         group = store.extractor(config.dataset, extractor_id, attrs=config.feature_config())
     device = resolve_device(config.device)
-    _configure_threads(config, device)
+    with _cpu_threads(config, device):
+        summary = _drive(jobs, group, config, device, extractor_id, progress)
+    summary.wall_seconds = time.perf_counter() - t0
+    return summary
+
+
+def _drive(
+    jobs: list[_Job],
+    group: FeatureGroup,
+    config: ExtractionConfig,
+    device: torch.device,
+    extractor_id: str,
+    progress: bool,
+) -> ExtractionSummary:
     model = get_model(config, device)
     batch_size = config.batch_size or auto_batch_size(model, config.sampling(), device)
     use_cuda = device.type == "cuda"
@@ -586,7 +615,6 @@ def _run(
         overall.close()
         if per_video is not None:
             per_video.close()
-    summary.wall_seconds = time.perf_counter() - t0
     return summary
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from test_video import make_video
 
 from pipeline.cli import main
@@ -86,7 +88,10 @@ def test_changed_source_is_reextracted(tmp_path: Path) -> None:
     assert result.status == "done" and result.num_clips == 3
     group = store.extractor("t", CONFIG.resolved_extractor_id())
     assert group.read_video("v").num_clips == 3
-    assert extract_one(src, store, CONFIG, force=True).status == "done"
+    threads = torch.get_num_threads()
+    one_thread = dataclasses.replace(CONFIG, threads=1)
+    assert extract_one(src, store, one_thread, force=True).status == "done"
+    assert torch.get_num_threads() == threads  # the library restores torch's setting
 
 
 def test_kill_9_then_rerun_equals_uninterrupted_run(tmp_path: Path) -> None:
