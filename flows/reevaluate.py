@@ -69,6 +69,11 @@ def write_results(results_dir: Path, rows: list[dict[str, Any]]) -> tuple[Path, 
     return csv_path, md_path
 
 
+def _one_line(exc: BaseException, limit: int = 400) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def dataset_fingerprint(spec: DatasetSpec, digests: dict[str, str], videos: list[str]) -> str:
     """One digest over every video's and annotation file's sha256 and the dataset's format."""
     parts = [f"video:{Path(p).name}:{digests[p]}" for p in sorted(videos)]
@@ -134,7 +139,7 @@ def reevaluate(
             )
         except Exception as exc:  # noqa: BLE001 - one broken dataset must not stop the others
             log.error("dataset %s failed: %s", spec.name, exc)
-            new_rows.append({"time": now, "dataset": spec.name, "status": "failed", "error": str(exc)[:500]})
+            new_rows.append({"time": now, "dataset": spec.name, "status": "failed", "error": _one_line(exc)})
             continue
         for ckpt in pending:
             row: dict[str, Any] = {
@@ -153,7 +158,7 @@ def reevaluate(
                            num_queries=int(m["num_queries"]))
             except Exception as exc:  # noqa: BLE001 - a bad checkpoint must not stop the others
                 log.error("%s on %s failed: %s", ckpt, spec.name, exc)
-                row.update(status="failed", error=str(exc)[:500])
+                row.update(status="failed", error=_one_line(exc))
             new_rows.append(row)
 
     all_rows = rows + new_rows

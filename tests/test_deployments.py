@@ -188,9 +188,17 @@ def _reproduce(env: dict[str, str], work: Path, *extra: str) -> dict:
     return json.loads(res.stdout[res.stdout.index("{"):])
 
 
-def test_mktn_reproduce_quick_cold_rerun_and_model_change(prefect_server: dict[str, str], tmp_path: Path) -> None:
-    work = tmp_path / "work"
-    cold = _reproduce(prefect_server, work)
+@pytest.fixture(scope="module")
+def quick_run(prefect_server: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """`mktn reproduce --quick` from nothing: the README's main command, cold."""
+    work = tmp_path_factory.mktemp("reproduce") / "work"
+    return work, _reproduce(prefect_server, work)
+
+
+def test_mktn_reproduce_quick_cold_rerun_and_model_change(
+    prefect_server: dict[str, str], quick_run: tuple[Path, dict]
+) -> None:
+    work, cold = quick_run
     # everything ran: synthetic data generated, 12 videos extracted, queries embedded, model trained
     assert cold["extraction"]["counts"]["done"] == 12 and not cold["extraction"]["failed"]
     assert cold["embedding"]["embedded"] and cold["training"]["trained"]
@@ -215,3 +223,43 @@ def test_mktn_reproduce_quick_cold_rerun_and_model_change(prefect_server: dict[s
     changed = _reproduce(prefect_server, work, "--set", "train.lr=0.0007")
     assert changed["training"]["trained"] and changed["training"]["run_dir"] != cold["training"]["run_dir"]
     assert changed["extraction"]["counts"]["done"] == 0 and not changed["embedding"]["embedded"]
+
+
+def test_reevaluate_appends_new_pairs_once(
+    prefect_server: dict[str, str], quick_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.reevaluate import reevaluate
+    from flows.reproduce import QUICK_ENCODER
+
+    work, cold = quick_run
+    data = work / "data" / "synthetic" / "quick"
+    root = tmp_path / "datasets"
+    (root / "quick-again").mkdir(parents=True)
+    manifest = {
+        "name": "synthetic-quick", "format": "jsonl", "videos": str(data / "videos"),
+        "annotations": {s: str(data / "annotations" / f"{s}.jsonl") for s in ("train", "val", "test")},
+    }
+    (root / "quick-again" / "dataset.json").write_text(json.dumps(manifest))
+    best = str(Path(cold["training"]["run_dir"]) / "best.pt")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with temporary_settings({PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}):
+        first = reevaluate(datasets_root=str(root), checkpoints=[best, str(broken)], work_dir=str(work),
+                           encoder=QUICK_ENCODER)
+        second = reevaluate(datasets_root=str(root), checkpoints=[best, str(broken)], work_dir=str(work),
+                            encoder=QUICK_ENCODER)
+    status = {Path(r["checkpoint"]).name: r for r in first["new_rows"]}
+    assert status["best.pt"]["status"] == "ok", status
+    assert status["best.pt"]["R1@0.5"] == pytest.approx(cold["metrics"]["R1@0.5"], abs=0.01)
+    assert status["broken.pt"]["status"] == "failed" and status["broken.pt"]["error"]
+    # the unchanged dataset and the scored checkpoint are not evaluated again; the broken one is retried
+    assert [Path(r["checkpoint"]).name for r in second["new_rows"]] == ["broken.pt"]
+    import csv
+
+    with open(second["results_csv"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["status"] for r in rows] == ["ok", "failed", "failed"]
+    assert "cannot be read" in rows[1]["error"] and "\n" not in rows[1]["error"]
+    assert "| synthetic-quick |" in Path(second["results_md"]).read_text()
