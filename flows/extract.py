@@ -52,12 +52,18 @@ def extract_videos_subflow(
     feature_store: str,
     extractor_id: str,
     config: dict[str, Any],
+    max_workers: int = DEFAULT_MAX_WORKERS,
+    videos_per_task: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Run one ``extract-video`` task per job on this flow's task runner; one result dict per job.
+    """Run the ``extract-videos`` tasks (one per video or small group) on this flow's task runner.
 
-    A job is ``{"video_id", "path", "sha256"}``; a result has ``status`` (``done``,
-    ``skipped``, ``cached`` or ``failed``) and, when failed, ``reason``.
+    A job is ``{"video_id", "path", "sha256"}``; each result has ``status`` (``done``,
+    ``skipped`` (already in the store), ``cached`` (the task's cached result) or
+    ``failed``) and, when failed, ``reason``.
     """
+    from pipeline.extract import up_to_date
+    from storage.features import FeatureStore
+
     log = get_run_logger()
     fhash = config_hash(_feature_fields(config))
     progress_id = create_progress_artifact(
@@ -65,38 +71,41 @@ def extract_videos_subflow(
         key="extraction-progress",
         description=f"videos extracted into {feature_store} ({extractor_id})",
     )
+    store_group = FeatureStore(feature_store).extractor(config["dataset"], extractor_id, create=False)
     futures = {}
-    for job in jobs:
-        fresh = tasks.video_up_to_date(
-            feature_store, config["dataset"], extractor_id, job["video_id"], job["path"]
+    for chunk in tasks.group_jobs(jobs, max_workers, videos_per_task):
+        # a cached result is trusted only while the store still holds every video it names
+        fresh = all(up_to_date(store_group, j["video_id"], j["path"]) for j in chunk)
+        ids = [j["video_id"] for j in chunk]
+        name = f"extract-{ids[0]}" if len(ids) == 1 else f"extract-{ids[0]}..{ids[-1]}"
+        task_obj = persisted(tasks.extract_video_group, work_dir, refresh=not fresh)
+        fut = task_obj.with_options(task_run_name=name).submit(
+            jobs=chunk, videos_key=tasks.videos_key(chunk), feature_store=feature_store,
+            extractor_id=extractor_id, feature_config_hash=fhash, config=config,
         )
-        task_obj = persisted(tasks.extract_video, work_dir, refresh=not fresh)
-        fut = task_obj.with_options(task_run_name=f"extract-{job['video_id']}").submit(
-            path=job["path"],
-            video_id=job["video_id"],
-            video_sha256=job["sha256"],
-            feature_store=feature_store,
-            extractor_id=extractor_id,
-            feature_config_hash=fhash,
-            config=config,
-        )
-        futures[fut] = job
+        futures[fut] = chunk
     results: list[dict[str, Any]] = []
-    for n, fut in enumerate(as_completed(list(futures)), start=1):
-        job = futures[fut]
+    done_videos = 0
+    for fut in as_completed(list(futures)):
+        chunk = futures[fut]
         value = fut.result(raise_on_failure=False)
-        if isinstance(value, BaseException):
-            reason = str(value)
-            log.warning("video %s failed: %s", job["video_id"], reason)
-            results.append({"video_id": job["video_id"], "path": job["path"], "status": "failed", "reason": reason})
+        if isinstance(value, BaseException):  # retries exhausted, or an error outside the library
+            for j in chunk:
+                results.append({"video_id": j["video_id"], "path": j["path"], "status": "failed",
+                                "reason": str(value)})
         else:
-            row = dict(value)
-            if tasks.was_cached(fut, row):
-                row["status"] = "cached"
-            row["path"] = job["path"]
-            results.append(row)
+            cached = tasks.was_cached(fut, value)
+            for row in value["videos"]:
+                row = dict(row)
+                if cached and row["status"] != "failed":
+                    row["status"] = "cached"
+                results.append(row)
+        for row in results[-len(chunk):]:
+            if row["status"] == "failed":
+                log.warning("video %s failed: %s", row["video_id"], row["reason"])
+        done_videos += len(chunk)
         if isinstance(progress_id, UUID):
-            update_progress_artifact(progress_id, 100.0 * n / max(1, len(jobs)))
+            update_progress_artifact(progress_id, 100.0 * done_videos / max(1, len(jobs)))
     order = {j["video_id"]: i for i, j in enumerate(jobs)}
     return sorted(results, key=lambda r: order.get(r["video_id"], 0))
 
@@ -118,13 +127,16 @@ def extract_features(
     video_ids: list[str] | None = None,
     dask: str | None = None,
     max_workers: int = DEFAULT_MAX_WORKERS,
+    videos_per_task: int | None = None,
 ) -> Any:
     """Extract clip and patch features of every video in ``videos_dir`` into the feature store.
 
     ``extractor``: ``pipeline.extract.ExtractionConfig`` fields to override (e.g.
     ``{"backbone": "r3d_18", "fps": 4}``); ``video_ids``: only these videos;
     ``dask``: ``None`` (threads here), ``"local"`` (a Dask LocalCluster) or a
-    scheduler address; ``max_workers``: concurrent videos (threads or Dask workers).
+    scheduler address; ``max_workers``: concurrent tasks (threads or Dask workers);
+    ``videos_per_task``: videos per task (default: 1 for small sets, up to 16 for
+    large ones, see ``flows.tasks.group_jobs``).
     Returns a ``Completed``/``Failed`` state whose data is the summary dict, so a caller
     (or a subflow call) gets the summary, and the run's state message names the failures.
     """
@@ -153,7 +165,8 @@ def extract_features(
     runner = build_task_runner(dask, max_workers)
     results = extract_videos_subflow.with_options(task_runner=runner)(
         jobs=jobs, work_dir=ws.root, feature_store=ws.feature_store,
-        extractor_id=extractor_id, config=cfg_dict,
+        extractor_id=extractor_id, config=cfg_dict, max_workers=max_workers,
+        videos_per_task=videos_per_task,
     )
 
     ok = [r for r in results if r["status"] != "failed"]

@@ -63,13 +63,6 @@ class PermanentTaskError(ValueError):
     """A failure that would repeat (corrupt input, bad configuration): not retried."""
 
 
-def raise_for_reason(what: str, reason: str) -> None:
-    """Raise :class:`TransientTaskError` or :class:`PermanentTaskError` naming ``what`` and why."""
-    if reason_is_transient(reason):
-        raise TransientTaskError(f"{what}: {reason}")
-    raise PermanentTaskError(f"{what}: {reason}")
-
-
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect ``retry_condition_fn``: retry only when the failure's exception is transient."""
     exc = getattr(state, "data", None)
