@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,7 +91,7 @@ class GroundingData:
     queries: dict[str, QueryInput]
     records: list[QueryMoment]
     norm: NormStats | None = None
-    meta: dict[str, object] = field(default_factory=dict)  # provenance (store ids, encoder ids)
+    meta: dict[str, Any] = field(default_factory=dict)  # provenance (store ids, encoder ids)
     # the dataset's word-vector table (token -> vector, from the query store): checkpoints carry
     # it so `mktn predict` embeds new sentences with the vectors the model was trained on
     vocab: tuple[list[str], np.ndarray] | None = None
@@ -163,8 +164,8 @@ def prepare_video(v: VideoInput, norm: NormStats, num_clips: int) -> PreparedVid
     if t > num_clips:  # average-pool contiguous clips into num_clips bins
         starts = (np.arange(num_clips + 1) * t) // num_clips
         counts = np.diff(starts).astype(np.float32)
-        frames = np.add.reduceat(frames, starts[:-1], axis=0) / counts[:, None]
-        patches = np.add.reduceat(patches, starts[:-1], axis=0) / counts[:, None, None]
+        frames = (np.add.reduceat(frames, starts[:-1], axis=0) / counts[:, None]).astype(np.float32)
+        patches = (np.add.reduceat(patches, starts[:-1], axis=0) / counts[:, None, None]).astype(np.float32)
         clip_times = np.stack([clip_times[starts[:-1], 0], clip_times[starts[1:] - 1, 1]], axis=1)
         t = num_clips
     f = torch.zeros(num_clips, frames.shape[1])
@@ -325,8 +326,8 @@ class Batch:
     same_video: torch.Tensor
 
     def to(self, device: torch.device | str) -> Batch:
-        kw = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
-              for k, v in self.__dict__.items()}
+        kw: dict[str, Any] = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                              for k, v in self.__dict__.items()}
         return Batch(**kw)
 
     @property

@@ -112,7 +112,7 @@ class MKTN(nn.Module):
         tokens = [words]
         token_masks = [batch.word_mask]
         objects = None
-        if self.opm is not None:
+        if self.opm is not None and self.object_to_clip is not None:
             o = self.opm(patches, batch.video_mask, words, batch.word_mask)
             objects = o["objects"]
             out["sim_op"] = o["sim_op"]

@@ -33,7 +33,7 @@ def run_sweep(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[s
     out.mkdir(parents=True, exist_ok=True)
     split = "test" if data.split("test") else "val"
     records = data.split(split)
-    points = []
+    points: list[dict[str, Any]] = []
     for s in strengths:
         scfg = override(cfg, [f"loss.alignment_strength={s}", f"train.seed={seed}"])
         res = train_or_reuse(scfg, data, out / f"strength-{s:g}", device=device, show_progress=show_progress)
@@ -43,9 +43,9 @@ def run_sweep(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[s
         ev = evaluate_model(model, prepared, records, batch_videos=mcfg.train.batch_videos,
                             device=device or "cpu")
         align = alignment_scores(ev.video_embed, ev.query_embed, records)
-        points.append({"strength": s, "metrics": eval_metrics(res), "alignment": align})
-        log.info("strength %g: R1@0.5 %.2f mutual-kNN %.3f", s, points[-1]["metrics"]["R1@0.5"],
-                 align["mutual_knn"])
+        metrics = eval_metrics(res)
+        points.append({"strength": s, "metrics": metrics, "alignment": align})
+        log.info("strength %g: R1@0.5 %.2f mutual-kNN %.3f", s, metrics["R1@0.5"], align["mutual_knn"])
     summary = {"split": split, "seed": seed, "config": cfg.to_dict(), "points": points}
     atomic_write_json(out / "sweep.json", summary)
     plot_sweep(points, out / "sweep.png")

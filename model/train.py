@@ -93,7 +93,8 @@ def build_training(cfg: MKTNConfig, dims: dict[str, int], total_steps: int, devi
     """Model on ``device``, AdamW (no decay on norms, biases, embeddings) and the warm-up/decay schedule."""
     model = build_model(cfg.model, dims["frame"], dims["patch"], dims["word"], dims["sentence"],
                         cfg.loss.temperature).to(device)
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         (no_decay if p.ndim < 2 or "pos" in name or "embed" in name or "queries" in name else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.train.weight_decay},
