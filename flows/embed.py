@@ -9,6 +9,7 @@ a rerun with nothing changed embeds nothing.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -53,7 +54,12 @@ def embed_queries(
             description=f"{dataset}: annotation lines fixed or dropped ({check['summary']})",
         )
         log.warning("%s annotations: %s", dataset, check["summary"])
-    enc_hash = config_hash(tasks.embed_config(dataset, encoder))
+    # the overrides, not the resolved EmbedConfig: its defaults are code, already in the key's
+    # source digest, and resolving it would import gensim/torch even on a cache hit
+    # (named files, such as a GloVe file, enter by content)
+    enc_files = _encoder_files(encoder)
+    enc_digests = tasks.fingerprint_files(enc_files, str(ws.fingerprint_index)) if enc_files else {}
+    enc_hash = config_hash({"dataset": dataset, "encoder": encoder or {}, "files": enc_digests})
     fut = persisted(tasks.embed_dataset_queries, ws.root).submit(
         dataset=dataset, annotations=annotations, annotations_sha=ann_sha, fmt=format,
         durations=durations, query_store=ws.query_store, encoder=encoder, encoder_hash=enc_hash,
@@ -67,6 +73,13 @@ def embed_queries(
             durations=durations, query_store=ws.query_store, encoder=encoder, encoder_hash=enc_hash,
         )
     return {**summary, "annotations_sha": ann_sha, "annotations": check}
+
+
+def _encoder_files(encoder: dict[str, Any] | None) -> list[str]:
+    """Local files named by the encoder settings (word vectors, a skip-thought checkpoint)."""
+    enc = encoder or {}
+    candidates = [dict(enc.get("vectors") or {}).get("path"), enc.get("skipthought")]
+    return sorted(str(p) for p in candidates if isinstance(p, str) and Path(p).is_file())
 
 
 def _issue_rows(report: dict[str, Any]) -> list[dict[str, Any]]:

@@ -174,3 +174,17 @@ def test_retry_policy_and_dataset_discovery(tmp_path: Path) -> None:
     assert set(got) == {"train", "test"}
     with pytest.raises(ValueError, match="cannot be used as a store key"):
         discover(root, name="../evil")
+
+
+def test_extract_on_a_dask_local_cluster(prefect_harness: None, videos: Path, tmp_path: Path) -> None:
+    """The Dask task runner: a real distributed.LocalCluster (worker processes) runs the tasks."""
+    state, s = _run_extract(videos, tmp_path / "work", dask="local", max_workers=1, video_ids=["synth_0000", "synth_0001"])
+    assert state.is_completed(), state
+    assert s["counts"]["done"] == 2 and s["counts"]["failed"] == 0
+    from pipeline.extract import ExtractionConfig
+    from storage.features import FeatureStore
+
+    group = FeatureStore(tmp_path / "work" / "stores" / "features.zarr").extractor(
+        "tiny", ExtractionConfig(dataset="tiny").resolved_extractor_id(), create=False
+    )
+    assert group.list_videos() == ["synth_0000", "synth_0001"]
