@@ -250,6 +250,12 @@ def test_reevaluate_appends_new_pairs_once(
                            encoder=QUICK_ENCODER)
         second = reevaluate(datasets_root=str(root), checkpoints=[best, str(broken)], work_dir=str(work),
                             encoder=QUICK_ENCODER)
+        # send the queued logs and events now, while the server is up (else shutdown waits on retries)
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler.flush()
+        EventsWorker.drain_all()
     status = {Path(r["checkpoint"]).name: r for r in first["new_rows"]}
     assert status["best.pt"]["status"] == "ok", status
     assert status["best.pt"]["R1@0.5"] == pytest.approx(cold["metrics"]["R1@0.5"], abs=0.01)

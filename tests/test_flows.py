@@ -44,9 +44,9 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _run_extract(videos_dir: Path, work: Path, **kw: object) -> tuple[object, dict]:
     from flows.extract import extract_features
 
+    kw.setdefault("max_workers", 2)
     state = extract_features(
-        videos_dir=str(videos_dir), dataset="tiny", work_dir=str(work), max_workers=2,
-        return_state=True, **kw,
+        videos_dir=str(videos_dir), dataset="tiny", work_dir=str(work), return_state=True, **kw
     )
     return state, (state.result(raise_on_failure=False) if state.is_completed() else {})
 
