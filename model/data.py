@@ -264,8 +264,9 @@ class GroupSampler:
     """Seeded per-epoch order of groups, in batches of ``batch_size`` groups.
 
     ``rank``/``world_size`` shard each epoch's order (every rank sees the same
-    permutation and takes every ``world_size``-th batch) so DistributedDataParallel
-    can be added without touching the trainer's step.
+    permutation and takes every ``world_size``-th batch; the trailing batches that cannot
+    give every rank one more are dropped) so DistributedDataParallel can be added without
+    touching the trainer's step.
     """
 
     def __init__(self, groups: Sequence[Group], batch_size: int, *, seed: int, shuffle: bool = True,
@@ -286,6 +287,8 @@ class GroupSampler:
             order = list(range(n))
         batches = [[self.groups[i] for i in order[k:k + self.batch_size]]
                    for k in range(0, n, self.batch_size)]
+        if self.world_size > 1:  # every rank takes as many steps (DDP all-reduces on each one)
+            batches = batches[: len(batches) - len(batches) % self.world_size]
         return batches[self.rank::self.world_size]
 
     def __len__(self) -> int:

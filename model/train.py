@@ -42,6 +42,7 @@ from model.data import (
     make_groups,
     prepare,
 )
+from model.distributed import DistributedContext, all_reduce_metrics, wrap_model
 from model.evaluate import _autocast, evaluate_model
 from model.losses import MKTNCriterion, build_criterion
 from model.metrics import write_predictions
@@ -131,15 +132,21 @@ def make_sampler(prepared: PreparedData, data: GroundingData, cfg: MKTNConfig, *
 def train_step(model: torch.nn.Module, criterion: MKTNCriterion, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler, batch: Batch, progress: float,
                cfg: MKTNConfig, device: torch.device,
-               scaler: torch.amp.GradScaler | None = None) -> dict[str, float] | None:
+               scaler: torch.amp.GradScaler | None = None,
+               distributed: bool = False) -> dict[str, float] | None:
     """One optimiser step; returns the loss terms, or None when the loss or gradients were not finite
-    (the step is skipped: no update, scheduler not advanced)."""
+    (the step is skipped: no update, scheduler not advanced).
+
+    ``distributed``: ``model`` is DDP-wrapped. A rank then never skips on its own loss
+    (the others would wait in the gradient all-reduce): it back-propagates, the NaN
+    reaches every rank's averaged gradients, and all ranks skip the step together.
+    """
     model.train()
     optimizer.zero_grad(set_to_none=True)
     with _autocast(device, cfg.train.amp):
         outputs = model(batch, progress)
     loss, logs = criterion(outputs, batch)
-    if not torch.isfinite(loss):
+    if not torch.isfinite(loss) and not distributed:
         return None
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -213,14 +220,19 @@ def _default_device() -> torch.device:
 def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str], *,
           device: str | torch.device | None = None, resume: bool = False, checkpoint_every: int = 0,
           on_step: Callable[[int, dict[str, float]], None] | None = None, show_progress: bool = True,
-          rank: int = 0, world_size: int = 1) -> TrainResult:
+          rank: int = 0, world_size: int = 1,
+          distributed: DistributedContext | None = None) -> TrainResult:
     """Train MKTN on ``data`` (train split; val split for model selection; test split evaluated at the end).
 
     ``resume`` continues from ``out_dir/last.pt`` exactly; without it an existing
     ``last.pt`` is an error (pass ``resume=True`` or another ``out_dir``).
     ``on_step(global_step, logs)`` runs after every optimiser step (tests use it to
-    interrupt a run).
+    interrupt a run). ``distributed`` (from ``model.distributed.init_from_env`` under
+    torchrun): rank, world size and device come from it, the model is wrapped in
+    DistributedDataParallel for the optimiser steps, and only rank 0 writes.
     """
+    if distributed is not None:
+        rank, world_size, device = distributed.rank, distributed.world_size, distributed.device
     validate(cfg)
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -272,6 +284,8 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
         if main:
             _truncate_log(log_path, state["global_step"])
         log.info("resumed from %s at epoch %d step %d", last_path, state["epoch"], state["global_step"])
+    # DDP for the steps only; evaluation and checkpoints use the plain module (same parameters).
+    step_model = wrap_model(model, distributed, find_unused_parameters=True) if distributed else model
 
     def write_last() -> None:
         if main:
@@ -288,7 +302,8 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
                    disable=not (show_progress and main), leave=False)
         for batch in iterate_batches(prepared, sampler, epoch, skip=state["step_in_epoch"]):
             progress = state["global_step"] / max(1, total_steps)
-            logs = train_step(model, criterion, optimizer, scheduler, batch.to(dev), progress, cfg, dev, scaler)
+            logs = train_step(step_model, criterion, optimizer, scheduler, batch.to(dev), progress, cfg, dev,
+                              scaler, distributed=distributed is not None and distributed.is_distributed)
             state["step_in_epoch"] += 1
             if logs is None:
                 state["bad_steps"] += 1
@@ -302,6 +317,9 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
                 bar.update(1)
                 continue
             state["global_step"] += 1
+            if distributed is not None and distributed.is_distributed:  # the step's loss over all ranks
+                logs["total_global"] = all_reduce_metrics({"t": logs["total"]}, distributed,
+                                                          weight=batch.num_queries)["t"]
             log_line({"kind": "step", "epoch": epoch, "step": state["global_step"],
                       "videos": batch.num_videos, "queries": batch.num_queries, **logs})
             bar.update(1)

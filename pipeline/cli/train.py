@@ -78,6 +78,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
                         help="also write last.pt every STEPS steps (default: each epoch)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--distributed", action="store_true",
+                        help="one process of a torchrun job: DistributedDataParallel, video groups "
+                        "sharded across ranks, rank 0 writes (NCCL on CUDA, gloo with --device cpu; "
+                        "docs/deploy.md)")
     parser.set_defaults(func=run)
 
 
@@ -85,14 +89,27 @@ def run(args: argparse.Namespace) -> int:
     from model.metrics import format_metrics
     from model.train import TrainingAborted, train
 
+    ctx = None
     try:
         cfg = config_from_args(args)
+        if args.distributed:
+            from model.distributed import init_from_env
+
+            ctx = init_from_env("gloo" if args.device == "cpu" else None)
         data = data_from_args(args)
         result = train(cfg, data, args.out, device=args.device, resume=args.resume,
-                       checkpoint_every=args.checkpoint_every, show_progress=not args.no_progress)
+                       checkpoint_every=args.checkpoint_every, show_progress=not args.no_progress,
+                       distributed=ctx)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, TrainingAborted) as exc:
         print(f"mktn train: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if ctx is not None:
+            from model.distributed import shutdown
+
+            shutdown(ctx)
+    if ctx is not None and not ctx.is_main:
+        return 0  # rank 0 reports
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
