@@ -212,7 +212,7 @@ def metrics_table(rows: Sequence[Mapping[str, Any]], label: str = "variant") -> 
     """A markdown table with one row per entry: ``label`` then the metrics in the usual order."""
     if not rows:
         return ""
-    keys = [k for k in METRIC_ORDER if any(k in r for r in rows)]
+    keys = [k for k in METRIC_ORDER if all(k in r for r in rows)]
     head = f"| {label} | " + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 1) + "\n"
     body = ""
     for r in rows:
