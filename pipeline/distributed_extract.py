@@ -35,6 +35,7 @@ import contextlib
 import logging
 import os
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -170,6 +171,9 @@ def extract_on_dask(
     FeatureStore(root).extractor(config.dataset, extractor_id, attrs=config.feature_config())
 
     jobs, bad = _plan(paths)
+    # A fresh key per run: Dask answers a key it still holds with the old result instead of
+    # running the task again (a rerun, or another store, would silently do nothing).
+    run_id = uuid.uuid4().hex[:8]
     futures = {
         client.submit(
             _extract_task,
@@ -178,7 +182,7 @@ def extract_on_dask(
             config,
             vid,
             force,
-            key=f"extract-{extractor_id}-{vid}",
+            key=f"extract-{run_id}-{vid}",
             pure=False,
             retries=retries,
         ): (vid, path)
