@@ -269,7 +269,8 @@ def _stages(name: str, net: nn.Module) -> list[tuple[str, Callable[[torch.Tensor
     if isinstance(net, C3D):
         return net.stage_modules()
     if name == "s3d":
-        feats = net.features  # type: ignore[union-attr]
+        feats = net.features
+        assert isinstance(feats, nn.Sequential)
         return [(f"features.{i}", m) for i, m in enumerate(feats)]
     # torchvision VideoResNet and Tiny3D share stem/layer1..layerN naming
     return [(n, getattr(net, n)) for n, _ in get_spec(name).layers]
@@ -415,7 +416,8 @@ class ClipFeatureExtractor(nn.Module):
     def normalize(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [B, L, H, W, 3] -> float [B, 3, L, H, W] normalised for this backbone."""
         x = frames.permute(0, 4, 1, 2, 3).contiguous().float()  # (B, 3, L, H, W)
-        return (x * (self.spec.scale / 255.0) - self.mean) / self.std
+        mean, std = self.get_buffer("mean"), self.get_buffer("std")
+        return (x * (self.spec.scale / 255.0) - mean) / std
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         clips, patches = [], []

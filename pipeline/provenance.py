@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,9 +23,11 @@ def code_version() -> str:
     return __version__
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _package_digest(package: str) -> str:
-    module = __import__(package)
+    module = importlib.import_module(package)
+    if module.__file__ is None:
+        raise ValueError(f"package {package!r} has no source files to digest")
     root = Path(module.__file__).resolve().parent
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):

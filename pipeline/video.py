@@ -154,7 +154,7 @@ def _diagnose(path: str, exc: BaseException) -> str:
 
         with av.open(path) as container:
             if not container.streams.video:
-                kinds = sorted({s.type for s in container.streams}) or ["none"]
+                kinds: list[str] = sorted({str(s.type) for s in container.streams}) or ["none"]
                 return f"no video stream (streams: {', '.join(kinds)}); is this an audio file?"
             fmt = container.format.name
     except Exception as av_exc:  # noqa: BLE001 - we only want its message
