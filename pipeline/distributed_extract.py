@@ -48,7 +48,7 @@ from pipeline.extract import (
     ExtractionSummary,
     VideoResult,
     extract_one,
-    video_id_for,
+    plan_videos,
 )
 from storage.features import FeatureGroup, FeatureStore
 
@@ -120,24 +120,8 @@ class StoreCheck:
 
 
 def _plan(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[tuple[str, str]], list[VideoResult]]:
-    jobs: list[tuple[str, str]] = []
-    bad: list[VideoResult] = []
-    seen: dict[str, str] = {}
-    for p in paths:
-        path = os.path.abspath(os.fspath(p))
-        try:
-            vid = video_id_for(path)
-        except ValueError as exc:
-            bad.append(VideoResult(Path(path).stem or path, path, "failed", str(exc)))
-            continue
-        if vid in seen:
-            bad.append(
-                VideoResult(vid, path, "failed", f"duplicate video id {vid!r}: also {seen[vid]}; rename one file")
-            )
-            continue
-        seen[vid] = path
-        jobs.append((vid, path))
-    return jobs, bad
+    """``plan_videos`` on absolute paths: workers on other machines see the same names."""
+    return plan_videos(os.path.abspath(os.fspath(p)) for p in paths)
 
 
 def extract_on_dask(

@@ -618,10 +618,15 @@ def _drive(
     return summary
 
 
-def _jobs(
-    paths: Iterable[str | os.PathLike[str]], force: bool
-) -> tuple[list[_Job], list[VideoResult]]:
-    jobs: list[_Job] = []
+def plan_videos(
+    paths: Iterable[str | os.PathLike[str]],
+) -> tuple[list[tuple[str, str]], list[VideoResult]]:
+    """Map each path to its video id: ``([(video_id, path), ...], failed results)``.
+
+    A path whose id is unsafe as a store key, or whose id repeats an earlier
+    path's, is reported as failed (with the reason) instead of being extracted.
+    """
+    jobs: list[tuple[str, str]] = []
     bad: list[VideoResult] = []
     seen: dict[str, str] = {}
     for p in paths:
@@ -642,8 +647,15 @@ def _jobs(
             )
             continue
         seen[vid] = path
-        jobs.append(_Job(vid, path, force))
+        jobs.append((vid, path))
     return jobs, bad
+
+
+def _jobs(
+    paths: Iterable[str | os.PathLike[str]], force: bool
+) -> tuple[list[_Job], list[VideoResult]]:
+    planned, bad = plan_videos(paths)
+    return [_Job(vid, path, force) for vid, path in planned], bad
 
 
 def extract_videos(
