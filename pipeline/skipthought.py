@@ -533,6 +533,19 @@ def skipthought_run_id(
     return digest_strings(json.dumps(conf, sort_keys=True), corpus_digest(documents), init_id)
 
 
+def _encoder_for(words: Sequence[str], cfg: SkipThoughtConfig) -> SkipThoughtEncoder:
+    """A fresh encoder over ``words`` with the sizes and switches of ``cfg``."""
+    return SkipThoughtEncoder(
+        list(words),
+        mode=cfg.mode,
+        word_dim=cfg.word_dim,
+        uni_dim=cfg.uni_dim,
+        bi_dim=cfg.bi_dim,
+        normalize=cfg.normalize,
+        use_eos=cfg.use_eos,
+    )
+
+
 def _init_tables(enc: SkipThoughtEncoder, vectors: Any) -> int:
     hits = 0
     with torch.no_grad():
@@ -596,15 +609,7 @@ def _train(
 
     torch.manual_seed(cfg.seed)
     words = build_training_vocab(documents, cfg.vocab_size)
-    enc = SkipThoughtEncoder(
-        words,
-        mode=cfg.mode,
-        word_dim=cfg.word_dim,
-        uni_dim=cfg.uni_dim,
-        bi_dim=cfg.bi_dim,
-        normalize=cfg.normalize,
-        use_eos=cfg.use_eos,
-    )
+    enc = _encoder_for(words, cfg)
     init_hits = _init_tables(enc, init_vectors) if use_init else 0
     objectives = nn.ModuleList(SkipThoughtObjective(p, len(words)) for p in enc.parts()).to(dev)
     optim = torch.optim.Adam(objectives.parameters(), lr=cfg.lr)
@@ -706,15 +711,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[SkipThoughtEncoder, d
     if "encoder" not in state or "words" not in state:
         raise ValueError(f"{p}: not a skip-thought checkpoint written by mktn (no encoder/words)")
     cfg = SkipThoughtConfig(**state["config"])
-    enc = SkipThoughtEncoder(
-        state["words"],
-        mode=cfg.mode,
-        word_dim=cfg.word_dim,
-        uni_dim=cfg.uni_dim,
-        bi_dim=cfg.bi_dim,
-        normalize=cfg.normalize,
-        use_eos=cfg.use_eos,
-    )
+    enc = _encoder_for(state["words"], cfg)
     enc.load_state_dict(state["encoder"])
     record = {
         "kind": "checkpoint",
