@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from pipeline import __version__
@@ -61,6 +62,10 @@ def _first_command(argv: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # No telemetry from the Prefect servers our commands start (reproduce's temporary
+    # server, serve): nothing leaves the machine unless the user sets these otherwise.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     parser = build_parser(_first_command(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
