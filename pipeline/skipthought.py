@@ -41,6 +41,7 @@ word that has a word vector but no row of its own.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -529,8 +530,18 @@ def corpus_digest(documents: Sequence[Sequence[Sequence[str]]]) -> str:
 def skipthought_run_id(
     cfg: SkipThoughtConfig, documents: Sequence[Sequence[Sequence[str]]], init_id: str
 ) -> str:
+    """Identity of a training run: config (less epochs/threads), corpus, initial vectors, and
+    this module's source, so a resumable checkpoint written by other training code is never
+    resumed (nor its vectors reused) after the code changes."""
     conf = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("epochs", "cpu_threads")}
-    return digest_strings(json.dumps(conf, sort_keys=True), corpus_digest(documents), init_id)
+    return digest_strings(
+        json.dumps(conf, sort_keys=True), corpus_digest(documents), init_id, _module_source_digest()
+    )
+
+
+@functools.cache
+def _module_source_digest() -> str:
+    return file_digest(__file__)[:16]
 
 
 def _encoder_for(words: Sequence[str], cfg: SkipThoughtConfig) -> SkipThoughtEncoder:
