@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from test_skipthought import BI, UNI, write_release
 
 from pipeline.cli import main
@@ -37,13 +36,6 @@ GLOVE_WORDS = [
     "chair",
 ]
 
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _records() -> list[QueryMoment]:

@@ -14,13 +14,7 @@ from model.losses import build_criterion, info_nce, rince
 from model.matching import select_negatives, tau_schedule
 from model.mktn import build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_tau_schedule_endpoints_and_shape():

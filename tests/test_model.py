@@ -20,12 +20,7 @@ from model.prototypes import ActivityPrototypes, ObjectPhraseMatching, frame_dec
 D = 32  # model width in these tests
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: one thread is fastest, and the CPU is shared
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

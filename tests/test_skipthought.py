@@ -146,14 +146,6 @@ def _tiny_corpus() -> list[list[list[str]]]:
     return [script if i % 2 == 0 else other for i in range(12)]
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny GRUs run ~4x faster on one thread than on two busy shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_training_lowers_the_loss_and_resumes(tmp_path: Path, one_thread: None) -> None:
     docs = _tiny_corpus()

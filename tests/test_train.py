@@ -21,12 +21,7 @@ SMALL = ["model.num_clips=16", "model.d_model=32", "model.num_heads=2", "train.b
          "train.epochs=3", "train.patience=10"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
