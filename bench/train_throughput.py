@@ -9,7 +9,16 @@ runs in its own process so its peak memory (max RSS, or CUDA max allocated) is i
     python bench/train_throughput.py                       # both modes + inference, a table
     python bench/train_throughput.py --json out.json       # also write the figures
     python bench/train_throughput.py --device cuda         # on a GPU (autocast as in training)
+    python bench/train_throughput.py --shape tacos          # a real dataset's shape (see below)
 
+``--shape charades-sta|activitynet|tacos`` takes the dataset's preset (clips, widths, layers,
+batch) and its real training annotations from ``../shared/data`` (or ``--annotations FILE``):
+the first ``--videos`` videos keep their real number of queries, query lengths in words and
+moment positions, so queries per video follow the dataset (Charades-STA 2.3, ActivityNet
+Captions 3.7, TACoS 131, split into groups of ``max_queries_per_video``). Feature values
+stay random (throughput does not depend on them); the width defaults to 512 (C3D conv5).
+
+Timed steps include assembling each batch from the prepared data, as ``mktn train`` does.
 Throughput counts training pairs (queries) per second and videos per second, where a
 video counts once per epoch in both modes (videos/s = queries/s / queries per video).
 """
@@ -58,10 +67,47 @@ def random_data(videos: int, qpv: float, clips: int, dim: int, patches: int, see
     return GroundingData(vids, qs, recs)
 
 
+SHAPES = {  # --shape: the preset and the training annotations of ../shared/data it reads
+    "charades-sta": "charades-sta/charades_sta_train.txt",
+    "activitynet": "activitynet-captions/train.json",
+    "tacos": "tacos/train.json",
+}
+
+
+def annotated_data(path: Path, videos: int, clips: int, dim: int, patches: int,
+                   seed: int = 0) -> GroundingData:
+    """Random features in the shape of a real annotation file's first ``videos`` videos."""
+    from pipeline.datasets.registry import load_annotations
+
+    records = load_annotations(None, path).records
+    by_video: dict[str, list[QueryMoment]] = {}
+    for r in records:
+        if len(by_video) < videos or r.video_id in by_video:
+            by_video.setdefault(r.video_id, []).append(r)
+    rng = np.random.default_rng(seed)
+    vids, qs, recs = {}, {}, []
+    for vid, moments in by_video.items():
+        t = clips
+        vids[vid] = VideoInput(vid, rng.normal(size=(t, dim)).astype(np.float32),
+                               rng.normal(size=(t, patches, dim)).astype(np.float32),
+                               np.stack([np.arange(t), np.arange(t) + 1.0], 1), float(t))
+        for m in moments:  # the moment keeps its relative position on the t-clip timeline
+            scale = t / m.duration
+            s, e = m.start * scale, max(m.end * scale, m.start * scale + 0.5)
+            qs[m.query_id] = QueryInput(m.query_id,
+                                        rng.normal(size=(max(1, len(m.sentence.split())), 300))
+                                        .astype(np.float32), rng.normal(size=2400).astype(np.float32))
+            recs.append(QueryMoment(m.query_id, vid, m.sentence, s, min(e, float(t)), float(t), "train"))
+    return GroundingData(vids, qs, recs)
+
+
 def run_mode(args: argparse.Namespace, mode: str) -> dict:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    data = random_data(args.videos, args.queries_per_video, args.clips, args.dim, args.patches)
+    if args.annotations:
+        data = annotated_data(Path(args.annotations), args.videos, args.clips, args.dim, args.patches)
+    else:
+        data = random_data(args.videos, args.queries_per_video, args.clips, args.dim, args.patches)
     sets = [f"model.num_clips={args.clips}", f"train.batch_videos={args.batch_videos}",
             f"train.multi_pair={'true' if mode == 'multi' else 'false'}"]
     cfg = override(preset(args.preset), sets + args.set)
@@ -71,19 +117,22 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
     torch.manual_seed(0)
     model, opt, sched = build_training(cfg, dims, 10**6, device)
     crit = build_criterion(cfg.loss, cfg.model)
-    batches = list(iterate_batches(prepared, sampler, 0))
-    n_warm, n = args.warmup, min(args.steps, len(batches) - args.warmup)
-    for b in batches[:n_warm]:
-        train_step(model, crit, opt, sched, b.to(device), 0.5, cfg, device)
+    batches = iterate_batches(prepared, sampler, 0)  # lazily: assembling a batch is timed too
+    n_warm = args.warmup
+    for _ in range(n_warm):
+        train_step(model, crit, opt, sched, next(batches).to(device), 0.5, cfg, device)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    queries = videos_enc = 0
+    queries = videos_enc = n = 0
     t0 = time.perf_counter()
-    for b in batches[n_warm:n_warm + n]:
+    for b in batches:
+        if n == args.steps:
+            break
         train_step(model, crit, opt, sched, b.to(device), 0.5, cfg, device)
         queries += b.num_queries
         videos_enc += b.num_videos
+        n += 1
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
@@ -113,6 +162,13 @@ def main() -> int:
     p.add_argument("--dim", type=int, default=256, help="feature width D of frames and patches")
     p.add_argument("--patches", type=int, default=4)
     p.add_argument("--preset", default="synthetic")
+    p.add_argument("--shape", choices=sorted(SHAPES), default=None,
+                   help="a real dataset's shape: its preset, clips and training annotations; "
+                        "--videos defaults to enough for the steps, --dim to 512 (C3D conv5)")
+    p.add_argument("--annotations", default=None,
+                   help="annotation file whose first --videos videos give the query counts")
+    p.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"),
+                   help="where --shape finds the annotation files (default ../shared/data)")
     p.add_argument("--set", action="append", default=[], help="config override, e.g. model.d_model=256")
     p.add_argument("--batch-videos", type=int, default=8)
     p.add_argument("--steps", type=int, default=12, help="timed steps per mode")
@@ -122,6 +178,18 @@ def main() -> int:
     p.add_argument("--json", default=None, help="write the figures to this file")
     p.add_argument("--mode", choices=("multi", "single"), default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.shape:
+        given = set(sys.argv[1:])
+        args.preset = args.shape
+        args.annotations = args.annotations or str(Path(args.data_root) / SHAPES[args.shape])
+        if "--clips" not in given:
+            args.clips = preset(args.shape).model.num_clips
+        if "--batch-videos" not in given:
+            args.batch_videos = preset(args.shape).train.batch_videos
+        if "--videos" not in given:  # enough whole batches for the warm-up and timed steps
+            args.videos = args.batch_videos * (args.warmup + args.steps)
+        if "--dim" not in given:
+            args.dim = 512
     if args.mode:  # child process: one mode, JSON on stdout
         print(json.dumps(run_mode(args, args.mode)))
         return 0

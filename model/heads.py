@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.encoders import transformer_encoder
+from model.encoders import padding_mask, transformer_encoder
 
 NEG = -1e4  # logit of padded clips (finite: safe under fp16 autocast)
 
@@ -22,8 +22,9 @@ class SpanPredictor(nn.Module):
 
     def forward(self, fused: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """fused [Q, L, d], mask [Q, L] -> (start logits [Q, L], end logits [Q, L]); padding = NEG."""
-        h1 = self.block_start(fused, src_key_padding_mask=~mask)
-        h2 = self.block_end(h1, src_key_padding_mask=~mask)
+        pad = padding_mask(mask)
+        h1 = self.block_start(fused, src_key_padding_mask=pad)
+        h2 = self.block_end(h1, src_key_padding_mask=pad)
         start = self.ff_start(torch.cat([h1, fused], dim=-1)).squeeze(-1)
         end = self.ff_end(torch.cat([h2, fused], dim=-1)).squeeze(-1)
         return start.masked_fill(~mask, NEG), end.masked_fill(~mask, NEG)
