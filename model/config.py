@@ -46,6 +46,9 @@ class ModelConfig:
     # Adaptive video-query matching (AVM = adaptive negative selection + cross-modal contrast, Table 5)
     use_avm: bool = True
     negative_selection: str = "adaptive"  # "adaptive" (cosine-annealed tau), "fixed", or "none"
+    # centre the global video/query embeddings on their mean before the cosine of Eq. 1 (mean-only
+    # batch norm); off, the embeddings collapse onto one direction and ANS removes every negative
+    embed_centering: bool = True
     # tau(0) = 1 keeps every negative at first: pooled embeddings of a fresh network are nearly
     # parallel (measured cos ~0.99 on the synthetic features), so any lower start drops them all
     tau_start: float = 1.0

@@ -41,7 +41,9 @@ class MKTN(nn.Module):
     - ``negatives`` [Q, B] bool: the negatives kept by ANS (other videos below tau)
     - ``tau`` [] : the threshold used (NaN when there is no selection)
     - ``logit_scale`` []: learned inverse temperature of the contrastive logits
-    - ``video_embed`` [B, d], ``query_embed`` [Q, d]: unit global embeddings
+    - ``video_embed`` [B, d], ``query_embed`` [Q, d]: unit global embeddings (centred, see
+      ``GlobalAlignment``); ``video_proj`` [B, d], ``query_proj`` [Q, d]: the same before
+      centring and norm (diagnostics)
     - ``sim_segment`` [Q, Q]: cos(pooled ground-truth moment of query i, phi(query j))
     - ``csm_spans`` [Q, 2] (CSM on): normalised (start, end) of the parallel regression
     - ``sim_match`` [Q, B] (AVM on): self-weighted score s(v, q) of Eq. 4
@@ -56,7 +58,7 @@ class MKTN(nn.Module):
         self.cfg = cfg
         self.video_encoder = VideoEncoder(frame_dim, patch_dim, d, h, cfg.video_layers, cfg.num_clips, p)
         self.text_encoder = TextEncoder(word_dim, sentence_dim, d, h, cfg.text_layers, cfg.max_words, p)
-        self.global_align = GlobalAlignment(d)
+        self.global_align = GlobalAlignment(d, centering=cfg.embed_centering)
         self.logit_scale = nn.Parameter(torch.tensor(float(-torch.log(torch.tensor(temperature)))))
         self.csm = (CrossSentenceMining(d, h, cfg.csm_layers, cfg.max_queries_per_video, p,
                                         temporal=cfg.csm_temporal, contextual=cfg.csm_contextual,
@@ -89,11 +91,14 @@ class MKTN(nn.Module):
         out: dict[str, Any] = {}
 
         # global alignment, adaptive negative selection (Eq. 1-2)
-        video_embed = self.global_align.embed_clips(clips, batch.video_mask)  # (B, d)
-        query_embed = self.global_align.embed_query(sentence)  # (Q, d)
+        video_proj = self.global_align.project_clips(clips, batch.video_mask)  # (B, d)
+        query_proj = self.global_align.phi(sentence)  # (Q, d)
+        video_embed = self.global_align.embed_clips(clips, batch.video_mask, projected=video_proj)
+        query_embed = self.global_align.embed_query(sentence, projected=query_proj)
         sim_global = query_embed @ video_embed.T  # (Q, B)
         tau = self.tau(progress)
         out.update(video_embed=video_embed, query_embed=query_embed, sim_global=sim_global,
+                   video_proj=video_proj, query_proj=query_proj,
                    negatives=select_negatives(sim_global, batch.same_video, tau),
                    tau=sim_global.new_tensor(float("nan") if tau is None else tau),
                    logit_scale=self.logit_scale.clamp(0.0, 4.6).exp())
@@ -101,7 +106,7 @@ class MKTN(nn.Module):
         ar = torch.arange(clips.shape[1], device=clips.device)
         seg_mask = (ar[None] >= batch.start_idx[:, None]) & (ar[None] <= batch.end_idx[:, None])
         seg_mask = seg_mask & batch.video_mask[qv]
-        seg_embed = self.global_align.embed_clips(clips[qv], seg_mask)  # (Q, d)
+        seg_embed = self.global_align.embed_clips(clips[qv], seg_mask, segment=True)  # (Q, d)
         out["sim_segment"] = seg_embed @ query_embed.T  # (Q moments, Q sentences)
 
         if self.contrast is not None:

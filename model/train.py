@@ -45,6 +45,7 @@ from model.data import (
 from model.distributed import DistributedContext, all_reduce_metrics, wrap_model
 from model.evaluate import _autocast, evaluate_model
 from model.losses import MKTNCriterion, build_criterion
+from model.matching import DIAGNOSTICS, embedding_diagnostics
 from model.metrics import write_predictions
 from model.mktn import MKTN, build_model
 from storage.atomic import atomic_write_json, atomic_write_text
@@ -73,6 +74,8 @@ class TrainResult:
     train_queries: int
     train_videos: int
     skipped: dict[str, int] = field(default_factory=dict)
+    # per epoch: mean train loss terms, embedding diagnostics (ANS kept, mean cosines), val metrics
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,7 +173,30 @@ def train_step(model: torch.nn.Module, criterion: MKTNCriterion, optimizer: torc
     tau = float(outputs["tau"])
     if not math.isnan(tau):
         logs["tau"] = tau
+    diag = embedding_diagnostics(outputs, batch.query_video, batch.same_video)
+    logs.update({k: v for k, v in diag.items() if not math.isnan(v)})
     return logs
+
+
+def split_diagnostics(logs: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """-> (loss terms and optimiser values, embedding diagnostics) of a ``train_step`` result."""
+    diag = {k: v for k, v in logs.items() if k in DIAGNOSTICS}
+    return {k: v for k, v in logs.items() if k not in DIAGNOSTICS}, diag
+
+
+def epoch_means(sums: dict[str, float], counts: dict[str, int]) -> dict[str, float]:
+    return {k: round(sums[k] / counts[k], 6) for k in sorted(sums) if counts.get(k)}
+
+
+def collapse_warning(diag: dict[str, float], tau: float | None) -> str | None:
+    """A message when an epoch's global embeddings look collapsed (ANS removing nearly every negative)."""
+    kept = diag.get("ans_kept")
+    if kept is None or tau is None or kept >= 0.05:
+        return None
+    return (f"ANS kept {kept:.1%} of the negatives at tau={tau:.3f} (mean video-video cosine "
+            f"{diag.get('video_cos', float('nan')):.3f}, query-query {diag.get('query_cos', float('nan')):.3f}): "
+            "the global embeddings have collapsed and RINCE/contrast/alignment see no negatives; "
+            "check model.embed_centering, lower model.tau_end or use model.negative_selection=none")
 
 
 def checkpoint_payload(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -274,7 +300,7 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
 
     state: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "bad_steps": 0,
                              "best": -1.0, "best_epoch": -1, "best_val": {}, "since_best": 0,
-                             "stopped_early": False}
+                             "stopped_early": False, "epoch_sums": {}, "epoch_counts": {}, "history": []}
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -320,8 +346,13 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
             if distributed is not None and distributed.is_distributed:  # the step's loss over all ranks
                 logs["total_global"] = all_reduce_metrics({"t": logs["total"]}, distributed,
                                                           weight=batch.num_queries)["t"]
+            terms, diag = split_diagnostics(logs)
+            for k, v in logs.items():
+                if k not in ("lr", "grad_norm"):
+                    state["epoch_sums"][k] = state["epoch_sums"].get(k, 0.0) + v
+                    state["epoch_counts"][k] = state["epoch_counts"].get(k, 0) + 1
             log_line({"kind": "step", "epoch": epoch, "step": state["global_step"],
-                      "videos": batch.num_videos, "queries": batch.num_queries, **logs})
+                      "videos": batch.num_videos, "queries": batch.num_queries, **terms, "diag": diag})
             bar.update(1)
             bar.set_postfix(loss=f"{logs['total']:.3f}")
             if checkpoint_every and state["global_step"] % checkpoint_every == 0:
@@ -342,10 +373,21 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
             state["since_best"] += 1
             if state["since_best"] >= cfg.train.patience:
                 state["stopped_early"] = True
+        means = epoch_means(state["epoch_sums"], state["epoch_counts"])
+        train_means, diag_means = split_diagnostics(means)
+        state["epoch_sums"], state["epoch_counts"] = {}, {}
+        state["history"].append({"epoch": epoch + 1, "train": train_means, "diag": diag_means,
+                                 "val": {k: val.metrics[k] for k in (SELECT_METRIC, "R1@0.7", "mIoU")}})
         log_line({"kind": "epoch", "epoch": epoch + 1, "step": state["global_step"], "val": val.metrics,
+                  "train": train_means, "diag": diag_means,
                   "best": improved, "elapsed_s": round(time.perf_counter() - t0, 2)})
-        log.info("epoch %d val %s=%.2f mIoU=%.2f%s", epoch + 1, SELECT_METRIC, score, val.metrics["mIoU"],
-                 " (best)" if improved else "")
+        log.info("epoch %d val %s=%.2f mIoU=%.2f%s | ANS kept %.2f, video cos %.3f, query cos %.3f",
+                 epoch + 1, SELECT_METRIC, score, val.metrics["mIoU"], " (best)" if improved else "",
+                 diag_means.get("ans_kept", float("nan")), diag_means.get("video_cos", float("nan")),
+                 diag_means.get("query_cos", float("nan")))
+        warning = collapse_warning(diag_means, train_means.get("tau"))
+        if warning:
+            log.warning("epoch %d: %s", epoch + 1, warning)
         if improved and main:
             save_checkpoint(best_path, checkpoint_payload(model, optimizer, scheduler, cfg, state, dims, norm, meta, data.vocab))
         write_last()
@@ -369,7 +411,7 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
         epochs_run=state["epoch"], steps=state["global_step"], bad_steps=state["bad_steps"],
         stopped_early=state["stopped_early"], wall_s=round(time.perf_counter() - t0, 2),
         train_queries=sum(len(g.query_ids) for g in train_groups), train_videos=len(train_groups),
-        skipped=prepared.skipped,
+        skipped=prepared.skipped, history=list(state["history"]),
     )
     if main:
         atomic_write_json(out / "result.json", {**result.to_dict(), "config": cfg.to_dict(),

@@ -112,6 +112,11 @@ def test_torchrun_ddp_training_matches_single_process_on_the_global_batch(
     lr, compared = last["config"]["train"]["lr"], 0
     for name, ref in ref_state.items():
         got = last["model"][name]
+        if name.endswith("running_mean"):
+            # the centring's running mean (evaluation only) follows rank 0's batches under DDP,
+            # as BatchNorm's does without SyncBatchNorm; training uses each batch's own mean
+            assert got.shape == ref.shape and bool(torch.isfinite(got).all()), name
+            continue
         if name not in gmax:  # a buffer
             torch.testing.assert_close(got, ref, msg=name)
             continue

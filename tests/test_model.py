@@ -79,6 +79,7 @@ def test_network_output_dict(small):
     expected = {"start_logits": (q, length), "end_logits": (q, length), "float_offsets": (q, length, 2),
                 "clip_mask": (q, length), "sim_global": (q, nb), "negatives": (q, nb), "tau": (),
                 "logit_scale": (), "video_embed": (nb, D), "query_embed": (q, D), "sim_segment": (q, q),
+                "video_proj": (nb, D), "query_proj": (q, D),
                 "csm_spans": (q, 2), "sim_match": (q, nb), "sim_op": (q, nb), "sim_as": (q, nb)}
     for key, shape in expected.items():
         assert tuple(out[key].shape) == shape, key

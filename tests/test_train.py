@@ -81,6 +81,14 @@ def test_deterministic_and_resume_equals_uninterrupted(tmp_path, data):
     resumed = train(cfg, data, tmp_path / "c", resume=True, checkpoint_every=2, show_progress=False)
     assert resumed.best_val == full.best_val and resumed.test == full.test and resumed.steps == full.steps
     assert [r.get("total") for r in _log(tmp_path / "c")] == [r.get("total") for r in _log(tmp_path / "a")]
+    # the per-epoch history (loss means, embedding diagnostics) survives the interruption exactly
+    assert resumed.history == full.history and len(full.history) == 3
+    for h in full.history:
+        assert {"ans_kept", "video_cos", "query_cos", "sim_pos", "sim_neg"} <= set(h["diag"])
+        assert 0.0 <= h["diag"]["ans_kept"] <= 1.0 and {"span", "rince", "total"} <= set(h["train"])
+    epochs = [r for r in _log(tmp_path / "a") if r["kind"] == "epoch"]
+    assert [e["diag"] for e in epochs] == [h["diag"] for h in full.history]
+    assert json.loads((tmp_path / "a" / "result.json").read_text())["history"] == full.history
     wa = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
     wc = load_checkpoint(tmp_path / "c" / "last.pt")["model"]
     assert all(torch.equal(wa[k], wc[k]) for k in wa)
