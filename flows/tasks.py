@@ -92,7 +92,7 @@ def open_feature_group(feature_store: str, config: dict[str, Any]) -> dict[str, 
     group = FeatureStore(feature_store).extractor(
         cfg.dataset, cfg.resolved_extractor_id(), attrs=cfg.feature_config()
     )
-    return {"extractor_id": group.extractor_id, "complete": group.list_videos()}
+    return {"extractor_id": group.extractor_id, "complete": list(group.committed_attrs())}
 
 
 def videos_key(jobs: list[dict[str, str]]) -> str:
@@ -317,8 +317,8 @@ def features_digest(feature_store: str, dataset: str, extractor_id: str) -> str:
 
     group = FeatureStore(feature_store).extractor(dataset, extractor_id, create=False)
     parts = []
-    for vid in group.list_videos():
-        fp = group.video_attrs(vid).get("source_fingerprint") or {}
+    for vid, attrs in group.committed_attrs().items():  # sorted by video id
+        fp = attrs.get("source_fingerprint") or {}
         parts.append(f"{vid}:{fp.get('sha256', '?')}")
     norm = group.attrs.get("normalization")
     parts.append(json.dumps(norm, sort_keys=True) if norm is not None else "no-normalization")

@@ -222,16 +222,21 @@ def up_to_date(
     path: str | os.PathLike[str],
     *,
     verify_content: bool = False,
+    attrs: dict[str, Any] | None = None,
 ) -> bool:
     """True when ``video_id`` is committed and its source file is unchanged.
 
     Size differs -> changed. Size and mtime equal -> unchanged (unless ``verify_content``).
     Mtime differs (or ``verify_content``) -> the sha256 decides; a touched file with the
     same content keeps its features and its recorded mtime is refreshed.
+    ``attrs``: the video's committed attributes when the caller has read them already
+    (``FeatureGroup.committed_attrs()``); ``None`` reads them from the store.
     """
-    if not group.is_complete(video_id):
-        return False
-    recorded = _recorded_fingerprint(group.video_attrs(video_id))
+    if attrs is None:
+        if not group.is_complete(video_id):
+            return False
+        attrs = group.video_attrs(video_id)
+    recorded = _recorded_fingerprint(attrs)
     if recorded is None:
         return False
     try:
