@@ -36,6 +36,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +61,60 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _prefect_package_parent() -> str:
-    """The folder holding the ``prefect`` package, found without importing it (~0.8 s)."""
-    import importlib.util
+def _project_root() -> str:
+    """The folder holding the ``flows`` package (the server process imports :func:`create_app`)."""
+    return str(Path(__file__).resolve().parents[1])
 
-    spec = importlib.util.find_spec("prefect")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the prefect package is not installed in this environment; pip install prefect")
-    return str(Path(next(iter(spec.submodule_search_locations))).parent)
+
+def create_app() -> Any:
+    """The server's ASGI app: Prefect's own (``prefect.server.api.server.create_app``) in
+    :class:`RetrySoon`. Runs in the server process (``uvicorn --factory``)."""
+    from prefect.server.api.server import create_app as prefect_app
+
+    return RetrySoon(prefect_app())
+
+
+class RetrySoon:
+    """ASGI middleware: a 503 answer tells the client when to retry (``Retry-After``), soon.
+
+    On SQLite, Prefect's API answers 503 when a request's deferred transaction
+    reads, then writes, and the server's task-run recorder commits in between
+    (``SQLITE_BUSY_SNAPSHOT``: "database is locked", at once, without SQLite's busy
+    wait). Prefect's client retries a 503 after ``2 ** attempt`` seconds unless the
+    answer carries ``Retry-After``. A cached rerun opens several subflows right after
+    bursts of task runs, and lost 2 s to this two or three times per run; the conflict
+    itself lasts milliseconds. So a 503 says ``Retry-After: FIRST_RETRY`` seconds,
+    doubling with each 503 in a row (any other answer resets it), up to ``MAX_RETRY``:
+    Prefect's 5 retries then span ~8 s. Every other answer passes through untouched.
+    """
+
+    FIRST_RETRY = 0.25
+    MAX_RETRY = 8.0
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._unavailable_in_a_row = 0
+
+    def retry_after(self) -> float:
+        return min(self.MAX_RETRY, self.FIRST_RETRY * 2 ** max(0, self._unavailable_in_a_row - 1))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_retry_after(message: Any) -> None:
+            if message.get("type") == "http.response.start":
+                if message.get("status") == 503:
+                    self._unavailable_in_a_row += 1
+                    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"retry-after"]
+                    headers.append((b"retry-after", f"{self.retry_after():.2f}".encode()))
+                    message = {**message, "headers": headers}
+                else:
+                    self._unavailable_in_a_row = 0
+            await send(message)
+
+        await self.app(scope, receive, send_with_retry_after)
 
 
 class TemporaryServer:
@@ -111,8 +158,8 @@ class TemporaryServer:
         self._log = Path(log)
         env = {**os.environ, **(self._env or {}), **_SERVER_ENV}
         cmd = [
-            sys.executable, "-m", "uvicorn", "--app-dir", _prefect_package_parent(), "--factory",
-            "prefect.server.api.server:create_app", "--host", self.host, "--port", str(self.port),
+            sys.executable, "-m", "uvicorn", "--app-dir", _project_root(), "--factory",
+            "flows.server:create_app", "--host", self.host, "--port", str(self.port),
             "--log-level", "error", "--lifespan", "on",
         ]
         with os.fdopen(fd, "wb") as out:
