@@ -43,8 +43,11 @@ SYNTH_SEED = 0
 
 
 # modules the flow imports even when every step is a cache hit: the extraction config
-# (torch, via the backbone registry), the stores (zarr), the synthetic benchmark's check
-PRELOAD_MODULES = ("pipeline.extract", "storage.features", "storage.queries", "pipeline.synth")
+# (torch, via the backbone registry), the stores (zarr), the synthetic benchmark's check,
+# and what Prefect serialises flow parameters with when it creates the first flow run
+PRELOAD_MODULES = (
+    "pipeline.extract", "storage.features", "storage.queries", "pipeline.synth", "fastapi.encoders",
+)
 
 
 def preload() -> None:

@@ -84,11 +84,13 @@ class RetrySoon:
     answer carries ``Retry-After``. A cached rerun opens several subflows right after
     bursts of task runs, and lost 2 s to this two or three times per run; the conflict
     itself lasts milliseconds. So a 503 says ``Retry-After: FIRST_RETRY`` seconds,
-    doubling with each 503 in a row (any other answer resets it), up to ``MAX_RETRY``:
-    Prefect's 5 retries then span ~8 s. Every other answer passes through untouched.
+    tripled with each 503 in a row (any other answer resets it), up to ``MAX_RETRY``:
+    0.1, 0.3, 0.9, 2.7, 8 s, so Prefect's 5 retries still span ~12 s. Every other
+    answer passes through untouched.
     """
 
-    FIRST_RETRY = 0.25
+    FIRST_RETRY = 0.1
+    GROWTH = 3.0
     MAX_RETRY = 8.0
 
     def __init__(self, app: Any) -> None:
@@ -96,7 +98,7 @@ class RetrySoon:
         self._unavailable_in_a_row = 0
 
     def retry_after(self) -> float:
-        return min(self.MAX_RETRY, self.FIRST_RETRY * 2 ** max(0, self._unavailable_in_a_row - 1))
+        return min(self.MAX_RETRY, self.FIRST_RETRY * self.GROWTH ** max(0, self._unavailable_in_a_row - 1))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope.get("type") != "http":
@@ -165,6 +167,7 @@ class TemporaryServer:
         with os.fdopen(fd, "wb") as out:
             self.process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
         self.started_at = time.perf_counter()
+        self.ready_after = None
         logger.info("starting a temporary Prefect server on %s (pid %d)", self.api_url, self.process.pid)
         return self
 
@@ -219,10 +222,17 @@ class TemporaryServer:
         return self.api_url
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Terminate the server (SIGTERM, then SIGKILL after ``timeout`` s) and remove its log."""
+        """Terminate the server (SIGTERM, then SIGKILL after ``timeout`` s) and remove its log.
+
+        A server that never answered is killed at once: uvicorn defers SIGTERM until its
+        app has loaded (seconds of imports), and there is nothing to shut down cleanly yet.
+        """
         proc, self.process = self.process, None
         if proc is not None and proc.poll() is None:
-            proc.terminate()
+            if self.ready_after is None:
+                proc.kill()
+            else:
+                proc.terminate()
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

@@ -16,16 +16,24 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    """One temporary Prefect server (SQLite) for every flow test of the session: it is slow to start."""
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One temporary Prefect server for every flow test of the session, as `mktn reproduce` runs it.
+
+    ``flows.server.TemporaryServer`` (Prefect's API app in a uvicorn subprocess) with its own
+    SQLite database under a temporary ``PREFECT_HOME``; the flows reach it through
+    ``using_api`` (``PREFECT_API_URL``), which drains Prefect's workers and stops it at the end.
+    """
     import os
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    from prefect.testing.utilities import prefect_test_harness
+    from flows.server import TemporaryServer, using_api
 
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
+    home = tmp_path_factory.mktemp("prefect-home")
+    server = TemporaryServer(startup_timeout=180, env={"PREFECT_HOME": str(home)}).start()
+    with using_api(server) as url:
+        assert url is not None
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +59,7 @@ def _run_extract(videos_dir: Path, work: Path, **kw: object) -> tuple[object, di
     return state, (state.result(raise_on_failure=False) if state.is_completed() else {})
 
 
-def test_extract_failures_cache_and_one_video_change(prefect_harness: None, videos: Path, tmp_path: Path) -> None:
+def test_extract_failures_cache_and_one_video_change(prefect_harness: str, videos: Path, tmp_path: Path) -> None:
     from pipeline.extract import ExtractionConfig
     from storage.features import FeatureStore
 
@@ -93,7 +101,7 @@ def test_extract_failures_cache_and_one_video_change(prefect_harness: None, vide
     assert s["counts"]["done"] == 3 and s["counts"]["cached"] == 0
 
 
-def test_extract_interrupted_run_resumes(prefect_harness: None, videos: Path, tmp_path: Path) -> None:
+def test_extract_interrupted_run_resumes(prefect_harness: str, videos: Path, tmp_path: Path) -> None:
     work = tmp_path / "work"
     # a run that stopped after one video (only it reached the store) ...
     state, s = _run_extract(videos, work, video_ids=["synth_0001"])
@@ -104,7 +112,7 @@ def test_extract_interrupted_run_resumes(prefect_harness: None, videos: Path, tm
     assert by_id == {"synth_0000": "done", "synth_0001": "cached", "synth_0002": "done", "corrupt": "failed"}
 
 
-def test_extract_all_failed_is_a_failed_flow(prefect_harness: None, videos: Path, tmp_path: Path) -> None:
+def test_extract_all_failed_is_a_failed_flow(prefect_harness: str, videos: Path, tmp_path: Path) -> None:
     vdir = tmp_path / "bad"
     vdir.mkdir()
     shutil.copyfile(videos / "corrupt.mp4", vdir / "corrupt.mp4")
@@ -113,6 +121,26 @@ def test_extract_all_failed_is_a_failed_flow(prefect_harness: None, videos: Path
     assert state.is_failed()
     assert "every video failed" in state.message
     assert "corrupt" in state.message and "empty" in state.message
+
+
+def test_flow_runs_are_recorded_on_the_temporary_server(prefect_harness: str) -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    assert settings.api.url == prefect_harness and prefect_harness.startswith("http://127.0.0.1:")
+    assert settings.flows.heartbeat_frequency is None  # nothing on this server reads them
+
+    @flow(name="tiny-on-temporary-server")
+    def tiny(x: int) -> int:
+        return x + 1
+
+    state = tiny(1, return_state=True)
+    assert state.is_completed() and state.result() == 2
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+    assert run.state is not None and run.state.is_completed()
 
 
 # --- the cache-key machinery (no server needed) ------------------------------------------
@@ -176,7 +204,7 @@ def test_retry_policy_and_dataset_discovery(tmp_path: Path) -> None:
         discover(root, name="../evil")
 
 
-def test_extract_on_a_dask_local_cluster(prefect_harness: None, videos: Path, tmp_path: Path) -> None:
+def test_extract_on_a_dask_local_cluster(prefect_harness: str, videos: Path, tmp_path: Path) -> None:
     """The Dask task runner: a real distributed.LocalCluster (worker processes) runs the tasks."""
     state, s = _run_extract(videos, tmp_path / "work", dask="local", max_workers=1, video_ids=["synth_0000", "synth_0001"])
     assert state.is_completed(), state

@@ -10,38 +10,22 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_temporary_server_runs_a_flow_then_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from prefect import flow
-    from prefect.client.orchestration import get_client
-    from prefect.settings import get_current_settings
+def test_stop_ends_the_server_process_and_restores_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``using_api`` stops its server, ready or not, and leaves ``PREFECT_API_URL`` as it found it.
 
+    (A flow run against a ready server: tests/test_flows.py, whose flows all run on one.)
+    """
     from flows.server import TemporaryServer, using_api
 
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))  # the server's own database
-    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-
-    @flow(name="tiny-on-temporary-server")
-    def tiny(x: int) -> int:
-        return x + 1
-
-    server = TemporaryServer(startup_timeout=180).start()
+    server = TemporaryServer().start()
     proc = server.process
-    assert proc is not None and proc.poll() is None
+    assert proc is not None and proc.poll() is None and server.port is not None
+    server.wait_ready = lambda: server.api_url  # type: ignore[method-assign]  # not waiting for the boot
     with using_api(server) as url:
-        assert url == server.api_url and url.startswith("http://127.0.0.1:")
-        settings = get_current_settings()
-        assert settings.api.url == url and os.environ["PREFECT_API_URL"] == url
-        assert settings.flows.heartbeat_frequency is None  # nothing on this server reads them
-        state = tiny(1, return_state=True)
-        assert state.is_completed() and state.result() == 2
-        with get_client(sync_client=True) as client:
-            run = client.read_flow_run(state.state_details.flow_run_id)
-        assert run.state is not None and run.state.is_completed() and run.name
-    assert (tmp_path / "prefect-home" / "prefect.db").is_file()  # runs were recorded there
-    assert server.process is None and proc.poll() is not None  # stopped with the block
+        assert url == server.api_url and os.environ["PREFECT_API_URL"] == url
+    assert server.process is None and proc.poll() is not None
     assert "PREFECT_API_URL" not in os.environ
-    assert server.ready_after is not None and server.ready_after > 0
 
 
 def test_server_failure_is_reported_with_its_output(tmp_path: Path) -> None:
@@ -70,3 +54,32 @@ def test_bad_startup_timeout_names_the_variable(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "soon")
     with pytest.raises(ValueError, match="PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS='soon'"):
         TemporaryServer()
+
+
+def test_retry_soon_adds_a_growing_retry_after_to_503s_only() -> None:
+    """The middleware on a real ASGI exchange: 503s get Retry-After 0.1, 0.3, 0.9 ... s; others pass."""
+    import asyncio
+
+    from flows.server import RetrySoon
+
+    statuses = iter([503, 503, 503, 200, 503, 404])
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        await send({"type": "http.response.start", "status": next(statuses), "headers": [(b"x", b"1")]})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"{}"})  # type: ignore[operator]
+
+    middleware = RetrySoon(app)
+
+    def exchange() -> dict[bytes, bytes]:
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        asyncio.run(middleware({"type": "http", "method": "POST"}, None, send))
+        assert sent[1]["type"] == "http.response.body"
+        return dict(sent[0]["headers"])
+
+    got = [exchange().get(b"retry-after") for _ in range(6)]
+    assert got == [b"0.10", b"0.30", b"0.90", None, b"0.10", None]
+    assert middleware.retry_after() == 0.1  # the 404 reset the run of 503s
