@@ -1,10 +1,15 @@
-"""Content digests of many source files, re-hashing only the files whose size or mtime moved.
+"""Content digests of many source files, re-hashing only the files that may have changed.
 
 Cache keys need each video's sha256, but hashing every video on every rerun
 would cost the rerun most of its budget. The index file
-(``<work>/fingerprints.json``) keeps the last :class:`FileFingerprint` per
-path; a file whose size and mtime are unchanged reuses its digest
-(``storage.fingerprint.quick_unchanged``), anything else is hashed again.
+(``<work>/fingerprints.json``) keeps, per path, the last :class:`FileFingerprint`
+(size, mtime, sha256) plus the file's inode and ctime. A file whose size,
+mtime, inode and ctime are all unchanged reuses its digest; anything else is
+hashed again. ctime cannot be set from user space (``touch -d``, ``cp -p`` and
+``rsync -t`` preserve an mtime, never a ctime) and the inode changes when a file
+is replaced by another, so a same-size replacement with a preserved mtime is
+still re-hashed. ``mktn reproduce --rehash`` (or deleting the index) forces every
+file to be hashed again.
 """
 
 from __future__ import annotations
@@ -15,13 +20,19 @@ import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from storage.atomic import atomic_write_json
-from storage.fingerprint import FileFingerprint, file_digest, fingerprint_file, quick_unchanged
+from storage.fingerprint import FileFingerprint, file_digest
 
 logger = logging.getLogger(__name__)
 
 INDEX_NAME = "fingerprints.json"
+
+
+def _stat_key(st: os.stat_result) -> dict[str, int]:
+    """The stat fields a reused digest must match besides size and mtime."""
+    return {"ino": int(st.st_ino), "ctime_ns": int(st.st_ctime_ns)}
 
 
 class FingerprintIndex:
@@ -31,36 +42,49 @@ class FingerprintIndex:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._entries: dict[str, FileFingerprint] = {}
+        self._stats: dict[str, dict[str, int]] = {}
+        self.hashed: list[str] = []  # files hashed (not reused) by this instance
         if self.path.is_file():
             try:
-                raw = json.loads(self.path.read_text(encoding="utf-8"))
-                self._entries = {k: FileFingerprint.from_dict(v) for k, v in raw.items()}
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raw: dict[str, dict[str, Any]] = json.loads(self.path.read_text(encoding="utf-8"))
+                for key, value in raw.items():
+                    self._entries[key] = FileFingerprint.from_dict(value)
+                    if "ino" in value and "ctime_ns" in value:
+                        self._stats[key] = {"ino": int(value["ino"]), "ctime_ns": int(value["ctime_ns"])}
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
                 logger.warning("ignoring unreadable fingerprint index %s (%s); rehashing", self.path, exc)
+                self._entries, self._stats = {}, {}
 
     def digest(self, file: str | os.PathLike[str]) -> str:
-        """sha256 of ``file``, from the index when its size and mtime are unchanged."""
+        """sha256 of ``file``, from the index when its size, mtime, inode and ctime are unchanged."""
         key = str(Path(file).resolve())
+        st = os.stat(key)
         with self._lock:
             recorded = self._entries.get(key)
-        if recorded is not None:
-            same = quick_unchanged(key, recorded)
-            if same is True:
-                return recorded.sha256
-            if same is None and file_digest(key) == recorded.sha256:
-                fp = fingerprint_file(key)  # content same, mtime moved: refresh the stat
-                with self._lock:
-                    self._entries[key] = fp
-                return fp.sha256
-        fp = fingerprint_file(key)
+            stats = self._stats.get(key)
+        if (
+            recorded is not None
+            and recorded.size == st.st_size
+            and recorded.mtime_ns == st.st_mtime_ns
+            and stats == _stat_key(st)
+        ):
+            return recorded.sha256
+        sha = file_digest(key)
+        after = os.stat(key)
+        if (after.st_size, after.st_mtime_ns, _stat_key(after)) != (st.st_size, st.st_mtime_ns, _stat_key(st)):
+            logger.warning("%s changed while it was hashed; it will be hashed again next time", key)
+            return sha  # not recorded: the digest may mix two versions of the file
+        fp = FileFingerprint(path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha)
         with self._lock:
             self._entries[key] = fp
-        return fp.sha256
+            self._stats[key] = _stat_key(st)
+            self.hashed.append(key)
+        return sha
 
     def digests(self, files: Iterable[str | os.PathLike[str]]) -> dict[str, str]:
         return {str(f): self.digest(f) for f in files}
 
     def save(self) -> None:
         with self._lock:
-            data = {k: v.to_dict() for k, v in sorted(self._entries.items())}
+            data = {k: {**v.to_dict(), **self._stats.get(k, {})} for k, v in sorted(self._entries.items())}
         atomic_write_json(self.path, data)

@@ -164,6 +164,7 @@ def test_cache_keys_refuse_arrays_and_follow_content() -> None:
 
 
 def test_fingerprint_index_rehashes_only_changed_files(tmp_path: Path) -> None:
+    import hashlib
     import os
 
     from flows.fingerprints import FingerprintIndex
@@ -180,6 +181,21 @@ def test_fingerprint_index_rehashes_only_changed_files(tmp_path: Path) -> None:
     f.write_bytes(b"two")  # same size, new content
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert again.digest(f) == file_digest(f) != first
+    again.save()
+    # same size, content replaced and the old mtime put back (cp -p, rsync -t): ctime and
+    # inode still moved, so the file is hashed again
+    st = f.stat()
+    g = tmp_path / "b.bin"
+    g.write_bytes(b"six")
+    os.utime(g, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(g, f)
+    third = FingerprintIndex(tmp_path / "fp.json")
+    assert third.digest(f) == hashlib.sha256(b"six").hexdigest()
+    assert third.hashed == [str(f.resolve())]
+    # nothing changed: the digest comes from the index, nothing is read
+    third.save()
+    fourth = FingerprintIndex(tmp_path / "fp.json")
+    assert fourth.digest(f) == file_digest(f) and fourth.hashed == []
 
 
 def test_retry_policy_and_dataset_discovery(tmp_path: Path) -> None:

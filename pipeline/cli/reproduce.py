@@ -43,6 +43,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="spread extraction over Dask: 'local' (a LocalCluster) or a scheduler address",
     )
     parser.add_argument("--workers", type=int, default=2, help="videos extracted at once (default 2)")
+    parser.add_argument(
+        "--rehash", action="store_true",
+        help="hash every source file again instead of reusing digests of files whose size, mtime, "
+        "inode and ctime are unchanged (<work>/fingerprints.json)",
+    )
     parser.add_argument("--json", action="store_true", help="print the run summary as JSON")
     parser.set_defaults(func=run)
 
@@ -78,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from flows.server import start_if_needed, using_api
+
+    if args.rehash:
+        from flows.workspace import Workspace
+
+        Workspace.at(args.work).fingerprint_index.unlink(missing_ok=True)
 
     t0 = time.perf_counter()
     # Without PREFECT_API_URL the run needs a temporary local Prefect server: start it now, so
