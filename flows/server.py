@@ -25,6 +25,7 @@ is started) or ephemeral mode is off.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -143,6 +144,7 @@ class TemporaryServer:
         self._log: Path | None = None
         self.started_at: float | None = None
         self.ready_after: float | None = None  # seconds from start() to a healthy API
+        self._atexit = False
 
     @property
     def api_url(self) -> str:
@@ -166,6 +168,9 @@ class TemporaryServer:
         ]
         with os.fdopen(fd, "wb") as out:
             self.process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        if not self._atexit:  # never outlive this process, whatever ends it
+            atexit.register(self.stop)
+            self._atexit = True
         self.started_at = time.perf_counter()
         self.ready_after = None
         logger.info("starting a temporary Prefect server on %s (pid %d)", self.api_url, self.process.pid)

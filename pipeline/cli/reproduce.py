@@ -119,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"mktn reproduce failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         print("fix the cause and rerun the same command: finished steps are reused", file=sys.stderr)
         return 1
+    finally:
+        if server is not None:
+            server.stop()  # already stopped by using_api unless the imports failed
     wall = timings["flow_s"]
     if server is not None and server.ready_after is not None:
         timings["server_boot_s"] = server.ready_after
