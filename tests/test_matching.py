@@ -99,3 +99,12 @@ def test_diagnostics_by_hand():
     assert d["video_cos"] == pytest.approx(0.0) and d["query_cos"] == pytest.approx(1.0)
     assert d["video_cos_raw"] == pytest.approx(1.0) and d["query_cos_raw"] == pytest.approx(0.0)
     assert d["sim_pos"] == pytest.approx(0.8) and d["sim_neg"] == pytest.approx((0.8 + 0.1 + 0.2 + 0.6) / 4)
+
+
+def test_collapse_warning_names_the_cause_and_the_fix():
+    from model.train import collapse_warning
+
+    msg = collapse_warning({"ans_kept": 0.01, "video_cos": 0.98, "query_cos": 0.99}, tau=0.95)
+    assert msg is not None and "1.0%" in msg and "collapsed" in msg and "model.embed_centering" in msg
+    assert collapse_warning({"ans_kept": 0.8}, tau=0.95) is None
+    assert collapse_warning({"ans_kept": 0.0}, tau=None) is None  # no selection: nothing removed by ANS
