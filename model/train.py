@@ -381,10 +381,12 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
         log_line({"kind": "epoch", "epoch": epoch + 1, "step": state["global_step"], "val": val.metrics,
                   "train": train_means, "diag": diag_means,
                   "best": improved, "elapsed_s": round(time.perf_counter() - t0, 2)})
-        log.info("epoch %d val %s=%.2f mIoU=%.2f%s | ANS kept %.2f, video cos %.3f, query cos %.3f",
+        nan = float("nan")
+        log.info("epoch %d val %s=%.2f mIoU=%.2f%s | ANS kept %.2f, sim pos/neg %.3f/%.3f, "
+                 "video cos %.3f (raw %.3f), query cos %.3f (raw %.3f)",
                  epoch + 1, SELECT_METRIC, score, val.metrics["mIoU"], " (best)" if improved else "",
-                 diag_means.get("ans_kept", float("nan")), diag_means.get("video_cos", float("nan")),
-                 diag_means.get("query_cos", float("nan")))
+                 *(diag_means.get(k, nan) for k in ("ans_kept", "sim_pos", "sim_neg", "video_cos",
+                                                     "video_cos_raw", "query_cos", "query_cos_raw")))
         warning = collapse_warning(diag_means, train_means.get("tau"))
         if warning:
             log.warning("epoch %d: %s", epoch + 1, warning)
