@@ -85,10 +85,12 @@ def test_network_output_dict(small):
         assert tuple(out[key].shape) == shape, key
 
 
-def test_frame_decoder_mask_isolates_clips():
+@pytest.mark.parametrize("per_clip_from", [64, 1])  # one masked attention; per-clip attentions
+def test_frame_decoder_mask_isolates_clips(per_clip_from, monkeypatch):
     torch.manual_seed(0)
     L, K = 6, 3
     apa = ActivityPrototypes(D, 4, L, 2, 0.0).eval()
+    monkeypatch.setattr(ActivityPrototypes, "PER_CLIP_FROM", per_clip_from)
     objects, clips = torch.randn(1, L, K, D), torch.randn(1, L, D)
     base = apa.frames(objects, clips)
     changed = objects.clone()
@@ -100,6 +102,16 @@ def test_frame_decoder_mask_isolates_clips():
     assert frame_decoder_mask(3, 2).tolist() == [[False, False, True, True, True, True],
                                                  [True, True, False, False, True, True],
                                                  [True, True, True, True, False, False]]
+
+
+def test_frame_decoder_paths_agree(monkeypatch):
+    torch.manual_seed(0)
+    apa = ActivityPrototypes(D, 4, 8, 2, 0.0).eval()
+    objects, clips = torch.randn(2, 8, 3, D), torch.randn(2, 8, D)
+    monkeypatch.setattr(ActivityPrototypes, "PER_CLIP_FROM", 64)
+    masked = apa.frames(objects, clips)
+    monkeypatch.setattr(ActivityPrototypes, "PER_CLIP_FROM", 1)
+    torch.testing.assert_close(apa.frames(objects, clips), masked, atol=1e-5, rtol=1e-5)
 
 
 def test_csm_contextual_switch():
