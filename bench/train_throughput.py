@@ -101,6 +101,25 @@ def annotated_data(path: Path, videos: int, clips: int, dim: int, patches: int,
     return GroundingData(vids, qs, recs)
 
 
+PER_QUERY = ("text_encoder", "fusion", "span_head", "float_head")  # the same work in both modes
+
+
+def time_modules(model: torch.nn.Module) -> dict[str, float]:
+    """Forward seconds per top-level module, accumulated by hooks while the dict is alive."""
+    totals: dict[str, float] = {}
+    started: dict[str, float] = {}
+    for name, module in model.named_children():
+        def pre(_m, _i, name=name):  # noqa: ANN001
+            started[name] = time.perf_counter()
+
+        def post(_m, _i, _o, name=name):  # noqa: ANN001
+            totals[name] = totals.get(name, 0.0) + time.perf_counter() - started[name]
+
+        module.register_forward_pre_hook(pre)
+        module.register_forward_hook(post)
+    return totals
+
+
 def run_mode(args: argparse.Namespace, mode: str) -> dict:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -124,6 +143,7 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    module_s = time_modules(model)
     queries = videos_enc = n = 0
     t0 = time.perf_counter()
     for b in batches:
@@ -136,10 +156,13 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
+    forward = dict(module_s)  # the timed steps only (inference below adds to module_s)
     qpv = len(prepared.queries) / len(prepared.videos)
     out = {"mode": mode, "steps": n, "seconds": round(dt, 3), "queries_per_s": queries / dt,
            "videos_per_s": queries / dt / qpv, "video_encodings_per_step": videos_enc / n,
-           "queries_per_step": queries / n, "params": sum(p.numel() for p in model.parameters())}
+           "queries_per_step": queries / n, "params": sum(p.numel() for p in model.parameters()),
+           "module_forward_s_per_step": {k: v / n for k, v in sorted(forward.items())},
+           "per_query_share": sum(v for k, v in forward.items() if k in PER_QUERY) / sum(forward.values())}
     if mode == "multi":  # inference: every query once, multi-pair batches
         t0 = time.perf_counter()
         evaluate_model(model, prepared, data.records, batch_videos=cfg.train.batch_videos, device=device)
@@ -214,6 +237,12 @@ def main() -> int:
         peak = r.get("cuda_peak_mib", r["peak_rss_mib"])
         print(f"{name:<12}{r['queries_per_s']:>11.1f}{r['videos_per_s']:>10.2f}"
               f"{r['video_encodings_per_step']:>10.1f}{r['queries_per_step']:>8.1f}{peak:>10.0f}")
+    print(f"{'module forward s/step':<22}{'multi':>8}{'single':>8}"
+          f"   (per query: {', '.join(PER_QUERY)})")
+    for k in m["module_forward_s_per_step"]:
+        print(f"  {k:<20}{m['module_forward_s_per_step'][k]:>8.3f}{s['module_forward_s_per_step'].get(k, 0):>8.3f}")
+    print(f"per-query share of the forward pass: multi-pair {m['per_query_share']:.0%}, "
+          f"single-pair {s['per_query_share']:.0%}")
     print(f"multi-pair speed-up: {speedup:.2f}x; inference {m['inference_queries_per_s']:.1f} queries/s "
           f"({m['inference_videos_per_s']:.2f} videos/s); load avg {report['load_avg'][0]:.2f}")
     if args.json:
