@@ -109,10 +109,10 @@ def time_modules(model: torch.nn.Module) -> dict[str, float]:
     totals: dict[str, float] = {}
     started: dict[str, float] = {}
     for name, module in model.named_children():
-        def pre(_m, _i, name=name):  # noqa: ANN001
+        def pre(_m, _i, name=name):
             started[name] = time.perf_counter()
 
-        def post(_m, _i, _o, name=name):  # noqa: ANN001
+        def post(_m, _i, _o, name=name):
             totals[name] = totals.get(name, 0.0) + time.perf_counter() - started[name]
 
         module.register_forward_pre_hook(pre)
