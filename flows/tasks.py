@@ -224,6 +224,15 @@ def load_records(annotations: dict[str, str], fmt: str | None, durations: str | 
     return load_splits(None if fmt in (None, "auto") else fmt, annotations, durations=durations)
 
 
+def grounding_data(records: Any, feature_store: str, query_store: str, dataset: str, extractor_id: str,
+                   encoder_id: str) -> Any:
+    """``model.loader.load_grounding_data`` for ``records`` from the two stores (no progress bar)."""
+    from model.loader import load_grounding_data
+
+    return load_grounding_data(feature_store, query_store, records, dataset=dataset,
+                               extractor_id=extractor_id, encoder_id=encoder_id, show_progress=False)
+
+
 @task(
     name="validate-annotations",
     cache_policy=content_policy(["annotations_sha", "fmt", "durations"], ("pipeline",)),
@@ -366,7 +375,6 @@ def train_model(
     annotations); a finished run (``result.json``) is returned as it is.
     """
     from model.config import MKTNConfig
-    from model.loader import load_grounding_data
     from model.train import train
 
     out = Path(run_dir)
@@ -377,10 +385,7 @@ def train_model(
         result = json.loads(result_file.read_text(encoding="utf-8"))
     else:
         records = load_records(annotations, fmt, durations).records
-        data = load_grounding_data(
-            feature_store, query_store, records, dataset=dataset, extractor_id=extractor_id,
-            encoder_id=encoder_id, show_progress=False,
-        )
+        data = grounding_data(records, feature_store, query_store, dataset, extractor_id, encoder_id)
         resume = (out / "last.pt").is_file()
         if resume:
             logger.info("resuming the interrupted run in %s", out)
@@ -422,15 +427,11 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Predict every query of ``split`` with ``checkpoint`` (``model.evaluate.evaluate_checkpoint``)."""
     from model.evaluate import evaluate_checkpoint as evaluate_ckpt
-    from model.loader import load_grounding_data
 
     records = [r for r in load_records(annotations, fmt, durations).records if r.split == split]
     if not records:
         raise PermanentTaskError(f"dataset {dataset!r} has no {split!r} records to evaluate on")
-    data = load_grounding_data(
-        feature_store, query_store, records, dataset=dataset, extractor_id=extractor_id,
-        encoder_id=encoder_id, show_progress=False,
-    )
+    data = grounding_data(records, feature_store, query_store, dataset, extractor_id, encoder_id)
     metrics = evaluate_ckpt(checkpoint, data, split=split, out_dir=out_dir)
     return {
         "checkpoint": checkpoint,
@@ -517,13 +518,9 @@ def run_ablation(
     """The full model and each main "w/o" variant (``model.ablation.run_ablation``; resumable)."""
     from model.ablation import run_ablation as ablate
     from model.config import MKTNConfig
-    from model.loader import load_grounding_data
 
     records = load_records(annotations, fmt, durations).records
-    data = load_grounding_data(
-        feature_store, query_store, records, dataset=dataset, extractor_id=extractor_id,
-        encoder_id=encoder_id, show_progress=False,
-    )
+    data = grounding_data(records, feature_store, query_store, dataset, extractor_id, encoder_id)
     summary = ablate(MKTNConfig.from_dict(config), data, out_dir, show_progress=False)
     rows = [{"variant": name, **{k: round(float(v), 2) for k, v in row.items() if isinstance(v, (int, float))
                                  and not k.endswith("_std")}} for name, row in summary["rows"].items()]
