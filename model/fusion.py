@@ -37,3 +37,35 @@ class CoAttentionFusion(nn.Module):
         out, _ = self.gru(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=video.shape[1])
         return self.norm(out.to(video.dtype))
+
+
+class QueryPatchAttention(nn.Module):
+    """Per query and clip, multi-head attention of the query over the clip's patches.
+
+    MKTN's object and frame prototypes are computed from the video alone, so a clip feature
+    mixes every object of the frame; a query about one object of several cannot tell whose
+    colour goes with whose motion. Here the query (its masked mean word token plus its
+    sentence vector) attends over the ``P`` patches of every clip of its own video, and the
+    attended patch feature is added to that query's view of the clip before the fusion.
+    Cost: ``Q x L x P`` scores, small beside the span head.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.query = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.LayerNorm(d_model))
+        self.attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, patches: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor,
+                sentence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """patches [Q, L, P, d] (each query's own video), words [Q, N, d], word_mask [Q, N],
+        sentence [Q, d] -> (clip features [Q, L, d], attention weights [Q, L, P])."""
+        q, length, p, d = patches.shape
+        m = word_mask.to(words.dtype)[..., None]
+        pooled = (words * m).sum(1) / m.sum(1).clamp_min(1.0)
+        query = self.query(torch.cat([pooled, sentence], dim=-1))  # (Q, d)
+        qs = query[:, None, None, :].expand(q, length, 1, d).reshape(q * length, 1, d)
+        kv = patches.reshape(q * length, p, d)
+        ctx, weights = self.attn(qs, kv, kv, need_weights=True)
+        ctx = self.out(ctx.reshape(q, length, d))
+        return ctx, weights.reshape(q, length, p)

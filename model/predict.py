@@ -79,7 +79,8 @@ def extraction_config(feature_attrs: dict[str, Any], weights: str | None = None,
     return ExtractionConfig(backbone=feature_attrs["backbone"], layer=feature_attrs["layer"],
                             grid=int(feature_attrs["grid"]), weights=weights, seed=seed, fps=float(s["fps"]),
                             clip_len=int(s["clip_len"]), stride=int(s["stride"]), resize=int(s["resize"]),
-                            crop=int(s["crop"]), dtype=feature_attrs.get("dtype", "float16"),
+                            crop=int(s["crop"]), geometry=str(s.get("geometry", "crop")),
+                            dtype=feature_attrs.get("dtype", "float16"),
                             dataset="predict", device=device)
 
 

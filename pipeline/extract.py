@@ -73,6 +73,7 @@ class ExtractionConfig:
     stride: int | None = None  # None: clip_len (non-overlapping clips)
     resize: int | None = None
     crop: int | None = None
+    geometry: Literal["crop", "full"] = "crop"  # "full": the whole frame, resized (nothing cut)
     dtype: Literal["float16", "float32"] = "float16"
     dataset: str = "default"
     extractor_id: str | None = None  # None: derived from the feature-deciding fields
@@ -93,6 +94,7 @@ class ExtractionConfig:
             stride=self.stride or clip_len,
             resize=self.resize or spec.resize,
             crop=self.crop or spec.crop,
+            geometry=self.geometry,
         )
 
     def resolved_layer(self) -> str:

@@ -61,7 +61,11 @@ class ClipSampling:
 
     ``fps``: target sampling rate; ``clip_len``: sampled frames per clip; ``stride``:
     sampled frames between clip starts; ``resize``: short side after resizing (pixels);
-    ``crop``: side of the centre crop (pixels), ``crop <= resize``.
+    ``crop``: side of the centre crop (pixels), ``crop <= resize``; ``geometry``: ``"crop"``
+    resizes the short side to ``resize`` and cuts the centre ``crop x crop`` square (the
+    3D-CNN convention, which drops the left and right of a 4:3 or 16:9 frame), ``"full"``
+    resizes the whole frame to ``crop x crop`` (aspect not kept, nothing cut: things entering
+    or leaving at the edges stay in view).
     """
 
     fps: float = 15.0
@@ -69,6 +73,7 @@ class ClipSampling:
     stride: int = 16
     resize: int = 128
     crop: int = 112
+    geometry: str = "crop"
 
     def __post_init__(self) -> None:
         if not (self.fps > 0 and math.isfinite(self.fps)):
@@ -82,6 +87,8 @@ class ClipSampling:
                 f"need 1 <= crop <= resize, got crop={self.crop}, resize={self.resize}; "
                 "raise --resize or lower --crop"
             )
+        if self.geometry not in ("crop", "full"):
+            raise ValueError(f"geometry must be 'crop' or 'full', got {self.geometry!r}")
 
 
 @dataclass(frozen=True)
@@ -234,7 +241,9 @@ def plan_clips(info: VideoInfo, sampling: ClipSampling) -> ClipPlan:
     [[0.0, 0.8], [0.8, 1.6], [1.6, 2.4], [2.4, 3.0]]
     """
     step = 1.0 / sampling.fps
-    n_samples = max(1, math.ceil(info.duration * sampling.fps - 1e-6))
+    # a container duration a hair above a whole number of samples (rounding in its time base)
+    # must not add a sample, and with it a clip made only of padding
+    n_samples = max(1, math.ceil(info.duration * sampling.fps - 1e-3))
     times = np.arange(n_samples, dtype=np.float64) * step
     # The frame on screen at time t: the last frame whose start is <= t.
     src = np.searchsorted(info.frame_starts, times + 1e-6, side="right") - 1
@@ -323,11 +332,16 @@ class ClipStream:
             raise VideoDecodeError(
                 self.path, f"decoder returned {decoded.shape[0]} frames, expected {unique.shape[0]}"
             )
+        if self.sampling.geometry == "full":
+            return np.ascontiguousarray(decoded[inverse])
         return np.ascontiguousarray(center_crop(decoded, self.sampling.crop)[inverse])
 
     def clips(self) -> Iterator[tuple[int, np.ndarray]]:
         """``(clip_index, frames uint8 [clip_len, crop, crop, 3])`` in order."""
-        width, height = resized_size(self.info.width, self.info.height, self.sampling.resize)
+        if self.sampling.geometry == "full":
+            width = height = self.sampling.crop
+        else:
+            width, height = resized_size(self.info.width, self.info.height, self.sampling.resize)
         vr = _open_reader(self.path, width=width, height=height, threads=self.decode_threads)
         n = self.plan.num_samples
         length = self.sampling.clip_len

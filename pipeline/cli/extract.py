@@ -54,6 +54,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--crop", type=int, default=None, help="centre crop side (default: backbone's)"
     )
+    parser.add_argument(
+        "--geometry",
+        choices=("crop", "full"),
+        default="crop",
+        help="crop: short side to --resize, centre --crop square (cuts the sides of wide "
+        "frames); full: the whole frame resized to --crop x --crop (default crop)",
+    )
     parser.add_argument("--dtype", choices=("float16", "float32"), default="float16")
     parser.add_argument(
         "--batch-size", type=int, default=None, help="clips per batch (default: 8 CPU, auto CUDA)"
@@ -103,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             stride=args.stride,
             resize=args.resize,
             crop=args.crop,
+            geometry=args.geometry,
             dtype=args.dtype,
             dataset=args.dataset,
             extractor_id=args.extractor_id,

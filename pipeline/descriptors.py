@@ -1,0 +1,210 @@
+"""Classical per-patch video descriptors: colour, motion and shape, computed beside a 3D-CNN.
+
+Random-init 3D-CNNs (the only networks this project can build without downloaded weights)
+carry little of what grounding needs (measured in docs/features.md). The pre-deep video
+literature described clips with hand-built histograms instead; this module computes three
+families of them on the same decoded clip the backbone sees, pooled to the same
+``grid x grid`` patches, so they join the CNN's channels as extra "layers" of any
+backbone (``--layer layer2+layer3+colour+motion+shape``):
+
+- ``colour`` (30-d): a soft hue histogram (12 bins) weighted by chroma plus three lightness
+  bins for achromatic pixels (dark / mid / bright, e.g. a white object), each as the
+  fraction of the patch covered, averaged over the clip, and its change from the clip's first
+  third to its last third (a colour change, something appearing or leaving).
+- ``motion`` (14-d): the normal flow ``-I_t grad I`` of a blurred grey image (the component of
+  motion along the image gradient, Horn & Schunck's constraint), as an 8-bin direction
+  histogram weighted by its magnitude, its mean vector (net direction), the divergence and
+  curl of the flow around its energy centroid (grow / shrink, spin), the grey motion energy
+  ``|I_t|`` and the colour change energy ``|d RGB / dt|`` (blink, recolour).
+- ``shape`` (8-d): an unsigned gradient-orientation histogram (HOG, 8 bins) of the chroma image,
+  where saturated objects stand out from a greyish background, averaged over the clip.
+
+Every value is a per-pixel average, so it is comparable across patch sizes and resolutions;
+square roots compress the histograms (Hellinger). The feature store's per-dimension
+standardisation then puts them on the CNN channels' scale. No weights, no randomness:
+the descriptors are the same on every machine.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+HUE_BINS = 12
+GREY_BINS = 3
+DIRECTION_BINS = 8
+ORIENTATION_BINS = 8
+
+DESCRIPTORS: dict[str, int] = {
+    "colour": 2 * (HUE_BINS + GREY_BINS),
+    "motion": DIRECTION_BINS + 6,
+    "shape": ORIENTATION_BINS,
+}
+
+
+def _soft_bins(angle: torch.Tensor, bins: int, period: float) -> torch.Tensor:
+    """Linear (triangular) soft assignment of angles to ``bins`` circular bins: [..., bins]."""
+    pos = torch.remainder(angle, period) * (bins / period)
+    lo = torch.floor(pos)
+    frac = pos - lo
+    lo_i = lo.long() % bins
+    hi_i = (lo_i + 1) % bins
+    out = torch.zeros(*angle.shape, bins, dtype=angle.dtype, device=angle.device)
+    out.scatter_add_(-1, lo_i.unsqueeze(-1), (1 - frac).unsqueeze(-1))
+    out.scatter_add_(-1, hi_i.unsqueeze(-1), frac.unsqueeze(-1))
+    return out
+
+
+def _blur(x: torch.Tensor) -> torch.Tensor:
+    """Separable [1 4 6 4 1]/16 binomial blur of [N, 1, H, W] (replicate padding)."""
+    k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=x.dtype, device=x.device) / 16.0
+    x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="replicate"), k.view(1, 1, 1, 5))
+    return F.conv2d(F.pad(x, (0, 0, 2, 2), mode="replicate"), k.view(1, 1, 5, 1))
+
+
+def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Central differences of [N, 1, H, W] (replicate padding): (d/dx, d/dy)."""
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    gx = (p[..., 1:-1, 2:] - p[..., 1:-1, :-2]) * 0.5
+    gy = (p[..., 2:, 1:-1] - p[..., :-2, 1:-1]) * 0.5
+    return gx, gy
+
+
+class ClassicalDescriptors(nn.Module):
+    """Hand-built colour, motion and shape descriptors of RGB clips, pooled to a patch grid.
+
+    ``forward(rgb)`` with ``rgb`` [B, 3, L, H, W] in [0, 1] returns
+    ``{"clip": [B, D], "patches": [B, grid**2, D]}`` for the requested ``families`` (in the
+    order given), D = the sum of their widths in :data:`DESCRIPTORS`. The clip feature is the
+    same descriptor computed over the whole frame.
+    """
+
+    def __init__(self, families: list[str], grid: int) -> None:
+        super().__init__()
+        unknown = [f for f in families if f not in DESCRIPTORS]
+        if unknown:
+            raise ValueError(f"unknown descriptors {unknown}; choose from {list(DESCRIPTORS)}")
+        self.families = list(families)
+        self.grid = grid
+        self.dim = sum(DESCRIPTORS[f] for f in families)
+
+    # ------------------------------------------------------------------ pooling helpers
+
+    def _pool(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, C, H, W] per-pixel values -> (clip [B, C], patches [B, P, C]) averages."""
+        clip = maps.mean(dim=(2, 3))
+        patches = F.adaptive_avg_pool2d(maps, self.grid).flatten(2).transpose(1, 2)
+        return clip, patches
+
+    # ------------------------------------------------------------------ families
+
+    def _colour(self, rgb: torch.Tensor) -> torch.Tensor:
+        """[B, 3, L, H, W] -> per-pixel maps [B, 2 * (HUE + GREY), H, W]."""
+        r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]  # [B, L, H, W]
+        a = r - 0.5 * (g + b)
+        c = (math.sqrt(3.0) / 2.0) * (g - b)
+        chroma = torch.sqrt(a * a + c * c + 1e-12)  # 0 (grey) .. 1 (saturated)
+        hue = torch.atan2(c, a)
+        sat = (chroma / 0.75).clamp(0, 1)  # soft "this pixel is coloured" weight
+        hue_h = _soft_bins(hue, HUE_BINS, 2 * math.pi) * sat.unsqueeze(-1)  # [B, L, H, W, 12]
+        light = (r + g + b) / 3.0
+        grey = 1.0 - sat
+        centres = torch.tensor([0.15, 0.5, 0.85], dtype=rgb.dtype, device=rgb.device)
+        light_w = torch.relu(1.0 - (light.unsqueeze(-1) - centres).abs() / 0.35)
+        grey_h = light_w * grey.unsqueeze(-1)  # [B, L, H, W, 3]
+        h = torch.cat([hue_h, grey_h], dim=-1).permute(0, 1, 4, 2, 3)  # [B, L, 15, H, W]
+        n = h.shape[1]
+        third = max(1, n // 3)
+        mean = h.mean(dim=1)
+        change = h[:, n - third :].mean(dim=1) - h[:, :third].mean(dim=1)
+        return torch.cat([mean, change], dim=1)
+
+    def _motion(self, rgb: torch.Tensor) -> torch.Tensor:
+        """[B, 3, L, H, W] -> per-pixel maps [B, DIRECTION_BINS + 6, H, W]."""
+        bsz, _, n, h, w = rgb.shape
+        out_hw = (h, w)
+        if n < 2:
+            return rgb.new_zeros(bsz, DIRECTION_BINS + 8, h, w)
+        grey = rgb.mean(dim=1).reshape(bsz * n, 1, h, w)
+        grey = F.avg_pool2d(grey, 2) if min(h, w) >= 32 else grey  # halve displacements
+        grey = _blur(grey)
+        hh, ww = grey.shape[-2:]
+        grey = grey.reshape(bsz, n, hh, ww)
+        avg = 0.5 * (grey[:, 1:] + grey[:, :-1]).reshape(-1, 1, hh, ww)
+        gx, gy = _gradients(avg)
+        it = (grey[:, 1:] - grey[:, :-1]).reshape(-1, 1, hh, ww)
+        # normal flow scaled by the gradient: points along the motion's component across edges
+        fx, fy = -it * gx, -it * gy
+        mag = torch.hypot(fx, fy)
+        direction = _soft_bins(torch.atan2(fy, fx), DIRECTION_BINS, 2 * math.pi) * mag.unsqueeze(-1)
+        direction = direction.squeeze(1).permute(0, 3, 1, 2)  # [B*(n-1), 8, hh, ww]
+        # divergence / curl of the flow about its energy centroid, per patch and whole frame
+        ys = torch.linspace(-1.0, 1.0, hh, dtype=rgb.dtype, device=rgb.device).view(1, 1, hh, 1)
+        xs = torch.linspace(-1.0, 1.0, ww, dtype=rgb.dtype, device=rgb.device).view(1, 1, 1, ww)
+        energy = it.abs()
+        maps = torch.cat(
+            [direction, fx, fy, energy, energy * xs, energy * ys, fx * xs + fy * ys, fx * ys - fy * xs],
+            dim=1,
+        ).reshape(bsz, n - 1, DIRECTION_BINS + 7, hh, ww).mean(dim=1)
+        colour_change = (rgb[:, :, 1:] - rgb[:, :, :-1]).abs().mean(dim=(1, 2)).unsqueeze(1)
+        maps = F.interpolate(maps, size=out_hw, mode="bilinear", align_corners=False)
+        return torch.cat([maps, colour_change], dim=1)
+
+    def _motion_pool(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pool the motion maps; divergence and curl are taken about each region's energy centroid."""
+        d = DIRECTION_BINS
+
+        def finish(v: torch.Tensor) -> torch.Tensor:
+            hist, fx, fy = v[..., :d], v[..., d], v[..., d + 1]
+            energy, ex, ey = v[..., d + 2], v[..., d + 3], v[..., d + 4]
+            radial, tangential, colour_change = v[..., d + 5], v[..., d + 6], v[..., d + 7]
+            safe = energy.clamp_min(1e-6)
+            cx, cy = ex / safe, ey / safe  # the region's motion-energy centroid
+            div = radial - (cx * fx + cy * fy)  # mean f . (p - c)
+            curl = tangential - (cy * fx - cx * fy)  # mean (p - c) x f
+            extra = torch.stack([fx, fy, div, curl, energy, colour_change], dim=-1)
+            return torch.cat([hist, extra], dim=-1)
+
+        clip, patches = self._pool(maps)
+        return finish(clip), finish(patches)
+
+    def _shape(self, rgb: torch.Tensor) -> torch.Tensor:
+        """[B, 3, L, H, W] -> per-pixel maps [B, ORIENTATION_BINS, H, W]."""
+        bsz, _, n, h, w = rgb.shape
+        r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+        a = r - 0.5 * (g + b)
+        c = (math.sqrt(3.0) / 2.0) * (g - b)
+        chroma = torch.sqrt(a * a + c * c + 1e-12).reshape(bsz * n, 1, h, w)
+        gx, gy = _gradients(chroma)
+        mag = torch.hypot(gx, gy)
+        hog = _soft_bins(torch.atan2(gy, gx), ORIENTATION_BINS, math.pi) * mag.unsqueeze(-1)
+        hog = hog.squeeze(1).permute(0, 3, 1, 2).reshape(bsz, n, ORIENTATION_BINS, h, w)
+        return hog.mean(dim=1)
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
+        rgb = rgb.float().clamp(0, 1)
+        clips, patches = [], []
+        for fam in self.families:
+            if fam == "colour":
+                c, p = self._pool(self._colour(rgb))
+            elif fam == "motion":
+                c, p = self._motion_pool(self._motion(rgb))
+            else:
+                c, p = self._pool(self._shape(rgb))
+            clips.append(c)
+            patches.append(p)
+        clip = torch.cat(clips, dim=-1)
+        patch = torch.cat(patches, dim=-1)
+        # signed square root compresses heavy-tailed histogram mass (Hellinger-style)
+        return {
+            "clip": torch.sign(clip) * torch.sqrt(clip.abs()),
+            "patches": torch.sign(patch) * torch.sqrt(patch.abs()),
+        }
+
+
+__all__ = ["DESCRIPTORS", "ClassicalDescriptors"]

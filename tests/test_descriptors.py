@@ -1,0 +1,132 @@
+"""Classical colour / motion / shape descriptors: each reads what it claims on clips made here."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.backbones import build_extractor
+from pipeline.descriptors import DESCRIPTORS, DIRECTION_BINS, HUE_BINS, ClassicalDescriptors
+
+SIZE = 64
+FRAMES = 8
+
+
+def _background() -> torch.Tensor:
+    """A grey textured background [3, L, H, W] (gratings, so edges exist everywhere)."""
+    y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    tex = 0.45 + 0.05 * np.sin(x / 3.0) * np.cos(y / 5.0)
+    frame = torch.from_numpy(np.stack([tex, tex, tex]))  # grey: no chroma
+    return frame[:, None].repeat(1, FRAMES, 1, 1).clone()
+
+
+def _disc(clip: torch.Tensor, t: int, cx: float, cy: float, r: float, rgb: tuple[float, ...]) -> None:
+    y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    inside = torch.from_numpy(((x - cx) ** 2 + (y - cy) ** 2) <= r * r)
+    for c in range(3):
+        clip[c, t][inside] = rgb[c]
+
+
+def _moving(dx: float, dy: float, rgb: tuple[float, ...] = (0.9, 0.1, 0.1)) -> torch.Tensor:
+    clip = _background()
+    for t in range(FRAMES):
+        _disc(clip, t, 32 + dx * (t - FRAMES / 2), 32 + dy * (t - FRAMES / 2), 9.0, rgb)
+    return clip
+
+
+def _run(clips: list[torch.Tensor], families: list[str], grid: int = 1) -> dict[str, torch.Tensor]:
+    return ClassicalDescriptors(families, grid)(torch.stack(clips))
+
+
+def test_widths_and_shapes() -> None:
+    out = _run([_moving(1, 0), _moving(0, 1)], ["colour", "motion", "shape"], grid=4)
+    dim = sum(DESCRIPTORS.values())
+    assert out["clip"].shape == (2, dim) and out["patches"].shape == (2, 16, dim)
+    assert torch.isfinite(out["clip"]).all() and torch.isfinite(out["patches"]).all()
+
+
+def test_motion_direction_histogram_follows_the_motion() -> None:
+    motion = _run([_moving(2, 0), _moving(-2, 0), _moving(0, 2), _moving(0, 0)], ["motion"])["clip"]
+    hist = motion[:, :DIRECTION_BINS]
+    fx, fy = motion[:, DIRECTION_BINS], motion[:, DIRECTION_BINS + 1]
+    # bins are 45 degrees apart from angle 0 (rightwards); image y points down
+    assert int(hist[0].argmax()) == 0 and fx[0] > 0
+    assert int(hist[1].argmax()) == DIRECTION_BINS // 2 and fx[1] < 0
+    assert int(hist[2].argmax()) == DIRECTION_BINS // 4 and fy[2] > 0
+    assert hist[3].sum() < 0.1 * hist[0].sum()  # a static clip has (almost) no flow
+
+
+def test_divergence_tells_growing_from_shrinking() -> None:
+    def sized(r0: float, r1: float) -> torch.Tensor:
+        clip = _background()
+        for t in range(FRAMES):
+            _disc(clip, t, 32, 32, r0 + (r1 - r0) * t / (FRAMES - 1), (0.1, 0.2, 0.9))
+        return clip
+
+    motion = _run([sized(6, 14), sized(14, 6)], ["motion"])["clip"]
+    div = motion[:, DIRECTION_BINS + 2]
+    assert div[0] > 0 > div[1]
+
+
+def test_curl_tells_the_sense_of_rotation() -> None:
+    def bar(sense: float) -> torch.Tensor:
+        clip = _background()
+        y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+        for t in range(FRAMES):
+            a = sense * 0.15 * t
+            u = (x - 32) * math.cos(a) + (y - 32) * math.sin(a)
+            v = -(x - 32) * math.sin(a) + (y - 32) * math.cos(a)
+            inside = torch.from_numpy((np.abs(u) < 16) & (np.abs(v) < 4))
+            for c, val in enumerate((0.1, 0.8, 0.2)):
+                clip[c, t][inside] = val
+        return clip
+
+    curl = _run([bar(1.0), bar(-1.0)], ["motion"])["clip"][:, DIRECTION_BINS + 3]
+    assert curl[0] * curl[1] < 0 and abs(curl[0]) > 1e-3
+
+
+def test_colour_histogram_finds_the_hue_where_it_is() -> None:
+    red = _background()
+    blue = _background()
+    for t in range(FRAMES):
+        _disc(red, t, 16, 16, 8, (0.9, 0.1, 0.1))  # top-left patch of a 2x2 grid
+        _disc(blue, t, 48, 48, 8, (0.1, 0.1, 0.9))  # bottom-right patch
+    patches = _run([red, blue], ["colour"], grid=2)["patches"]
+    hue_red = patches[0, :, :HUE_BINS]
+    hue_blue = patches[1, :, :HUE_BINS]
+    assert int(hue_red.sum(1).argmax()) == 0 and int(hue_blue.sum(1).argmax()) == 3
+    assert int(hue_red[0].argmax()) != int(hue_blue[3].argmax())
+
+
+def test_colour_change_is_signed() -> None:
+    clip = _background()
+    for t in range(FRAMES):
+        rgb = (0.9, 0.1, 0.1) if t < FRAMES // 2 else (0.1, 0.9, 0.1)
+        _disc(clip, t, 32, 32, 10, rgb)
+    colour = _run([clip], ["colour"])["clip"][0]
+    change = colour[HUE_BINS + 3 :]
+    assert change[:HUE_BINS].min() < 0 < change[:HUE_BINS].max()  # red leaves, green arrives
+
+
+def test_extractor_layers_join_descriptors_to_the_network() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(2, 8, 112, 112, 3) * 255
+    both = build_extractor("tiny3d", layer="layer3+colour+motion", grid=2)
+    alone = build_extractor("tiny3d", layer="colour+motion", grid=2)
+    with torch.inference_mode():
+        xb = both.normalize(x.to(torch.uint8))
+        out, ref = both(xb), alone(xb)
+    assert out["clip"].shape == (2, 256 + DESCRIPTORS["colour"] + DESCRIPTORS["motion"])
+    torch.testing.assert_close(out["clip"][:, 256:], ref["clip"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out["patches"][..., 256:], ref["patches"], rtol=1e-4, atol=1e-5)
+    assert alone._stages == []  # descriptors alone run no network stage
+
+
+def test_unknown_or_repeated_layer_is_refused() -> None:
+    with pytest.raises(ValueError, match="no layer 'texture'"):
+        build_extractor("tiny3d", layer="layer3+texture")
+    with pytest.raises(ValueError, match="twice"):
+        build_extractor("tiny3d", layer="colour+colour")
