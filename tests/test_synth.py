@@ -16,7 +16,13 @@ from pipeline.cli import main
 from pipeline.datasets import load_annotations
 from pipeline.synth import benchmark as bench_mod
 from pipeline.synth import build_synth_config, dataset_stats, generate_benchmark, is_complete
-from pipeline.synth.benchmark import annotation_records, assign_splits, plan_videos
+from pipeline.synth.benchmark import (
+    FORMAT_VERSION,
+    annotation_records,
+    assign_splits,
+    order_start_correlation,
+    plan_videos,
+)
 from pipeline.synth.config import SynthConfig
 from pipeline.synth.render import render_frames
 from pipeline.synth.script import EventSpec, ObjectSpec, VideoScript
@@ -74,6 +80,8 @@ def test_annotations_load_with_the_jsonl_adapter(quick: Path) -> None:
         assert first.extra["event"]["kind"] and first.extra["relation"]
     manifest = json.loads((quick / "synth.json").read_text())
     assert manifest["seed"] == 0 and manifest["config"]["num_videos"] == 12
+    assert manifest["domain"] == manifest["config"]["domain"] == "shapes"
+    assert manifest["format_version"] == FORMAT_VERSION
     assert len(manifest["files"]) == 12 + 3 and is_complete(quick)
 
 
@@ -97,6 +105,71 @@ def test_relation_phenomena_exist(quick: Path) -> None:
     assert big["sentences_in_several_videos"] >= 3
     assert set(big["event_kinds"]) == {"appear", "disappear", "move", "grow", "shrink", "spin", "recolor", "blink"}
     assert big["normalised_length_quantiles"][2] > 2 * big["normalised_length_quantiles"][0]
+
+
+def _default_records(domain: str, num_videos: int = 200) -> list[dict]:
+    """The default dataset's annotation records, from its plans alone (no pixels: a fraction of a second)."""
+    cfg = build_synth_config("default", domain, num_videos=num_videos)
+    planned = plan_videos(cfg, 0)
+    splits = assign_splits(cfg, 0)
+    return [r for (s, q), sp in zip(planned, splits, strict=True) for r in annotation_records(s, q, sp, domain)]
+
+
+@pytest.mark.parametrize("domain", ["shapes", "street"])
+def test_query_order_and_ids_do_not_leak_the_answer(domain: str) -> None:
+    recs = _default_records(domain)
+    by_video: dict[str, list[dict]] = {}
+    for r in recs:
+        by_video.setdefault(r["vid"], []).append(r)
+    # listed order (and the qid numbering, which follows it) vs start time: no correlation left
+    assert abs(order_start_correlation(recs)) < 0.1
+    event_ordered = [r for recs_v in by_video.values()
+                     for r in sorted(recs_v, key=lambda r: r["relevant_windows"][0][0])]
+    assert order_start_correlation(event_ordered) == pytest.approx(1.0)  # the statistic sees a leak
+    firsts = Counter()  # type: Counter[int]
+    for vid, rs in by_video.items():
+        assert [r["qid"] for r in rs] == [f"{vid}_q{k}" for k in range(len(rs))]  # numbered as listed
+        starts = [r["relevant_windows"][0][0] for r in rs]
+        firsts[int(np.argmin(starts))] += 1
+        qids = {r["qid"]: r for r in rs}
+        for r in rs:  # anchors follow the renumbering and still mean what the relation says
+            if r["anchor_qid"] is None:
+                assert r["relation"] == "plain"
+                continue
+            anchor = qids[r["anchor_qid"]]["relevant_windows"][0]
+            target = r["relevant_windows"][0]
+            if r["relation"] in ("after", "then", "once", "as_soon_as"):
+                assert anchor[1] <= target[0] + 1e-9, r
+            elif r["relation"] == "before":
+                assert anchor[0] >= target[1] - 1e-9, r
+        # nothing but the window itself holds a time
+        assert all(not ({"start", "end", "index", "time"} & set(r["event"])) for r in rs)
+    # the earliest moment is listed first in about 1 / (queries per video) of the videos, not always
+    assert firsts[0] < 0.4 * len(by_video)
+    shuffled = sum(1 for rs in by_video.values()
+                   if [r["relevant_windows"][0][0] for r in rs] != sorted(r["relevant_windows"][0][0] for r in rs))
+    assert shuffled > 0.7 * len(by_video)
+
+
+def test_an_older_format_is_rewritten_without_reencoding(tmp_path: Path) -> None:
+    cfg = build_synth_config("quick", num_videos=2)
+    out = tmp_path / "old"
+    generate_benchmark(out, cfg, seed=3, workers=1, progress=False)
+    digests = json.loads((out / "synth.json").read_text())["files"]
+    # what format 1 left: event-ordered queries, a plan and manifest without the newer fields
+    plan = json.loads((out / ".synth-plan.json").read_text())
+    old_cfg = {k: v for k, v in plan["config"].items() if k not in ("domain", "height")}
+    (out / ".synth-plan.json").write_text(json.dumps({"format_version": 1, "seed": 3, "config": old_cfg}))
+    manifest = json.loads((out / "synth.json").read_text())
+    (out / "synth.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    assert not is_complete(out)  # an older format is not a finished dataset of this one
+    result = generate_benchmark(out, cfg, seed=3, workers=1, progress=False)
+    assert result.encoded == 0 and is_complete(out)
+    new = json.loads((out / "synth.json").read_text())
+    assert new["format_version"] == FORMAT_VERSION and new["files"] == digests
+    # another seed is still refused
+    with pytest.raises(ValueError, match="--overwrite"):
+        generate_benchmark(out, cfg, seed=4, workers=1, progress=False)
 
 
 def _decode_all(path: Path) -> np.ndarray:
@@ -204,6 +277,12 @@ def test_config_validation_names_the_problem() -> None:
         build_synth_config("huge")
     with pytest.raises(ValueError, match="unknown synthetic config keys"):
         build_synth_config("quick", colour_depth=3)
+    with pytest.raises(ValueError, match="unknown synthetic domain"):
+        build_synth_config("quick", "kitchen")
+    with pytest.raises(ValueError, match="unknown domain"):
+        SynthConfig(domain="kitchen")
+    with pytest.raises(ValueError, match="street"):
+        build_synth_config("large", "street")
 
 
 def test_cli_synth_and_evaluate_predictions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,8 +11,17 @@ Layout of ``out``::
     .synth-plan.json               config + seed of the run in progress (guards reruns)
 
 Everything is deterministic for (config, seed): each video draws from its own
-``SeedSequence([seed, index, stream])``, so the result does not depend on the
+``SeedSequence([seed, index, stream])`` (stream 0: the scene, 1: the sentences,
+2: the order its queries are listed in), so the result does not depend on the
 number of workers or on which videos a rerun skips.
+
+Query order carries no answer: each video's queries are listed in a seeded
+random order (not in event order) and numbered in that listed order
+(``<vid>_q0`` is the first line of the video, whatever its moment), so neither
+the position of a line nor its ``qid`` says when its moment is.
+
+The generator of the scene, events and sentences is the config's ``domain``
+(``pipeline.synth.domains``); everything here is shared by all domains.
 """
 
 from __future__ import annotations
@@ -34,9 +43,8 @@ from tqdm import tqdm
 
 from pipeline.provenance import code_version
 from pipeline.synth.config import SynthConfig
-from pipeline.synth.language import NOUNS, Query, describe
-from pipeline.synth.render import render_frames
-from pipeline.synth.script import VideoScript, make_script
+from pipeline.synth.domains import all_noun_words, get_domain
+from pipeline.synth.language import Query
 from pipeline.synth.writer import write_mp4
 from storage.atomic import atomic_write_json, atomic_write_text
 from storage.fingerprint import file_digest
@@ -46,8 +54,11 @@ log = logging.getLogger(__name__)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 MANIFEST = "synth.json"
 PLAN = ".synth-plan.json"
-FORMAT_VERSION = 1
+# 2: queries listed in a seeded random order per video and numbered in that order (1: event order);
+#    the config names its domain
+FORMAT_VERSION = 2
 _SPLIT_STREAM = 1 << 20
+_SCENE, _LANGUAGE, _ORDER = 0, 1, 2  # per-video SeedSequence streams
 
 
 @dataclass(frozen=True)
@@ -64,18 +75,21 @@ class SynthResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def video_id(index: int) -> str:
-    return f"synth_{index:04d}"
+def video_id(index: int, domain: str = "shapes") -> str:
+    return get_domain(domain).video_id(index)
 
 
-def plan_videos(cfg: SynthConfig, seed: int) -> list[tuple[VideoScript, list[Query]]]:
-    """Every video's script and queries (cheap: no pixels)."""
+def plan_videos(cfg: SynthConfig, seed: int) -> list[tuple[Any, list[Query]]]:
+    """Every video's script and its queries in listing order, a seeded shuffle (cheap: no pixels)."""
+    domain = get_domain(cfg.domain)
     planned = []
     for i in range(cfg.num_videos):
-        scene_rng = np.random.default_rng(np.random.SeedSequence([seed, i, 0]))
-        lang_rng = np.random.default_rng(np.random.SeedSequence([seed, i, 1]))
-        script = make_script(video_id(i), scene_rng, cfg)
-        planned.append((script, describe(script, lang_rng)))
+        scene_rng = np.random.default_rng(np.random.SeedSequence([seed, i, _SCENE]))
+        lang_rng = np.random.default_rng(np.random.SeedSequence([seed, i, _LANGUAGE]))
+        order_rng = np.random.default_rng(np.random.SeedSequence([seed, i, _ORDER]))
+        script = domain.make_script(domain.video_id(i), scene_rng, cfg)
+        queries = domain.describe(script, lang_rng)  # in event order
+        planned.append((script, [queries[int(k)] for k in order_rng.permutation(len(queries))]))
     return planned
 
 
@@ -94,39 +108,56 @@ def assign_splits(cfg: SynthConfig, seed: int) -> list[str]:
     return out
 
 
-def annotation_records(script: VideoScript, queries: Sequence[Query], split: str) -> list[dict[str, Any]]:
-    """The JSONL records of one video (one per event, in event order)."""
-    objects = {o.index: o for o in script.objects}
+def annotation_records(
+    script: Any, queries: Sequence[Query], split: str, domain: str = "shapes"
+) -> list[dict[str, Any]]:
+    """The JSONL records of one video, one per query, in the order of ``queries``.
+
+    Query ids number the queries in that order (``<vid>_q0``, ``<vid>_q1``, ...), so
+    with the shuffled order of :func:`plan_videos` they say nothing about time;
+    ``anchor_qid`` names the anchor's query by the same numbering.
+    """
+    event_record = get_domain(domain).event_record
+    qid_of_event = {q.event: f"{script.video_id}_q{k}" for k, q in enumerate(queries)}
     records = []
     for q in queries:
         ev = script.events[q.event]
-        obj = objects[ev.object]
-        event: dict[str, Any] = {"kind": ev.kind, "object": ev.object, "shape": obj.shape, "colour": ev.colour}
-        if ev.kind == "move":
-            event.update(direction=ev.direction, distance_px=ev.distance)
-        elif ev.kind in ("grow", "shrink"):
-            event["factor"] = ev.factor
-        elif ev.kind == "spin":
-            event["degrees"] = round(float(np.degrees(ev.rotation)), 1)
-        elif ev.kind == "recolor":
-            event["new_colour"] = ev.new_colour
         records.append(
             {
-                "qid": f"{script.video_id}_q{q.event}",
+                "qid": qid_of_event[q.event],
                 "query": q.sentence,
                 "duration": round(script.duration, 4),
                 "vid": script.video_id,
                 "relevant_windows": [[round(ev.start, 4), round(ev.end, 4)]],
                 "split": split,
                 "relation": q.relation,
-                "anchor_qid": f"{script.video_id}_q{q.anchor}" if q.anchor >= 0 else None,
-                "event": event,
+                "anchor_qid": qid_of_event[q.anchor] if q.anchor >= 0 else None,
+                "event": event_record(script, q.event),
             }
         )
     return records
 
 
-_NOUN_WORDS = {w for options in NOUNS.values() for w in options}
+_NOUN_WORDS = all_noun_words()
+
+
+def order_start_correlation(records: Sequence[dict[str, Any]]) -> float:
+    """Mean over videos (3+ queries) of the Spearman correlation between listed position and start time.
+
+    1.0 when every video lists its queries in event order; near 0 when the order says nothing.
+    """
+    by_video: dict[str, list[float]] = {}
+    for r in records:
+        by_video.setdefault(r["vid"], []).append(float(r["relevant_windows"][0][0]))
+    rhos = []
+    for starts in by_video.values():
+        if len(starts) < 3:
+            continue
+        ranks = np.argsort(np.argsort(starts, kind="stable"), kind="stable").astype(float)
+        pos = np.arange(len(starts), dtype=float)
+        if ranks.std() > 0:
+            rhos.append(float(np.corrcoef(pos, ranks)[0, 1]))
+    return round(float(np.mean(rhos)), 4) if rhos else 0.0
 
 
 def dataset_stats(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -173,21 +204,44 @@ def dataset_stats(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         ),
         "normalised_length_quantiles": [round(float(q), 3) for q in np.quantile(rel_len, [0.1, 0.5, 0.9])] if n else [],
         "normalised_start_quantiles": [round(float(q), 3) for q in np.quantile(rel_start, [0.1, 0.5, 0.9])] if n else [],
+        "listed_order_vs_start_spearman": order_start_correlation(records),
     }
 
 
-def _render_one(script: VideoScript, path: str, cfg: SynthConfig) -> tuple[str, int]:
-    frames = write_mp4(path, render_frames(script), script.fps, crf=cfg.crf, preset=cfg.preset)
+def _render_one(script: Any, path: str, cfg: SynthConfig) -> tuple[str, int]:
+    frames = write_mp4(path, get_domain(cfg.domain).render(script), script.fps, crf=cfg.crf, preset=cfg.preset)
     if frames != script.num_frames:  # pragma: no cover - internal invariant
         raise RuntimeError(f"{script.video_id}: wrote {frames} frames, planned {script.num_frames}")
     return script.video_id, frames
 
 
-def _check_plan(out: Path, plan: dict[str, Any], overwrite: bool) -> None:
+def _same_request(old: dict[str, Any], plan: dict[str, Any]) -> bool:
+    """Whether an older format's plan asked for the same dataset (same config, seed, videos)."""
+    try:
+        old_cfg = SynthConfig.from_dict(old.get("config", {})).to_dict()  # fills fields added since
+    except (TypeError, ValueError):
+        return False
+    return (
+        old_cfg == plan["config"]
+        and old.get("seed") == plan["seed"]
+        and old.get("video_version", 1) == plan["video_version"]
+    )
+
+
+def _check_plan(out: Path, plan: dict[str, Any], overwrite: bool) -> bool:
+    """Refuse to mix datasets in ``out``; True when ``out`` holds the same request in an older format.
+
+    Then its videos are kept (same config, seed and renderer: the same pixels) and
+    the annotations and manifest are rewritten in the current format.
+    """
     path = out / PLAN
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
         if old != plan and not overwrite:
+            if old.get("format_version") != plan["format_version"] and _same_request(old, plan):
+                log.info("%s holds this dataset in format %s; rewriting it in format %s (videos kept)",
+                         out, old.get("format_version"), plan["format_version"])
+                return True
             raise ValueError(
                 f"{out} holds a synthetic dataset generated with a different config or seed "
                 f"(see {path}); choose another --out, or pass --overwrite to regenerate it"
@@ -197,6 +251,7 @@ def _check_plan(out: Path, plan: dict[str, Any], overwrite: bool) -> None:
             f"{out / 'videos'} already holds mp4 files that this tool did not plan; "
             "choose another --out, or pass --overwrite to replace them"
         )
+    return False
 
 
 def generate_benchmark(
@@ -218,8 +273,13 @@ def generate_benchmark(
     out = Path(out)
     videos_dir = out / "videos"
     videos_dir.mkdir(parents=True, exist_ok=True)
-    plan = {"format_version": FORMAT_VERSION, "seed": int(seed), "config": cfg.to_dict()}
-    _check_plan(out, plan, overwrite)
+    domain = get_domain(cfg.domain)
+    plan = {
+        "format_version": FORMAT_VERSION, "seed": int(seed), "config": cfg.to_dict(),
+        "video_version": domain.video_version,
+    }
+    if _check_plan(out, plan, overwrite):
+        (out / MANIFEST).unlink(missing_ok=True)
     if overwrite:
         (out / MANIFEST).unlink(missing_ok=True)
         for p in videos_dir.glob("*.mp4"):
@@ -268,7 +328,7 @@ def generate_benchmark(
 
     by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     for (script, queries), split in zip(planned, splits, strict=True):
-        by_split[split].extend(annotation_records(script, queries, split))
+        by_split[split].extend(annotation_records(script, queries, split, cfg.domain))
     ann_dir = out / "annotations"
     empty = [s for s in SPLITS if not by_split[s]]
     if empty:
@@ -285,6 +345,7 @@ def generate_benchmark(
     manifest = {
         "format_version": FORMAT_VERSION,
         "generator": "mktn synth",
+        "domain": cfg.domain,
         "code_version": code_version(),
         "seed": int(seed),
         "config": cfg.to_dict(),
@@ -309,10 +370,15 @@ def generate_benchmark(
 
 
 def is_complete(out: str | os.PathLike[str]) -> bool:
-    """True when ``out`` holds a finished dataset (its manifest exists and lists files that exist)."""
+    """True when ``out`` holds a finished dataset of the current format (its manifest lists files that exist).
+
+    A dataset of an older format is not complete: rerunning the generator rewrites it.
+    """
     out = Path(out)
     path = out / MANIFEST
     if not path.is_file():
         return False
     manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("format_version") != FORMAT_VERSION:
+        return False
     return all((out / rel).is_file() for rel in manifest.get("files", {}))

@@ -1,4 +1,10 @@
-"""Configuration of the synthetic benchmark: a frozen dataclass and named size presets."""
+"""Configuration of the synthetic benchmark: a frozen dataclass and named size presets per domain.
+
+A *domain* is a generator of its own (objects, scene, events, language): ``shapes``
+(coloured shapes on textured backgrounds, 112x112) and ``street`` (a top-down
+street scene with small vehicles, pedestrians and dogs, 160x120). Each domain has
+its ``quick`` and ``default`` presets (``shapes`` also ``large``).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,9 @@ from typing import Any
 class SynthConfig:
     """Everything that decides the bytes of a synthetic dataset (with the seed).
 
-    Sizes are in pixels at ``size`` px; object radii and speeds are given for a
-    112-px frame and scaled with ``size``.
+    Sizes are in pixels at ``size`` px; object radii and speeds are given for the
+    domain's reference width (112 px for shapes, 160 px for street) and scaled with
+    ``size``. ``height`` ``None`` means a square ``size x size`` frame.
     """
 
     num_videos: int = 200  # x ~20 s mean = ~4,000 s of video: the ~15-min CPU reproduction budget
@@ -28,9 +35,23 @@ class SynthConfig:
     splits: tuple[float, float, float] = (0.70, 0.15, 0.15)  # train / val / test, by video
     crf: int = 23  # libx264 constant rate factor
     preset: str = "veryfast"  # libx264 speed preset
+    domain: str = "shapes"  # which generator (DOMAINS); recorded in synth.json
+    height: int | None = None  # frame height in px; None: square (size x size)
+
+    @property
+    def width(self) -> int:
+        return self.size
+
+    @property
+    def frame_height(self) -> int:
+        return self.size if self.height is None else self.height
 
     def __post_init__(self) -> None:
         problems = []
+        if self.domain not in DOMAINS:
+            problems.append(f"unknown domain {self.domain!r}; choose one of {list(DOMAINS)}")
+        if self.height is not None and (self.height < 32 or self.height % 2):
+            problems.append(f"height must be an even number of pixels >= 32 (yuv420p), got {self.height}")
         if self.num_videos < 1:
             problems.append(f"num_videos must be >= 1, got {self.num_videos}")
         if not 0 < self.min_duration <= self.max_duration:
@@ -69,6 +90,8 @@ class SynthConfig:
         return cls(**d)
 
 
+DOMAINS: tuple[str, ...] = ("shapes", "street")
+
 PRESETS: dict[str, SynthConfig] = {
     # tests: 12 short videos, a few seconds to generate
     "quick": SynthConfig(num_videos=12, min_duration=6.0, max_duration=10.0),
@@ -79,13 +102,35 @@ PRESETS: dict[str, SynthConfig] = {
 }
 
 
-def build_synth_config(preset: str = "default", **overrides: Any) -> SynthConfig:
-    """A preset with optional overrides (``None`` values are ignored): ``build_synth_config("quick", fps=10)``."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown synthetic size preset {preset!r}; choose one of {sorted(PRESETS)}")
+# the street domain: 4:3 frames (the extractor's crop geometry), smaller objects, 3-8 queries per video
+_STREET = SynthConfig(domain="street", size=160, height=120, max_events=8)
+STREET_PRESETS: dict[str, SynthConfig] = {
+    "quick": replace(_STREET, num_videos=12, min_duration=6.0, max_duration=10.0, max_events=6),
+    # ~200 videos of 8-32 s: about the shapes default's total seconds, so the default pipeline times match
+    "default": _STREET,
+}
+
+DOMAIN_PRESETS: dict[str, dict[str, SynthConfig]] = {"shapes": PRESETS, "street": STREET_PRESETS}
+
+
+def build_synth_config(preset: str = "default", domain: str = "shapes", **overrides: Any) -> SynthConfig:
+    """A domain's preset with optional overrides (``None`` values are ignored).
+
+    ``build_synth_config("quick", fps=10)``; ``build_synth_config("default", "street")``.
+    Overriding ``size`` (the width) of a non-square preset scales its height with it.
+    """
+    if domain not in DOMAIN_PRESETS:
+        raise ValueError(f"unknown synthetic domain {domain!r}; choose one of {list(DOMAIN_PRESETS)}")
+    presets = DOMAIN_PRESETS[domain]
+    if preset not in presets:
+        raise ValueError(f"unknown synthetic size preset {preset!r} for domain {domain!r}; choose one of {sorted(presets)}")
     changes = {k: v for k, v in overrides.items() if v is not None}
-    known = {f.name for f in fields(SynthConfig)}
+    known = {f.name for f in fields(SynthConfig)} - {"domain"}
     unknown = set(changes) - known
     if unknown:
         raise ValueError(f"unknown synthetic config keys {sorted(unknown)}; known keys: {sorted(known)}")
-    return replace(PRESETS[preset], **changes)
+    base = presets[preset]
+    if "size" in changes and "height" not in changes and base.height is not None:
+        h = int(round(base.height * int(changes["size"]) / base.size))
+        changes["height"] = h + (h % 2)
+    return replace(base, **changes)
