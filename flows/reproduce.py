@@ -73,11 +73,14 @@ def reproduce(
     max_workers: int = DEFAULT_MAX_WORKERS,
     feature_store: str | None = None,
     query_store: str | None = None,
+    synth_domain: str = "shapes",
 ) -> dict[str, Any]:
     """Run everything on ``dataset`` (a ``DatasetSpec`` dict) or, when ``None``, the synthetic benchmark.
 
     ``quick``: the 12-video synthetic set, ``QUICK_EPOCHS`` epochs and a shorter
     skip-thought training (``QUICK_ENCODER``), for tests and a first look.
+    ``synth_domain``: which synthetic generator (``shapes``, or ``street``: data in
+    ``data/synthetic/street/<size>``, dataset ``synthetic-street[-quick]``).
     Returns where the report, the metrics JSON and each step's summary are.
     """
     log = get_run_logger()
@@ -89,15 +92,18 @@ def reproduce(
 
     if dataset is None:
         size = "quick" if quick else "default"
-        out = ws.synthetic_dir / size
+        # the shapes benchmark keeps its folder and dataset name; another domain gets its own
+        shapes = synth_domain == "shapes"
+        out = ws.synthetic_dir / size if shapes else ws.synthetic_dir / synth_domain / size
+        name = "synthetic" if shapes else f"synthetic-{synth_domain}"
         from pipeline.synth import is_complete
 
         synth = persisted(tasks.generate_synthetic, ws.root, refresh=not is_complete(out))(
-            out=str(out), size=size, seed=SYNTH_SEED, workers=DEFAULT_MAX_WORKERS
+            out=str(out), size=size, seed=SYNTH_SEED, workers=DEFAULT_MAX_WORKERS, domain=synth_domain
         )
         from flows.dataset import discover
 
-        spec = discover(synth["out"], name="synthetic" if size == "default" else f"synthetic-{size}")
+        spec = discover(synth["out"], name=name if size == "default" else f"{name}-{size}")
     else:
         spec = DatasetSpec.from_dict(dataset)
     if "train" not in spec.annotations:

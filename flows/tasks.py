@@ -448,14 +448,14 @@ def evaluate_checkpoint(
 
 @task(
     name="generate-synthetic",
-    cache_policy=content_policy(["out", "size", "seed"], ("pipeline",)),
+    cache_policy=content_policy(["out", "size", "seed", "domain"], ("pipeline",)),
     **_RETRY,
 )
-def generate_synthetic(out: str, size: str, seed: int, workers: int) -> dict[str, Any]:
-    """``pipeline.synth.generate_benchmark`` (skips videos an earlier run finished)."""
+def generate_synthetic(out: str, size: str, seed: int, workers: int, domain: str = "shapes") -> dict[str, Any]:
+    """``pipeline.synth.generate_benchmark`` of ``domain`` (skips videos an earlier run finished)."""
     from pipeline.synth import build_synth_config, generate_benchmark
 
-    result = generate_benchmark(out, build_synth_config(size), seed, workers=workers, progress=False)
+    result = generate_benchmark(out, build_synth_config(size, domain), seed, workers=workers, progress=False)
     return {
         "out": str(result.out),
         "num_videos": result.num_videos,

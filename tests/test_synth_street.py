@@ -142,3 +142,16 @@ def test_cli_synth_domain_street(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert frame.shape == (72, 96, 3)  # --resolution sets the width; the height keeps 4:3
     assert main(["synth", "--out", str(tmp_path / "bad"), "--domain", "street", "--size", "large"]) == 1
     assert "street" in capsys.readouterr().err
+
+
+def test_reproduce_synth_domain_plumbing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flows import tasks
+
+    out = tmp_path / "data" / "synthetic" / "street" / "quick"
+    summary = tasks.generate_synthetic.fn(str(out), "quick", 0, 1, domain="street")
+    assert summary["num_videos"] == 12 and is_complete(out)
+    assert json.loads((out / "synth.json").read_text())["domain"] == "street"
+    # --synth-domain chooses the synthetic benchmark; with a dataset of one's own it is refused
+    rc = main(["reproduce", "--work", str(tmp_path / "w"), "--synth-domain", "street",
+               "--dataset-videos", str(out / "videos"), "--annotations", f"train={out}/annotations/train.jsonl"])
+    assert rc == 2 and "--synth-domain" in capsys.readouterr().err

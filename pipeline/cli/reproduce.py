@@ -22,6 +22,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default $MKTN_WORK, else $MKTN_ARTIFACTS, else ./mktn-work)",
     )
     parser.add_argument("--quick", action="store_true", help="the 12-video synthetic set and 3 epochs (a first look, tests)")
+    parser.add_argument(
+        "--synth-domain", default="shapes", choices=("shapes", "street"), metavar="NAME",
+        help="without a dataset: which synthetic benchmark to generate and run on, shapes (default) or "
+        "street (a top-down street scene with small objects, 4:3 frames); see docs/synthetic.md",
+    )
     parser.add_argument("--dataset-videos", default=None, metavar="DIR", help="folder of the dataset's raw videos")
     parser.add_argument(
         "--annotations", nargs="+", default=None, metavar="[SPLIT=]PATH",
@@ -59,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset_videos or args.annotations:
         if not (args.dataset_videos and args.annotations):
             print("mktn reproduce: give both --dataset-videos DIR and --annotations FILES", file=sys.stderr)
+            return 2
+        if args.synth_domain != "shapes":
+            print("mktn reproduce: --synth-domain picks the synthetic benchmark; it does not apply to "
+                  "--dataset-videos", file=sys.stderr)
             return 2
         videos = Path(args.dataset_videos).resolve()
         if not videos.is_dir():
@@ -109,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                     work_dir=args.work, dataset=dataset, quick=args.quick, ablate=args.ablate,
                     preset=args.preset, overrides=args.overrides or None, epochs=args.epochs,
                     extractor=extractor or None, encoder=encoder, dask=args.dask,
-                    max_workers=args.workers,
+                    max_workers=args.workers, synth_domain=args.synth_domain,
                 )
             finally:
                 timings["flow_s"] = time.perf_counter() - t_flow
