@@ -20,12 +20,18 @@ from typing import Any
 import numpy as np
 
 from model.config import MAIN_VARIANTS, MKTNConfig, override, variant
+from model.controls import controls_summary
 from model.data import GroundingData
-from model.prior import prior_baseline
+from model.prior import order_prior_baseline, prior_baseline
 from storage.atomic import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 TABLE_COLUMNS = ("R1@0.5", "R1@0.7", "R5@0.5", "R5@0.7", "R1@0.3", "mIoU")
+CONTROL_ROWS = {
+    "order_prior": "Order-aware prior (rank in the annotation + query count)",
+    "video_swapped": "Full, every video's features swapped for another's (control)",
+    "order_shuffled": "Full, each video's queries in shuffled order (control)",
+}
 
 
 def slug(name: str) -> str:
@@ -34,19 +40,28 @@ def slug(name: str) -> str:
 
 
 def train_or_reuse(cfg: MKTNConfig, data: GroundingData, run_dir: Path, *, device: str | None = None,
-                   show_progress: bool = True) -> dict[str, Any]:
-    """The ``result.json`` of a run: read when finished, else trained (resumed when interrupted)."""
+                   show_progress: bool = True, controls: bool = True) -> dict[str, Any]:
+    """The ``result.json`` of a run: read when finished, else trained (resumed when interrupted).
+
+    ``controls``: the run's test controls (``model.controls``) are computed by the trainer; a
+    finished run written before controls existed gets them from its best checkpoint."""
     from model.train import train
 
     result_path = run_dir / "result.json"
     if result_path.is_file():
         res = json.loads(result_path.read_text())
-        if res.get("config_digest") == cfg.digest():
-            log.info("reusing %s", run_dir)
-            return res
-        raise ValueError(f"{run_dir} holds a run of another config ({res.get('config_digest')}); "
-                         "choose another --out")
-    train(cfg, data, run_dir, device=device, resume=(run_dir / "last.pt").is_file(), show_progress=show_progress)
+        if res.get("config_digest") != cfg.digest():
+            raise ValueError(f"{run_dir} holds a run of another config ({res.get('config_digest')}); "
+                             "choose another --out")
+        log.info("reusing %s", run_dir)
+        if controls and res.get("test") and not res.get("controls"):
+            from model.evaluate import evaluate_split
+
+            res["controls"] = evaluate_split(res["best_checkpoint"], data, split="test", device=device,
+                                             train_records=data.split("train")).controls
+        return res
+    train(cfg, data, run_dir, device=device, resume=(run_dir / "last.pt").is_file(), show_progress=show_progress,
+          controls=controls)
     return json.loads(result_path.read_text())
 
 
@@ -77,8 +92,12 @@ def markdown_table(rows: dict[str, dict[str, Any]], seeds: int, title: str) -> s
 
 def run_ablation(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str], *,
                  variants: Sequence[str] = MAIN_VARIANTS, seeds: Sequence[int] = (0,),
-                 device: str | None = None, show_progress: bool = True) -> dict[str, Any]:
-    """Train every variant for every seed; write ``ablation.json`` and ``ablation.md``; return the summary."""
+                 device: str | None = None, show_progress: bool = True, controls: bool = True) -> dict[str, Any]:
+    """Train every variant for every seed; write ``ablation.json`` and ``ablation.md``; return the summary.
+
+    With ``controls`` the table also has the order-aware prior and, for the full model, the
+    video-swapped and order-shuffled controls (``model.controls``; mean over seeds), and
+    ``ablation.json`` carries every run's controls under ``controls``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = list(variants)
@@ -86,24 +105,46 @@ def run_ablation(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLik
         names.append("Full")
     rows: dict[str, dict[str, Any]] = {}
     runs: dict[str, list[dict[str, Any]]] = {}
+    run_controls: dict[str, list[dict[str, dict[str, float]]]] = {}
     split = "test" if data.split("test") else "val"
     for name in names:
         per_seed = []
         for seed in seeds:
             vcfg = override(variant(cfg, name), [f"train.seed={seed}"])
             res = train_or_reuse(vcfg, data, out / slug(name) / f"seed{seed}", device=device,
-                                 show_progress=show_progress)
+                                 show_progress=show_progress, controls=controls)
             per_seed.append(eval_metrics(res))
             runs.setdefault(name, []).append({"seed": seed, "metrics": eval_metrics(res),
-                                              "best_epoch": res["best_epoch"], "wall_s": res["wall_s"]})
+                                              "best_epoch": res["best_epoch"], "wall_s": res["wall_s"],
+                                              "controls": res.get("controls")})
+            if res.get("controls"):
+                run_controls.setdefault(name, []).append(res["controls"])
         rows[name] = summarise(per_seed)
         log.info("%s: R1@0.5 %.2f", name, rows[name]["R1@0.5"])
+    zero_std = {f"{c}_std": 0.0 for c in TABLE_COLUMNS}
     prior = prior_baseline(data.split("train"), data.split(split))
-    rows_with_prior = {"Prior only (no video, no query)": {**prior, **{f"{c}_std": 0.0 for c in TABLE_COLUMNS}},
-                       **rows}
-    summary = {"split": split, "seeds": list(seeds), "config": cfg.to_dict(), "rows": rows_with_prior,
-               "runs": runs}
+    rows_with_prior = {"Prior only (no video, no query)": {**prior, **zero_std}}
+    if controls:
+        order = order_prior_baseline(data.split("train"), data.split(split))
+        rows_with_prior[CONTROL_ROWS["order_prior"]] = {**order, **zero_std}
+    rows_with_prior.update(rows)
+    summary: dict[str, Any] = {"split": split, "seeds": list(seeds), "config": cfg.to_dict(),
+                               "rows": rows_with_prior, "runs": runs}
+    if controls:
+        # every variant's model controls, mean over its seeds; the full model's also in the table
+        ctrl = {name: {k: summarise([c[k] for c in cs]) for k in ("video_swapped", "order_shuffled")
+                       if all(k in c for c in cs)}
+                for name, cs in run_controls.items() if len(cs) == len(seeds)}
+        summary["controls"] = {"prior": prior, "order_prior": order, "variants": ctrl}
+        for k, row in ctrl.get("Full", {}).items():
+            rows_with_prior[CONTROL_ROWS[k]] = row
+        if "Full" in ctrl:
+            summary["controls_summary"] = controls_summary(rows["Full"], {"prior": prior, "order_prior": order,
+                                                                          **ctrl["Full"]})
     atomic_write_json(out / "ablation.json", summary)
-    atomic_write_text(out / "ablation.md", markdown_table(
-        rows_with_prior, len(seeds), f"Ablation on the {split} split ({len(seeds)} seed(s), preset {cfg.name})"))
+    table = markdown_table(
+        rows_with_prior, len(seeds), f"Ablation on the {split} split ({len(seeds)} seed(s), preset {cfg.name})")
+    if summary.get("controls_summary"):
+        table += "\n" + summary["controls_summary"] + "\n"
+    atomic_write_text(out / "ablation.md", table)
     return summary

@@ -80,6 +80,20 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return ckpt
 
 
+def config_with_defaults_of_its_time(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config dict with the keys added since it was written set to what that code did:
+    ``model.query_order`` did not exist and CSM read the annotation order -> ``"annotation"``;
+    ``model.patch_attention`` and ``model.highlight`` did not exist -> ``False``."""
+    model = dict(config.get("model", {}))
+    if "query_order" not in model:
+        model["query_order"] = "annotation"
+    if "patch_attention" not in model:
+        model["patch_attention"] = False
+    if "highlight" not in model:
+        model["highlight"] = False
+    return {**config, "model": model}
+
+
 def model_from_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[
         torch.nn.Module, dict[str, Any], Any, Any]:
     """-> (network in eval mode on ``device``, raw checkpoint, ``MKTNConfig``, ``NormStats``)."""
@@ -88,7 +102,7 @@ def model_from_checkpoint(path: str | os.PathLike[str], device: str | torch.devi
     from model.mktn import build_model
 
     ckpt = load_checkpoint(path, map_location="cpu")
-    cfg = MKTNConfig.from_dict(ckpt["config"])
+    cfg = MKTNConfig.from_dict(config_with_defaults_of_its_time(ckpt["config"]))
     dims = ckpt["dims"]
     model = build_model(cfg.model, dims["frame"], dims["patch"], dims["word"], dims["sentence"],
                         cfg.loss.temperature)

@@ -39,10 +39,16 @@ class ModelConfig:
     # Cross-sentence semantic mining (CSM, Table 4)
     use_csm: bool = True
     csm_layers: int = 1
-    csm_temporal: bool = True  # position embedding by the queries' order in the video
+    csm_temporal: bool = True  # order embedding of the queries (only with query_order="annotation")
     csm_contextual: bool = True  # self-attention among a video's queries
     csm_semantic: bool = True  # words of the video's queries join the cross-attention memory
     max_queries_per_video: int = 16  # position-embedding size; videos with more are split into groups
+    # Is the order of a video's queries in the annotation file an input? "annotation": CSM's order
+    # embedding reads it (only for datasets whose order is meaningful and documented, e.g.
+    # ActivityNet Captions paragraphs, written in time order); "none": nothing reads it, and the
+    # queries of a video are grouped and listed in a seeded random order (reshuffled every epoch
+    # in training). Nothing is ever derived from the ground-truth timestamps.
+    query_order: str = "none"
     # Adaptive video-query matching (AVM = adaptive negative selection + cross-modal contrast, Table 5)
     use_avm: bool = True
     negative_selection: str = "adaptive"  # "adaptive" (cosine-annealed tau), "fixed", or "none"
@@ -171,7 +177,8 @@ PRESETS: dict[str, MKTNConfig] = {
         name="activitynet",
         model=ModelConfig(num_clips=128, d_model=512, num_heads=8, video_layers=2, text_layers=2,
                           csm_layers=2, max_words=48, max_queries_per_video=24,
-                          num_objects=8, num_phrases=8, num_activities=8),
+                          num_objects=8, num_phrases=8, num_activities=8,
+                          query_order="annotation"),  # paragraphs are written in time order
         train=TrainConfig(epochs=30, batch_videos=32, lr=2e-4),
     ),
     "tacos": MKTNConfig(
@@ -276,6 +283,8 @@ def validate(cfg: MKTNConfig) -> None:
         raise ValueError(
             f"model.negative_selection={m.negative_selection!r}; use adaptive, fixed or none"
         )
+    if m.query_order not in ("annotation", "none"):
+        raise ValueError(f"model.query_order={m.query_order!r}; use annotation or none")
     if cfg.train.schedule not in ("cosine", "linear"):
         raise ValueError(f"train.schedule={cfg.train.schedule!r}; use cosine or linear")
     for name in ("num_clips", "num_objects", "num_phrases", "num_activities", "max_queries_per_video"):

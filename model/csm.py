@@ -2,7 +2,10 @@
 
 The query-level (skip-thought) vectors of one video's queries get a position
 embedding by their order in the video's annotation (*temporal* relationship; the
-order the annotator wrote them, never the ground-truth times), attend to each other
+order the annotator wrote them, never the ground-truth times) only when the dataset
+declares that order meaningful (``model.query_order = "annotation"``; with ``"none"``
+``temporal`` is off and nothing here reads the order: the layers are permutation
+equivariant over a video's queries), attend to each other
 (*contextual* relationship), and attend into a multi-modal memory
 ``[clip features ; word features of all the video's queries]`` (*semantic*
 relationship: queries sharing words meet through the memory). A parallel

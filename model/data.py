@@ -12,7 +12,8 @@ video to ``num_clips`` clips (average pooling of contiguous clips, or padding wi
 a mask), and converts each moment to boundary targets on the clip timeline.
 
 A *group* is one video with (up to ``max_queries_per_video`` of) its queries, in
-annotation order. Multi-pair batches hold ``B`` groups: each video is encoded
+annotation order when ``model.query_order = "annotation"``, else in a seeded order that carries
+no information about the annotation (see ``make_groups``). Multi-pair batches hold ``B`` groups: each video is encoded
 once per step and its queries share it; single-pair batches hold ``B`` groups of
 one query each (a video with several queries in the batch is encoded again for each).
 """
@@ -20,6 +21,7 @@ one query each (a video with several queries in the batch is encoded again for e
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,7 +149,9 @@ def prepare_video(v: VideoInput, norm: NormStats, num_clips: int) -> PreparedVid
     """Standardise and resample one video to ``num_clips`` clips (pool if longer, pad if shorter)."""
     frames = np.asarray(v.frames, dtype=np.float32)
     patches = np.asarray(v.patches, dtype=np.float32)
-    if frames.ndim != 2 or patches.ndim != 3 or len(frames) != len(patches) != len(v.clip_times):
+    clip_shape = np.shape(v.clip_times)
+    if (frames.ndim != 2 or patches.ndim != 3 or len(clip_shape) != 2 or clip_shape[1] != 2
+            or not len(frames) == len(patches) == clip_shape[0]):
         raise ValueError(
             f"video {v.video_id!r}: expected frames [T,D], patches [T,P,D], clip_times [T,2] with one T; "
             f"got {frames.shape}, {patches.shape}, {np.shape(v.clip_times)}"
@@ -239,24 +243,58 @@ class Group:
     query_ids: tuple[str, ...]
 
 
+QUERY_ORDERS = ("annotation", "none")
+
+
+def _video_seed(seed: int, video_id: str) -> int:
+    """A stable per-video seed (crc32 of the id; Python's ``hash`` is salted per process)."""
+    return (int(seed) * 1_000_003 + zlib.crc32(video_id.encode("utf-8"))) % (2**63 - 1)
+
+
+def seeded_query_order(query_ids: Sequence[str], video_id: str, seed: int) -> list[str]:
+    """The queries of one video in a seeded random order that depends only on the *set* of ids,
+    the video and the seed (never on the annotation order: the ids are sorted first)."""
+    qids = sorted(query_ids)
+    g = torch.Generator().manual_seed(_video_seed(seed, video_id))
+    return [qids[i] for i in torch.randperm(len(qids), generator=g).tolist()]
+
+
+def _chunks(qids: Sequence[str], max_queries: int) -> list[tuple[str, ...]]:
+    n_chunks = -(-len(qids) // max_queries)
+    out = []
+    for c in range(n_chunks):  # balanced chunks keep neighbouring queries together
+        lo, hi = (c * len(qids)) // n_chunks, ((c + 1) * len(qids)) // n_chunks
+        out.append(tuple(qids[lo:hi]))
+    return out
+
+
 def make_groups(prepared: PreparedData, records: Sequence[QueryMoment], *,
-                multi_pair: bool, max_queries: int) -> list[Group]:
+                multi_pair: bool, max_queries: int, query_order: str = "annotation",
+                seed: int = 0) -> list[Group]:
     """Video groups in a stable order: all of a video's queries (split into chunks of
-    ``max_queries``) for multi-pair, one query per group for single-pair."""
+    ``max_queries``) for multi-pair, one query per group for single-pair.
+
+    ``query_order`` (``model.query_order``): ``"annotation"`` lists (and chunks) each video's
+    queries in annotation order; ``"none"`` in a seeded random order of the video's query ids
+    (``seeded_query_order``), so neither the order inside a group nor which queries share a
+    group says anything about the annotation order.
+    """
+    if query_order not in QUERY_ORDERS:
+        raise ValueError(f"query_order={query_order!r}; use one of {QUERY_ORDERS}")
     by_video: dict[str, list[str]] = {}
     for r in records:
         if r.query_id in prepared.queries:
             by_video.setdefault(r.video_id, []).append(r.query_id)
     groups: list[Group] = []
     for vid in sorted(by_video):
-        qids = sorted(by_video[vid], key=lambda q: prepared.queries[q].order)
+        if query_order == "annotation":
+            qids = sorted(by_video[vid], key=lambda q: prepared.queries[q].order)
+        else:
+            qids = seeded_query_order(by_video[vid], vid, seed)
         if not multi_pair:
             groups.extend(Group(vid, (q,)) for q in qids)
             continue
-        n_chunks = -(-len(qids) // max_queries)
-        for c in range(n_chunks):  # balanced chunks keep neighbouring queries together
-            lo, hi = (c * len(qids)) // n_chunks, ((c + 1) * len(qids)) // n_chunks
-            groups.append(Group(vid, tuple(qids[lo:hi])))
+        groups.extend(Group(vid, c) for c in _chunks(qids, max_queries))
     return groups
 
 
@@ -270,22 +308,46 @@ class GroupSampler:
     """
 
     def __init__(self, groups: Sequence[Group], batch_size: int, *, seed: int, shuffle: bool = True,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, shuffle_queries: bool = False) -> None:
         self.groups = list(groups)
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
         self.rank = rank
         self.world_size = world_size
+        self.shuffle_queries = shuffle_queries
+
+    def epoch_groups(self, epoch: int) -> list[Group]:
+        """The groups of ``epoch``. With ``shuffle_queries`` (``model.query_order = "none"`` in
+        training) each video's queries are dealt anew every epoch, seeded by (seed, epoch): the
+        order inside a group and which of a video's queries share a group change, the chunk
+        sizes stay."""
+        if not self.shuffle_queries:
+            return self.groups
+        by_video: dict[str, list[int]] = {}
+        for i, grp in enumerate(self.groups):
+            by_video.setdefault(grp.video_id, []).append(i)
+        out = list(self.groups)
+        for vid, idx in by_video.items():
+            qids = [q for i in idx for q in self.groups[i].query_ids]
+            g = torch.Generator().manual_seed(_video_seed(self.seed * 7_919 + epoch, vid))
+            perm = [qids[j] for j in torch.randperm(len(qids), generator=g).tolist()]
+            k = 0
+            for i in idx:
+                n = len(self.groups[i].query_ids)
+                out[i] = Group(vid, tuple(perm[k:k + n]))
+                k += n
+        return out
 
     def batches(self, epoch: int) -> list[list[Group]]:
-        n = len(self.groups)
+        groups = self.epoch_groups(epoch)
+        n = len(groups)
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             order = torch.randperm(n, generator=g).tolist()
         else:
             order = list(range(n))
-        batches = [[self.groups[i] for i in order[k:k + self.batch_size]]
+        batches = [[groups[i] for i in order[k:k + self.batch_size]]
                    for k in range(0, n, self.batch_size)]
         if self.world_size > 1:  # every rank takes as many steps (DDP all-reduces on each one)
             batches = batches[: len(batches) - len(batches) % self.world_size]

@@ -30,7 +30,7 @@ from model.data import (
     prepare,
 )
 from model.metrics import evaluate_predictions, format_metrics, write_predictions
-from model.spans import clip_indices_to_span, temporal_nms
+from model.spans import clip_edges, temporal_nms
 from pipeline.datasets.records import QueryMoment
 from storage.atomic import atomic_write_json
 
@@ -39,28 +39,39 @@ log = logging.getLogger(__name__)
 
 def decode_query(start_logits: torch.Tensor, end_logits: torch.Tensor, offsets: torch.Tensor,
                  clip_times: np.ndarray, *, top_k: int = 5, nms_iou: float = 0.5,
-                 max_span_clips: int = 0, candidates: int = 30) -> tuple[list[list[float]], list[float]]:
+                 max_span_clips: int = 0, candidates: int = 32) -> tuple[list[list[float]], list[float]]:
     """One query: start/end logits [L], offsets [L, 2], its video's clip windows [T, 2] (T valid clips)
-    -> (spans in seconds best first, scores)."""
+    -> (spans in seconds best first, scores).
+
+    Every allowed ``(i, j)`` pair is a candidate, best score first; temporal NMS runs on the best
+    ``candidates`` and, while it keeps fewer than ``top_k``, on 4x as many, up to all of them, so a
+    query gets ``top_k`` distinct spans whenever the video has enough clips (a peaked distribution's
+    best few dozen pairs are all near-duplicates of its best span)."""
     t = len(clip_times)
     # a diverged network must still yield valid (if useless) spans: NaN -> uniform, offsets -> 0
     ps = torch.nan_to_num(start_logits[:t].float(), nan=0.0).softmax(0)
     pe = torch.nan_to_num(end_logits[:t].float(), nan=0.0).softmax(0)
-    offsets = torch.nan_to_num(offsets.float(), nan=0.0).clamp(0.0, 1.0)
-    joint = ps[:, None] * pe[None, :]  # (T, T)
+    off = torch.nan_to_num(offsets.float(), nan=0.0).clamp(0.0, 1.0).cpu().numpy()
     allowed = torch.ones(t, t, dtype=torch.bool).triu()
     if max_span_clips > 0:
         allowed &= ~torch.ones(t, t, dtype=torch.bool).triu(max_span_clips)
-    joint = joint.masked_fill(~allowed, -1.0).flatten()
-    k = min(candidates, int(allowed.sum()))
-    scores, idx = joint.topk(k)
-    off = offsets.float().cpu().numpy()
-    spans = []
-    for flat in idx.tolist():
-        i, j = divmod(flat, t)
-        spans.append(clip_indices_to_span(i, j, clip_times, float(off[i, 0]), float(off[j, 1])))
-    keep = temporal_nms(spans, scores.numpy(), iou_threshold=nms_iou, top_k=top_k)
-    return [list(map(float, spans[i])) for i in keep], [float(scores[i]) for i in keep]
+    pairs = allowed.nonzero().numpy()  # (M, 2) row-major
+    joint = (ps[:, None] * pe[None, :])[allowed].numpy().astype(np.float64)  # (M,)
+    order = np.argsort(-joint, kind="stable")
+    edges = clip_edges(clip_times)
+    positions = np.arange(t + 1, dtype=np.float64)
+    k = min(max(int(candidates), int(top_k)), len(order))
+    while True:
+        sel = order[:k]
+        i, j = pairs[sel, 0], pairs[sel, 1]
+        s = np.interp(i + off[i, 0], positions, edges)
+        e = np.maximum(s, np.interp(j + off[j, 1], positions, edges))
+        spans = np.stack([s, e], axis=1)
+        keep = temporal_nms(spans, joint[sel], iou_threshold=nms_iou, top_k=top_k)
+        if len(keep) >= top_k or k >= len(order):
+            break
+        k = min(len(order), 4 * k)
+    return [[float(x) for x in spans[i]] for i in keep], [float(joint[sel][i]) for i in keep]
 
 
 def predict_batch(outputs: dict[str, torch.Tensor], batch: Batch, prepared: PreparedData, *,
@@ -87,37 +98,70 @@ class EvalOutput:
 @torch.inference_mode()
 def evaluate_model(model: torch.nn.Module, prepared: PreparedData, records: Sequence[QueryMoment], *,
                    batch_videos: int = 8, top_k: int = 5, nms_iou: float = 0.5, max_span_clips: int = 0,
-                   device: torch.device | str = "cpu", amp: bool = False) -> EvalOutput:
-    """Run the network on every query of ``records`` (multi-pair batches, no shuffling) and score it."""
+                   device: torch.device | str = "cpu", amp: bool = False,
+                   multi_pair: bool = True) -> EvalOutput:
+    """Run the network on every query of ``records`` (no shuffling) and score it.
+
+    ``multi_pair`` (``cfg.train.multi_pair``): evaluate the way the model was trained, with
+    whole-video groups or one query per group (a single-pair model never saw other queries of
+    its video in CSM). Groups follow the model's ``query_order`` (``"none"``: a fixed seeded
+    order, seed 0). A query of ``records`` without features (``prepared`` skipped it) counts
+    as a miss: it stays in the denominator (IoU 0) and ``metrics["missing"]`` counts it.
+    """
     was_training = model.training
     model.eval()
     device = torch.device(device)
-    groups = make_groups(prepared, records, multi_pair=True, max_queries=_max_queries(model))
-    sampler = GroupSampler(groups, batch_videos, seed=0, shuffle=False)
+    mcfg = _model_cfg(model)
+    max_queries = int(getattr(mcfg, "max_queries_per_video", 16))
+    groups = make_groups(prepared, records, multi_pair=multi_pair, max_queries=max_queries,
+                         query_order=str(getattr(mcfg, "query_order", "none")), seed=0)
+    batch = batch_videos
+    if not multi_pair:  # as many queries per batch as a multi-pair batch holds (as in training)
+        videos = {g.video_id for g in groups}
+        batch = max(1, round(batch_videos * len(groups) / max(1, len(videos))))
+    sampler = GroupSampler(groups, batch, seed=0, shuffle=False)
     preds: list[dict[str, Any]] = []
     v_emb: dict[str, np.ndarray] = {}
     q_emb: dict[str, np.ndarray] = {}
     for groups_b in sampler.batches(0):
-        batch = collate(prepared, groups_b).to(device)
+        b = collate(prepared, groups_b).to(device)
         with _autocast(device, amp):
-            out = model(batch, 1.0)
-        preds.extend(predict_batch(out, batch, prepared, top_k=top_k, nms_iou=nms_iou,
+            out = model(b, 1.0)
+        preds.extend(predict_batch(out, b, prepared, top_k=top_k, nms_iou=nms_iou,
                                    max_span_clips=max_span_clips))
-        for i, vid in enumerate(batch.video_ids):
+        for i, vid in enumerate(b.video_ids):
             v_emb[vid] = out["video_embed"][i].float().cpu().numpy()
-        for j, qid in enumerate(batch.query_ids):
+        for j, qid in enumerate(b.query_ids):
             q_emb[qid] = out["query_embed"][j].float().cpu().numpy()
     model.train(was_training)
     gt = [r for r in records if r.query_id in prepared.queries]
     if not gt:
         raise ValueError("no query of these records has features; nothing to evaluate")
-    metrics = evaluate_predictions(preds, gt, nms_iou=nms_iou)
+    metrics = count_missing_as_misses(evaluate_predictions(preds, gt, nms_iou=nms_iou), len(records))
     return EvalOutput(metrics, preds, v_emb, q_emb)
 
 
-def _max_queries(model: torch.nn.Module) -> int:
-    cfg = getattr(getattr(model, "module", model), "cfg", None)
-    return int(getattr(cfg, "max_queries_per_video", 16))
+def count_missing_as_misses(metrics: dict[str, float], total: int) -> dict[str, float]:
+    """Metrics over the ``metrics["num_queries"]`` evaluated queries -> over all ``total`` queries,
+    the others counted as misses (recall 0, IoU 0); ``missing`` says how many.
+
+    >>> count_missing_as_misses({"R1@0.5": 50.0, "mIoU": 40.0, "num_queries": 2}, 4)
+    {'R1@0.5': 25.0, 'mIoU': 20.0, 'num_queries': 4, 'missing': 2}
+    """
+    n = int(metrics["num_queries"])
+    if total < n:
+        raise ValueError(f"total={total} is smaller than the {n} evaluated queries")
+    missing = total - n
+    if missing:
+        log.warning("%d of %d queries have no features and count as misses", missing, total)
+    out: dict[str, float] = {k: (v * n / total if k != "num_queries" else v) for k, v in metrics.items()}
+    out["num_queries"] = total
+    out["missing"] = missing
+    return out
+
+
+def _model_cfg(model: torch.nn.Module) -> Any:
+    return getattr(getattr(model, "module", model), "cfg", None)
 
 
 def _autocast(device: torch.device, amp: bool) -> Any:
@@ -127,11 +171,28 @@ def _autocast(device: torch.device, amp: bool) -> Any:
     return torch.autocast("cpu", enabled=False)
 
 
-def evaluate_checkpoint(checkpoint: str | os.PathLike[str], data: GroundingData, *, split: str = "test",
-                        out_dir: str | os.PathLike[str] | None = None, device: str | None = None,
-                        batch_videos: int | None = None) -> dict[str, float]:
-    """Load a checkpoint, predict every query of ``split``, write ``predictions_<split>.jsonl`` and
-    ``metrics_<split>.json`` under ``out_dir`` (when given), return the metrics."""
+@dataclass
+class CheckpointEval:
+    """A checkpoint on one split: its metrics, the controls (``model.controls``), its predictions."""
+
+    split: str
+    metrics: dict[str, float]
+    controls: dict[str, dict[str, float]] | None
+    predictions: list[dict[str, Any]]
+    skipped: dict[str, int]
+    multi_pair: bool
+
+
+def evaluate_split(checkpoint: str | os.PathLike[str], data: GroundingData, *, split: str = "test",
+                   out_dir: str | os.PathLike[str] | None = None, device: str | None = None,
+                   batch_videos: int | None = None, controls: bool = True,
+                   train_records: Sequence[QueryMoment] | None = None) -> CheckpointEval:
+    """Load a checkpoint, predict every query of ``split`` (single- or multi-pair groups, as the
+    checkpoint was trained), compute the controls (``controls=False`` skips them; the priors are
+    fit on ``train_records``, default ``data``'s train split), and write
+    ``predictions_<split>.jsonl`` and ``metrics_<split>.json`` (with ``controls``) under ``out_dir``."""
+    from model.controls import compute_controls, controls_summary
+
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, ckpt, cfg, norm = model_from_checkpoint(checkpoint, dev)
     records = data.split(split)
@@ -140,17 +201,39 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], data: GroundingData,
         raise ValueError(f"no records in split {split!r}; the annotations have splits {splits}")
     prepared, _ = prepare(GroundingData(data.videos, data.queries, records), cfg.model.num_clips,
                           cfg.model.max_words, norm=norm)
-    result = evaluate_model(model, prepared, records, batch_videos=batch_videos or cfg.train.batch_videos,
-                            top_k=cfg.train.eval_top_k, nms_iou=cfg.train.nms_iou,
-                            max_span_clips=cfg.model.max_span_clips, device=dev, amp=cfg.train.amp)
+    kwargs: dict[str, Any] = dict(batch_videos=batch_videos or cfg.train.batch_videos,
+                                  top_k=cfg.train.eval_top_k, nms_iou=cfg.train.nms_iou,
+                                  max_span_clips=cfg.model.max_span_clips, device=dev, amp=cfg.train.amp,
+                                  multi_pair=cfg.train.multi_pair)
+    result = evaluate_model(model, prepared, records, **kwargs)
+    ctrl = None
+    if controls:
+        train = list(train_records) if train_records is not None else data.split("train")
+        ctrl = compute_controls(model, prepared, records, train, **kwargs)
     if prepared.skipped:
         log.warning("skipped during evaluation: %s", prepared.skipped)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_predictions(out / f"predictions_{split}.jsonl", result.predictions)
-        atomic_write_json(out / f"metrics_{split}.json",
-                          {"split": split, "checkpoint": str(checkpoint), "metrics": result.metrics,
-                           "skipped": prepared.skipped, "config_digest": ckpt.get("config_digest")})
+        payload: dict[str, Any] = {"split": split, "checkpoint": str(checkpoint), "metrics": result.metrics,
+                                   "skipped": prepared.skipped, "config_digest": ckpt.get("config_digest"),
+                                   "multi_pair": cfg.train.multi_pair, "query_order": cfg.model.query_order}
+        if ctrl is not None:
+            payload["controls"] = ctrl
+            payload["controls_summary"] = controls_summary(result.metrics, ctrl)
+        atomic_write_json(out / f"metrics_{split}.json", payload)
     log.info("%s\n%s", split, format_metrics(result.metrics))
-    return result.metrics
+    if ctrl is not None:
+        log.info("%s", controls_summary(result.metrics, ctrl))
+    return CheckpointEval(split, result.metrics, ctrl, result.predictions, dict(prepared.skipped),
+                          cfg.train.multi_pair)
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike[str], data: GroundingData, *, split: str = "test",
+                        out_dir: str | os.PathLike[str] | None = None, device: str | None = None,
+                        batch_videos: int | None = None, controls: bool = True,
+                        train_records: Sequence[QueryMoment] | None = None) -> dict[str, float]:
+    """``evaluate_split`` -> the metrics only (the controls are in ``metrics_<split>.json``)."""
+    return evaluate_split(checkpoint, data, split=split, out_dir=out_dir, device=device,
+                          batch_videos=batch_videos, controls=controls, train_records=train_records).metrics

@@ -61,7 +61,8 @@ class MKTN(nn.Module):
         self.global_align = GlobalAlignment(d, centering=cfg.embed_centering)
         self.logit_scale = nn.Parameter(torch.tensor(float(-torch.log(torch.tensor(temperature)))))
         self.csm = (CrossSentenceMining(d, h, cfg.csm_layers, cfg.max_queries_per_video, p,
-                                        temporal=cfg.csm_temporal, contextual=cfg.csm_contextual,
+                                        temporal=cfg.csm_temporal and cfg.query_order == "annotation",
+                                        contextual=cfg.csm_contextual,
                                         semantic=cfg.csm_semantic) if cfg.use_csm else None)
         self.contrast = SelfWeightedContrast(d, h, p) if cfg.use_avm else None
         self.opm = (ObjectPhraseMatching(d, cfg.num_objects, cfg.num_phrases, sparse=cfg.opm_cap)

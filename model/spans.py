@@ -20,6 +20,7 @@ import torch
 ArrayLike = TypeVar("ArrayLike", np.ndarray, torch.Tensor)
 
 __all__ = [
+    "clip_edges",
     "clip_indices_to_span",
     "generalized_temporal_iou",
     "normalized_to_seconds",
@@ -174,14 +175,29 @@ def _clip_times(clip_times: np.ndarray | Sequence[Sequence[float]]) -> np.ndarra
 
 
 def _edges(ct: np.ndarray) -> np.ndarray:
-    """Cell edges ``[T+1]``: each clip owns the time between the midpoints of its neighbours' centres.
+    """Cell edges ``[T+1]`` taken from the clip windows themselves.
 
-    For back-to-back clips (stride == length) the edges are exactly the clip
-    boundaries; for overlapping clips each clip owns the part nearest its centre.
+    The edge between clips ``i`` and ``i + 1`` is ``(end_i + start_{i+1}) / 2``: for back-to-back
+    windows (stride == length, and the unequal windows that pooling contiguous clips gives) it is
+    exactly their shared boundary; for overlapping windows it is the middle of the overlap, for
+    windows with a gap the middle of the gap. (For equal windows this is the midpoint between the
+    clip centres; for unequal ones the centres' midpoint would shift the edge by up to a quarter of
+    a clip, so that a time inside a window could map to its neighbour.)
     """
-    centres = ct.mean(axis=1)
-    inner = (centres[:-1] + centres[1:]) / 2.0
+    inner = (ct[:-1, 1] + ct[1:, 0]) / 2.0
     return np.concatenate([[ct[0, 0]], inner, [max(ct[-1, 1], inner[-1] if inner.size else ct[-1, 1])]])
+
+
+def clip_edges(clip_times: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    """The cell edges ``[T+1]`` (seconds) of the clip windows ``[T, 2]``: clip ``i`` owns
+    ``[edges[i], edges[i+1]]``, and position ``i + f`` (``f`` in [0, 1]) is the time
+    ``edges[i] + f (edges[i+1] - edges[i])``. Vectorised decoding maps positions with
+    ``np.interp(positions, np.arange(T + 1), clip_edges(ct))``.
+
+    >>> clip_edges([[0.0, 2.0], [2.0, 5.0], [5.0, 6.0]]).tolist()  # unequal back-to-back windows
+    [0.0, 2.0, 5.0, 6.0]
+    """
+    return _edges(_clip_times(clip_times))
 
 
 def span_to_clip_indices(
@@ -190,7 +206,7 @@ def span_to_clip_indices(
     """Map a span in seconds to ``(start_clip, end_clip, start_offset, end_offset)``.
 
     Each clip owns a cell of the time axis (see ``_edges``; for back-to-back
-    clips the cell is the clip itself). A time maps to a fractional position
+    clips, equal or not, the cell is the clip window itself). A time maps to a fractional position
     ``p`` in ``[0, T]`` by linear interpolation over the cell edges (times
     outside the clips clamp). ``start_clip``/``end_clip`` are the clips whose
     cells contain the start/end (the span predictor's classification targets);

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from model.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from model.config import MKTNConfig, validate
+from model.controls import compute_controls, controls_summary
 from model.data import (
     Batch,
     GroundingData,
@@ -74,6 +75,10 @@ class TrainResult:
     train_queries: int
     train_videos: int
     skipped: dict[str, int] = field(default_factory=dict)
+    # the split model selection used: "val", or "train" (loudly) when the data has no val split
+    selection_split: str = "val"
+    # the controls of the test evaluation (model.controls; None when off or without a test split)
+    controls: dict[str, dict[str, float]] | None = None
     # per epoch: mean train loss terms, embedding diagnostics (ANS kept, mean cosines), val metrics
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -122,14 +127,18 @@ def make_sampler(prepared: PreparedData, data: GroundingData, cfg: MKTNConfig, *
     both modes see the same number of queries per step and epochs are comparable.
     """
     train = data.split("train")
+    order = cfg.model.query_order
     groups = make_groups(prepared, train, multi_pair=cfg.train.multi_pair,
-                         max_queries=cfg.model.max_queries_per_video)
+                         max_queries=cfg.model.max_queries_per_video, query_order=order, seed=cfg.train.seed)
     batch = cfg.train.batch_videos
     if not cfg.train.multi_pair:
         mp = make_groups(prepared, train, multi_pair=True, max_queries=cfg.model.max_queries_per_video)
         per_video = sum(len(g.query_ids) for g in mp) / max(1, len(mp))
         batch = max(2, round(batch * per_video))
-    return GroupSampler(groups, batch, seed=cfg.train.seed, rank=rank, world_size=world_size)
+    # query_order "none": each video's queries are dealt anew every epoch (seeded), so neither the
+    # order inside a group nor the grouping carries the annotation order
+    return GroupSampler(groups, batch, seed=cfg.train.seed, rank=rank, world_size=world_size,
+                        shuffle_queries=order == "none")
 
 
 def train_step(model: torch.nn.Module, criterion: MKTNCriterion, optimizer: torch.optim.Optimizer,
@@ -247,13 +256,14 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
           device: str | torch.device | None = None, resume: bool = False, checkpoint_every: int = 0,
           on_step: Callable[[int, dict[str, float]], None] | None = None, show_progress: bool = True,
           rank: int = 0, world_size: int = 1,
-          distributed: DistributedContext | None = None) -> TrainResult:
+          distributed: DistributedContext | None = None, controls: bool = True) -> TrainResult:
     """Train MKTN on ``data`` (train split; val split for model selection; test split evaluated at the end).
 
     ``resume`` continues from ``out_dir/last.pt`` exactly; without it an existing
     ``last.pt`` is an error (pass ``resume=True`` or another ``out_dir``).
     ``on_step(global_step, logs)`` runs after every optimiser step (tests use it to
-    interrupt a run). ``distributed`` (from ``model.distributed.init_from_env`` under
+    interrupt a run). ``controls``: evaluate the best checkpoint's test controls too
+    (``model.controls``: two extra evaluation passes). ``distributed`` (from ``model.distributed.init_from_env`` under
     torchrun): rank, world size and device come from it, the model is wrapped in
     DistributedDataParallel for the optimiser steps, and only rank 0 writes.
     """
@@ -293,10 +303,20 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
     use_fp16 = dev.type == "cuda" and cfg.train.amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda") if use_fp16 else None
     val_records = data.split("val")
+    selection_split = "val"
     if not val_records:
-        log.warning("no 'val' split: model selection uses the train split")
+        selection_split = "train"
+        log.warning("=" * 72)
+        log.warning("NO 'val' SPLIT (splits: %s): best.pt and early stopping are chosen on the TRAIN "
+                    "split, which rewards memorising it; give a val split (--annotations val=FILE). "
+                    "Recorded as selection_split='train' in result.json.",
+                    sorted({r.split for r in data.records}))
+        log.warning("=" * 72)
         val_records = data.split("train")
     meta = dict(data.meta)
+    eval_kwargs: dict[str, Any] = dict(batch_videos=cfg.train.batch_videos, top_k=cfg.train.eval_top_k,
+                                       nms_iou=cfg.train.nms_iou, max_span_clips=cfg.model.max_span_clips,
+                                       device=dev, amp=cfg.train.amp, multi_pair=cfg.train.multi_pair)
 
     state: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "bad_steps": 0,
                              "best": -1.0, "best_epoch": -1, "best_val": {}, "since_best": 0,
@@ -360,9 +380,7 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
             if on_step is not None:
                 on_step(state["global_step"], logs)
         bar.close()
-        val = evaluate_model(model, prepared, val_records, batch_videos=cfg.train.batch_videos,
-                             top_k=cfg.train.eval_top_k, nms_iou=cfg.train.nms_iou,
-                             max_span_clips=cfg.model.max_span_clips, device=dev, amp=cfg.train.amp)
+        val = evaluate_model(model, prepared, val_records, **eval_kwargs)
         score = val.metrics[SELECT_METRIC]
         state["epoch"] = epoch + 1
         state["step_in_epoch"] = 0
@@ -395,17 +413,23 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
         write_last()
 
     test_metrics = None
+    test_controls: dict[str, dict[str, float]] | None = None
     test_records = data.split("test")
     if test_records and main and best_path.exists():
         best = load_checkpoint(best_path)
         model.load_state_dict(best["model"])
-        res = evaluate_model(model, prepared, test_records, batch_videos=cfg.train.batch_videos,
-                             top_k=cfg.train.eval_top_k, nms_iou=cfg.train.nms_iou,
-                             max_span_clips=cfg.model.max_span_clips, device=dev, amp=cfg.train.amp)
+        res = evaluate_model(model, prepared, test_records, **eval_kwargs)
         test_metrics = res.metrics
+        if controls:
+            test_controls = compute_controls(model, prepared, test_records, data.split("train"), **eval_kwargs)
+            log.info("test: %s", controls_summary(test_metrics, test_controls))
         write_predictions(out / "predictions_test.jsonl", res.predictions)
-        atomic_write_json(out / "metrics_test.json", {"split": "test", "checkpoint": str(best_path),
-                                                       "metrics": test_metrics, "skipped": prepared.skipped})
+        payload = {"split": "test", "checkpoint": str(best_path), "metrics": test_metrics,
+                   "skipped": prepared.skipped, "selection_split": selection_split}
+        if test_controls is not None:
+            payload["controls"] = test_controls
+            payload["controls_summary"] = controls_summary(test_metrics, test_controls)
+        atomic_write_json(out / "metrics_test.json", payload)
     train_groups = make_groups(prepared, data.split("train"), multi_pair=True, max_queries=10**9)
     result = TrainResult(
         out_dir=str(out), best_checkpoint=str(best_path), last_checkpoint=str(last_path),
@@ -413,7 +437,8 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
         epochs_run=state["epoch"], steps=state["global_step"], bad_steps=state["bad_steps"],
         stopped_early=state["stopped_early"], wall_s=round(time.perf_counter() - t0, 2),
         train_queries=sum(len(g.query_ids) for g in train_groups), train_videos=len(train_groups),
-        skipped=prepared.skipped, history=list(state["history"]),
+        skipped=prepared.skipped, selection_split=selection_split, controls=test_controls,
+        history=list(state["history"]),
     )
     if main:
         atomic_write_json(out / "result.json", {**result.to_dict(), "config": cfg.to_dict(),
