@@ -275,6 +275,6 @@ def format_metrics(metrics: Mapping[str, float]) -> str:
     keys = [k for k in METRIC_KEYS if k in metrics] + [k for k in metrics if k not in METRIC_KEYS]
     header = "  ".join(f"{k:>8}" for k in keys)
     values = "  ".join(
-        f"{int(metrics[k]):>8d}" if k == "num_queries" else f"{metrics[k]:>8.2f}" for k in keys
+        f"{int(metrics[k]):>8d}" if k in ("num_queries", "missing") else f"{metrics[k]:>8.2f}" for k in keys
     )
     return header + "\n" + values

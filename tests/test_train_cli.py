@@ -8,6 +8,7 @@ import pytest
 import torch
 from model_fixtures import planted_data, write_stores
 
+from model.ablation import CONTROL_ROWS
 from pipeline.cli import main
 
 TINY = ["--set", "model.num_clips=16", "--set", "model.d_model=32", "--set", "model.num_heads=2",
@@ -46,7 +47,10 @@ def test_train_then_evaluate(stores, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(out / "best.pt"), *_data_args(stores), "--no-progress",
                  "--out", str(tmp_path / "ev"), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert metrics == result["test"]
+    controls = metrics.pop("controls")
+    assert set(controls) == {"prior", "order_prior", "video_swapped", "order_shuffled"}
+    assert metrics.pop("controls_summary").startswith("Of MKTN's R1@0.5")
+    assert metrics == result["test"] and result["controls"] == controls
     assert (tmp_path / "ev" / "predictions_test.jsonl").is_file()
     assert main(["evaluate", "--checkpoint", str(tmp_path / "nope.pt"), *_data_args(stores), "--no-progress"]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -59,7 +63,10 @@ def test_ablate_and_sweep(stores, tmp_path, capsys):
     table = (out / "ablation.md").read_text()
     assert "| w/o CSM |" in table and "| Full |" in table and "Prior only" in table
     summary = json.loads((out / "ablation.json").read_text())
-    assert set(summary["rows"]) == {"Prior only (no video, no query)", "w/o CSM", "Full"}
+    assert set(summary["rows"]) == {"Prior only (no video, no query)", "w/o CSM", "Full",
+                                    *CONTROL_ROWS.values()}
+    assert set(summary["controls"]["variants"]["Full"]) == {"video_swapped", "order_shuffled"}
+    assert "points need the video" in table
     mtime = (out / "Full" / "seed0" / "result.json").stat().st_mtime_ns
     assert main(args) == 0  # a second call reuses the finished runs
     assert (out / "Full" / "seed0" / "result.json").stat().st_mtime_ns == mtime

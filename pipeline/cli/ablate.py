@@ -18,6 +18,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              f"all: {', '.join(repr(v) for v in VARIANTS)}")
     parser.add_argument("--all", action="store_true", help="every variant of Tables 3-7")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default 0)")
+    parser.add_argument("--no-controls", action="store_true",
+                        help="skip the controls (order-aware prior; the full model with videos swapped / "
+                             "queries shuffled: two extra evaluation passes per run)")
     parser.set_defaults(func=run)
 
 
@@ -34,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
         data = data_from_args(args)
         run_ablation(cfg, data, args.out, variants=names, seeds=args.seeds, device=args.device,
-                     show_progress=not args.no_progress)
+                     show_progress=not args.no_progress, controls=not args.no_controls)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"mktn ablate: error: {exc}", file=sys.stderr)
         return 2

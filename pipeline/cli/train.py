@@ -78,6 +78,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
                         help="also write last.pt every STEPS steps (default: each epoch)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--no-controls", action="store_true",
+                        help="skip the test controls (video-swapped, order-shuffled: two extra evaluation passes)")
     parser.add_argument("--distributed", action="store_true",
                         help="one process of a torchrun job: DistributedDataParallel, video groups "
                         "sharded across ranks, rank 0 writes (NCCL on CUDA, gloo with --device cpu; "
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         data = data_from_args(args)
         result = train(cfg, data, args.out, device=args.device, resume=args.resume,
                        checkpoint_every=args.checkpoint_every, show_progress=not args.no_progress,
-                       distributed=ctx)
+                       distributed=ctx, controls=not args.no_controls)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, TrainingAborted) as exc:
         print(f"mktn train: error: {exc}", file=sys.stderr)
         return 2
@@ -123,5 +125,11 @@ def run(args: argparse.Namespace) -> int:
     if result.test is not None:
         print("test (best checkpoint):")
         print(format_metrics(result.test))
+    if result.controls and result.test is not None:
+        from model.controls import controls_summary
+
+        print(controls_summary(result.test, result.controls))
+    if result.selection_split != "val":
+        print(f"model selection used the {result.selection_split!r} split: the data has no 'val' split")
     print(f"checkpoint: {result.best_checkpoint}")
     return 0
