@@ -34,8 +34,11 @@ def evaluate(
     work_dir: str | None = None,
     feature_store: str | None = None,
     query_store: str | None = None,
+    controls: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate ``checkpoint`` on ``split``: R@1/R@5 at IoU 0.3/0.5/0.7 and mIoU (percent).
+    """Evaluate ``checkpoint`` on ``split``: R@1/R@5 at IoU 0.3/0.5/0.7 and mIoU (percent), and the
+    controls (``model.controls``: prior, order-aware prior, video-swapped, order-shuffled) unless
+    ``controls`` is off.
 
     Predictions and metrics go to ``out_dir`` (default: beside the checkpoint).
     """
@@ -48,11 +51,17 @@ def evaluate(
     feat_sha = tasks.features_digest(ws.feature_store, dataset, extractor_id)
     out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval-{dataset}"
     refresh = not (out / f"predictions_{split}.jsonl").is_file()
+    if controls and not refresh:  # a metrics file written before the controls existed
+        import json
+
+        metrics_file = out / f"metrics_{split}.json"
+        refresh = not metrics_file.is_file() or "controls" not in json.loads(metrics_file.read_text())
     fut = persisted(tasks.evaluate_checkpoint, ws.root, refresh=refresh).submit(
         checkpoint=checkpoint, checkpoint_sha=digests[checkpoint], features_sha=feat_sha,
         feature_store=ws.feature_store, query_store=ws.query_store, dataset=dataset,
         extractor_id=extractor_id, encoder_id=encoder_id, annotations=annotations,
         annotations_sha=ann_sha, fmt=format, durations=durations, split=split, out_dir=str(out),
+        controls=controls,
     )
     result = dict(fut.result())
     result["cached"] = tasks.was_cached(fut, result)

@@ -235,8 +235,13 @@ def write_report(
     baseline: Mapping[str, float] | None = None,
     details: Mapping[str, Any] | None = None,
     warnings: Sequence[str] = (),
+    controls: Mapping[str, Mapping[str, float]] | None = None,
 ) -> ReportPaths:
-    """Write ``report.md``, the PNGs and ``metrics.json`` into ``out_dir``; return their paths."""
+    """Write ``report.md``, the PNGs and ``metrics.json`` into ``out_dir``; return their paths.
+
+    ``controls`` (``model.controls.compute_controls``): rows beside MKTN in the metrics table, one
+    sentence on how much of the score needs the video and the order, and ``metrics.json["controls"]``.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, str] = {}
@@ -255,6 +260,8 @@ def write_report(
     payload: dict[str, Any] = {"metrics": dict(metrics)}
     if baseline:
         payload["baseline"] = dict(baseline)
+    if controls:
+        payload["controls"] = {k: dict(v) for k, v in controls.items()}
     if ablation:
         payload["ablation"] = [dict(r) for r in ablation]
     if details:
@@ -265,8 +272,18 @@ def write_report(
     lines = [f"# {title}", ""]
     if warnings:
         lines += ["> **Warnings**", ">"] + [f"> - {w}" for w in warnings] + [""]
-    lines += ["## Test metrics", "", metrics_table([{"run": "MKTN", **metrics}] + (
-        [{"run": "prior only (no video, no query)", **baseline}] if baseline else []), label="run"), ""]
+    rows: list[dict[str, Any]] = [{"run": "MKTN", **metrics}]
+    if controls:
+        from model.controls import CONTROL_LABELS
+
+        rows += [{"run": CONTROL_LABELS.get(k, k), **v} for k, v in controls.items()]
+    elif baseline:
+        rows.append({"run": "prior only (no video, no query)", **baseline})
+    lines += ["## Test metrics", "", metrics_table(rows, label="run"), ""]
+    if controls:
+        from model.controls import controls_summary
+
+        lines += [controls_summary(metrics, controls), ""]
     lines.append(f"Queries evaluated: {int(metrics.get('num_queries', 0))}. Metrics as JSON: `metrics.json`.")
     lines.append("")
     if "recall" in figures:

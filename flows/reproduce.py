@@ -74,6 +74,7 @@ def reproduce(
     feature_store: str | None = None,
     query_store: str | None = None,
     synth_domain: str = "shapes",
+    controls: bool = True,
 ) -> dict[str, Any]:
     """Run everything on ``dataset`` (a ``DatasetSpec`` dict) or, when ``None``, the synthetic benchmark.
 
@@ -81,6 +82,8 @@ def reproduce(
     skip-thought training (``QUICK_ENCODER``), for tests and a first look.
     ``synth_domain``: which synthetic generator (``shapes``, or ``street``: data in
     ``data/synthetic/street/<size>``, dataset ``synthetic-street[-quick]``).
+    ``controls``: evaluate the controls too (``model.controls``: two extra evaluation passes) and
+    report them beside MKTN.
     Returns where the report, the metrics JSON and each step's summary are.
     """
     log = get_run_logger()
@@ -132,8 +135,9 @@ def reproduce(
     run = train(preset=preset, overrides=overrides, epochs=epochs, **data_args, **stores)
     ev = evaluate(
         checkpoint=run["best_checkpoint"], split=eval_split,
-        out_dir=str(Path(run["run_dir"]) / f"eval-{spec.name}"), **data_args, **stores,
+        out_dir=str(Path(run["run_dir"]) / f"eval-{spec.name}"), controls=controls, **data_args, **stores,
     )
+    ev_controls = ev.get("controls") if controls else None
 
     baseline = persisted(tasks.prior_baseline, ws.root)(
         annotations=spec.annotations, annotations_sha=run["annotations_sha"], fmt=fmt,
@@ -174,7 +178,7 @@ def reproduce(
     inputs_sha = digest_strings(
         json.dumps(ev["metrics"], sort_keys=True), ev["checkpoint_sha"], run["run_key"],
         json.dumps(ablation, sort_keys=True), json.dumps(details, sort_keys=True), json.dumps(warnings),
-        json.dumps(baseline, sort_keys=True),
+        json.dumps(baseline, sort_keys=True), json.dumps(ev_controls, sort_keys=True),
     )
     out_dir = ws.report_dir(spec.name)
     report = persisted(tasks.write_report, ws.root, refresh=not (out_dir / "report.md").is_file())(
@@ -182,7 +186,7 @@ def reproduce(
         title=f"MKTN on {spec.name}: reproduction report", metrics=ev["metrics"],
         log_path=run["log"], predictions_path=ev["predictions"], annotations=spec.annotations,
         fmt=fmt, durations=spec.durations, split=eval_split, ablation=ablation, baseline=baseline,
-        details=details, warnings=warnings,
+        details=details, warnings=warnings, controls=ev_controls,
     )
 
     m = ev["metrics"]
@@ -210,6 +214,7 @@ def reproduce(
         "metrics_json": report["metrics_json"],
         "figures": report["figures"],
         "metrics": m,
+        "controls": ev_controls,
         "extraction": {"counts": ext["counts"], "failed": ext["failed"], "extractor_id": ext["extractor_id"]},
         "embedding": {"encoder_id": emb["encoder_id"], "num_queries": emb.get("num_queries"),
                       "embedded": not (emb["task_cached"] or emb.get("cached"))},

@@ -404,7 +404,7 @@ def train_model(
 @task(
     name="evaluate-checkpoint",
     cache_policy=content_policy(
-        ["checkpoint_sha", "features_sha", "encoder_id", "annotations_sha", "split", "out_dir"],
+        ["checkpoint_sha", "features_sha", "encoder_id", "annotations_sha", "split", "out_dir", "controls"],
         MODEL_PACKAGES,
     ),
     **_RETRY,
@@ -424,20 +424,28 @@ def evaluate_checkpoint(
     durations: str | None,
     split: str,
     out_dir: str,
+    controls: bool = True,
 ) -> dict[str, Any]:
-    """Predict every query of ``split`` with ``checkpoint`` (``model.evaluate.evaluate_checkpoint``)."""
-    from model.evaluate import evaluate_checkpoint as evaluate_ckpt
+    """Predict every query of ``split`` with ``checkpoint`` (``model.evaluate.evaluate_split``), with
+    the controls (``model.controls``; the priors fit on the train records) unless ``controls`` is off."""
+    from model.controls import controls_summary
+    from model.evaluate import evaluate_split
 
-    records = [r for r in load_records(annotations, fmt, durations).records if r.split == split]
+    all_records = load_records(annotations, fmt, durations).records
+    records = [r for r in all_records if r.split == split]
     if not records:
         raise PermanentTaskError(f"dataset {dataset!r} has no {split!r} records to evaluate on")
     data = grounding_data(records, feature_store, query_store, dataset, extractor_id, encoder_id)
-    metrics = evaluate_ckpt(checkpoint, data, split=split, out_dir=out_dir)
+    ev = evaluate_split(checkpoint, data, split=split, out_dir=out_dir, controls=controls,
+                        train_records=[r for r in all_records if r.split == "train"])
+    metrics = ev.metrics
     return {
         "checkpoint": checkpoint,
         "task_run_id": current_task_run_id(),
         "split": split,
         "metrics": dict(metrics),
+        "controls": ev.controls,
+        "controls_summary": controls_summary(metrics, ev.controls) if ev.controls else None,
         "predictions": str(Path(out_dir) / f"predictions_{split}.jsonl"),
         "metrics_file": str(Path(out_dir) / f"metrics_{split}.json"),
     }
@@ -481,6 +489,7 @@ def write_report(
     baseline: dict[str, float] | None,
     details: dict[str, Any],
     warnings: list[str],
+    controls: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """``flows.report.write_report`` from the run's files (trainer log, predictions JSONL, annotations)."""
     from flows.report import history_from_log
@@ -492,7 +501,7 @@ def write_report(
     paths = render(
         out_dir, title=title, metrics=metrics, history=history_from_log(log_path),
         predictions=predictions, ground_truth=records, ablation=ablation, baseline=baseline,
-        details=details, warnings=warnings,
+        details=details, warnings=warnings, controls=controls,
     )
     return {"markdown": paths.markdown, "metrics_json": paths.metrics_json, "figures": paths.figures}
 

@@ -300,3 +300,18 @@ def test_without_a_val_split_selection_is_explicit(tmp_path, data, caplog):
     assert saved["selection_split"] == "train"
     assert set(saved["controls"]) == {"prior", "order_prior", "video_swapped", "order_shuffled"}
     assert "controls" in json.loads((tmp_path / "run" / "metrics_test.json").read_text())
+
+
+def test_report_shows_the_controls_and_metrics_json_carries_them(tmp_path):
+    from flows.report import write_report
+
+    m = {"R1@0.3": 60.0, "R1@0.5": 43.45, "R1@0.7": 20.0, "R5@0.3": 90.0, "R5@0.5": 70.0, "R5@0.7": 40.0,
+         "mIoU": 41.9, "num_queries": 145, "missing": 0}
+    ctrl = {k: {**m, "R1@0.5": v} for k, v in
+            (("prior", 6.9), ("order_prior", 35.0), ("video_swapped", 24.83), ("order_shuffled", 15.86))}
+    paths = write_report(tmp_path, title="t", metrics=m, controls=ctrl, baseline=ctrl["prior"])
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(saved["controls"]) == {"prior", "order_prior", "video_swapped", "order_shuffled"}
+    text = open(paths.markdown).read()
+    assert "| prior only (no video, no query) |" in text and "order-aware prior" in text
+    assert "18.62 points need the video" in text and "27.59 need the annotation order" in text

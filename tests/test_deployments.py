@@ -212,6 +212,8 @@ def test_mktn_reproduce_quick_cold_rerun_and_model_change(
     metrics = json.loads(Path(cold["metrics_json"]).read_text())
     assert metrics["metrics"]["num_queries"] == cold["metrics"]["num_queries"] > 0
     assert 0.0 <= metrics["metrics"]["mIoU"] <= 100.0 and "baseline" in metrics
+    assert set(metrics["controls"]) == {"prior", "order_prior", "video_swapped", "order_shuffled"}
+    assert "points need the video" in text and cold["controls"] == metrics["controls"]
 
     # nothing changed: no extraction, no embedding, no training; the same numbers. (Cache hits,
     # or, when someone edits the shared tree between the runs and the code digest in the keys

@@ -37,6 +37,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--durations", default=None, help="video durations file (Charades_v1_*.csv or JSON) when the format lacks them")
     parser.add_argument("--dataset-name", default=None, help="store name of the dataset (default: the videos folder's parent name)")
     parser.add_argument("--ablate", action="store_true", help="also train each 'w/o' variant and add the ablation table")
+    parser.add_argument("--no-controls", action="store_true",
+                        help="skip the controls in the report (video-swapped, order-shuffled: two extra "
+                             "evaluation passes; the priors stay)")
     parser.add_argument("--preset", default="synthetic", help="model preset (default synthetic)")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE", help="model config override (repeatable)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the preset's; 3 with --quick)")
@@ -119,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
                     preset=args.preset, overrides=args.overrides or None, epochs=args.epochs,
                     extractor=extractor or None, encoder=encoder, dask=args.dask,
                     max_workers=args.workers, synth_domain=args.synth_domain,
+                    controls=not args.no_controls,
                 )
             finally:
                 timings["flow_s"] = time.perf_counter() - t_flow
