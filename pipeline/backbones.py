@@ -27,6 +27,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,8 +300,87 @@ def _as_state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
     return out
 
 
+def _accepted() -> str:
+    import importlib.util
+
+    st = ", .safetensors" if importlib.util.find_spec("safetensors") else ""
+    return (
+        "accepted: torch.save files (.pt/.pth, read with torch.load(weights_only=True)), "
+        f"protocol-2 pickles of tensors/numpy arrays, .npz without object arrays{st}"
+    )
+
+
+def _numpy_safe_globals() -> list[Any]:
+    """The numpy reconstructors a pickle of plain arrays needs (no code, only data).
+
+    They are allowlisted for torch's weights-only unpickler under both their numpy 2 and
+    numpy 1 / Python 2 names, so the C3D Sports-1M conversions (dicts of numpy arrays)
+    load; object arrays are rejected afterwards by :func:`_as_state_dict`.
+    """
+    import numpy as np
+
+    rec = np._core.multiarray._reconstruct
+    scalar = np._core.multiarray.scalar
+    out: list[Any] = [rec, scalar, np.ndarray, np.dtype]
+    out += [(rec, "numpy.core.multiarray._reconstruct"), (scalar, "numpy.core.multiarray.scalar")]
+    for code in "?bBhHiIlLqQefdgFDG":
+        out.append(type(np.dtype(code)))
+    return out
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())
+    found = re.search(
+        r"(?:Unsupported (?:global|operand)|Trying to load unsupported|Unsupported class)"
+        r".*?(?= was not| Check the documentation|$)",
+        text,
+    )
+    if found:  # torch's long advice to pass weights_only=False is exactly what not to do
+        text = found.group(0).rstrip(". ")
+    elif text.startswith("Unsupported operand"):
+        text = f"not a torch.save file or a protocol-2 pickle: {text}"
+    elif text.startswith("Weights only load failed"):
+        text = "the file needs classes or functions beyond tensors and arrays"
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _read_npz(p: Path) -> dict[str, Any]:
+    import numpy as np
+
+    with np.load(p, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _read_safetensors(p: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file  # optional: only if the user has it installed
+
+    return dict(load_file(str(p), device="cpu"))
+
+
+def _read_plain_pickle(p: Path) -> Any:
+    """A pickle not written by torch.save, read by torch's weights-only unpickler."""
+    from torch import _weights_only_unpickler as wou
+
+    with p.open("rb") as fh:
+        proto = fh.read(2)[1:]
+    if proto and proto[0] > 2:  # the restricted unpickler reads protocols 0-2 only
+        raise WeightsError(f"a protocol-{proto[0]} pickle not written by torch.save")
+    with p.open("rb") as fh, torch.serialization.safe_globals(_numpy_safe_globals()):
+        return wou.Unpickler(fh, encoding="latin1").load()
+
+
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a state dict from a ``.pt``/``.pth``/``.pickle`` file (tensors or numpy arrays)."""
+    """Read a state dict of tensors or numpy arrays, never running code from the file.
+
+    Accepted: ``torch.save`` files (``.pt``/``.pth``, zip or legacy format, including the
+    C3D Sports-1M ``c3d.pickle`` of the PyTorch port), read with
+    ``torch.load(weights_only=True)`` with numpy arrays allowlisted; plain pickles of
+    tensors/numpy arrays (the Caffe conversion), read by the same restricted unpickler;
+    ``.npz`` (``allow_pickle=False``); ``.safetensors`` if the package is installed.
+    Anything that needs another class or function (a pickle whose ``__reduce__`` would run
+    code, a pickled ``nn.Module``) is refused with a :class:`WeightsError` before any of it
+    runs; docs/features.md shows how to convert a legacy file you trust.
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(
@@ -307,18 +388,40 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             "(e.g. the C3D Sports-1M c3d.pickle or a torchvision .pth), or omit --weights "
             "for seeded random init"
         )
+    suffix = p.suffix.lower()
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception:
-        import pickle
-
-        try:
-            with p.open("rb") as fh:
-                obj = pickle.load(fh, encoding="latin1")  # noqa: S301 - a file the user named
-        except Exception as exc:
-            raise WeightsError(
-                f"{p}: cannot read weights (not a torch or pickle file): {exc}"
-            ) from exc
+        if suffix == ".npz":
+            obj: Any = _read_npz(p)
+        elif suffix == ".safetensors":
+            obj = _read_safetensors(p)
+        else:
+            with open(p, "rb") as fh:
+                head = fh.read(4)
+            try:
+                with (
+                    torch.serialization.safe_globals(_numpy_safe_globals()),
+                    warnings.catch_warnings(),
+                ):
+                    warnings.filterwarnings("ignore", "Detected pickle protocol")
+                    obj = torch.load(p, map_location="cpu", weights_only=True)
+            except Exception as torch_exc:
+                # torch.load refuses a plain (not torch.save) pickle; such a file gets the
+                # same restricted unpickler, nothing else.
+                if head[:1] != b"\x80":
+                    raise
+                try:
+                    obj = _read_plain_pickle(p)
+                except WeightsError:
+                    raise
+                except Exception:
+                    raise torch_exc from None
+                if not isinstance(obj, dict):  # a legacy torch file's magic number
+                    raise torch_exc from None
+    except Exception as exc:
+        raise WeightsError(
+            f"{p}: refused as weights ({_one_line(exc)}); {_accepted()}; to convert a legacy "
+            "file you trust, see 'Converting a legacy weights file' in docs/features.md"
+        ) from None
     return _as_state_dict(obj, str(p))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from pipeline.backbones import (
     TemporalDifference,
     WeightsError,
     build_extractor,
+    read_state_dict,
     weights_tag,
 )
 
@@ -88,18 +90,62 @@ def test_c3d_loads_original_layout_and_port_names(
     ex = build_extractor("c3d", weights=path)
     for k, v in source.items():
         assert torch.equal(ex.net.state_dict()[k], v), k
-    # the PyTorch port's names (conv1/conv2), pickled as numpy arrays like the Caffe conversion
+    # the PyTorch port's names (conv1/conv2), pickled as numpy arrays like the Caffe
+    # conversion (a Python 2 era protocol-2 pickle) and as torch.save of numpy arrays
     ported = {
         k.replace("conv1a.", "conv1.").replace("conv2a.", "conv2."): v.numpy()
         for k, v in source.items()
     }
     ppath = tmp_path / "c3d.pickle"
     with ppath.open("wb") as fh:
-        pickle.dump(ported, fh)
+        pickle.dump(ported, fh, protocol=2)
     ex2 = build_extractor("c3d", weights=ppath)
     assert torch.equal(ex2.net.conv1a.weight, source["conv1a.weight"])
     tag, prov = weights_tag(ppath, 0)
     assert tag.startswith("w") and prov.startswith("sha256:")
+    small = {k: v for k, v in ported.items() if not k.startswith(("fc6", "fc7", "conv5"))}
+    for name, save in [
+        ("port.pickle", lambda f: torch.save(small, f)),
+        ("legacy.pickle", lambda f: torch.save(small, f, _use_new_zipfile_serialization=False)),
+        ("c3d.npz", lambda f: np.savez(f, **small)),
+    ]:
+        save(tmp_path / name)
+        state = read_state_dict(tmp_path / name)
+        assert state.keys() == small.keys(), name
+        assert torch.equal(state["fc8.bias"], source["fc8.bias"]), name
+
+
+class _Payload:
+    """A pickle that, when unpickled, writes a marker file: the attack of issue 13."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+def test_weights_that_run_code_are_refused_before_running(tmp_path: Path) -> None:
+    marker = tmp_path / "PWNED"
+    evil = {"conv1a.weight": _Payload(marker)}
+    files = {}
+    for proto in (0, 2, 4):
+        files[f"evil{proto}.pickle"] = pickle.dumps(evil, protocol=proto)
+    for name, kw in [("evil.pth", {}), ("evil_legacy.pth", {"_use_new_zipfile_serialization": 0})]:
+        torch.save(evil, tmp_path / name, **kw)  # type: ignore[arg-type]
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    np.savez(tmp_path / "evil.npz", w=np.array([_Payload(marker)], dtype=object))
+    for name in [*files, "evil.pth", "evil_legacy.pth", "evil.npz"]:
+        with pytest.raises(WeightsError) as err:
+            read_state_dict(tmp_path / name)
+        msg = str(err.value)
+        assert "\n" not in msg and "accepted: torch.save files" in msg, msg
+        assert "Converting a legacy weights file" in msg
+        assert "weights_only=False" not in msg  # never advise the unsafe load
+    assert not marker.exists()
 
 
 def test_mismatched_weights_list_the_keys(
@@ -120,7 +166,7 @@ def test_mismatched_weights_list_the_keys(
     with pytest.raises(FileNotFoundError, match="omit --weights"):
         build_extractor("c3d", weights=tmp_path / "nope.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a pickle")
-    with pytest.raises(WeightsError, match="cannot read weights"):
+    with pytest.raises(WeightsError, match="refused as weights"):
         build_extractor("c3d", weights=tmp_path / "junk.pth")
 
 
