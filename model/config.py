@@ -33,6 +33,7 @@ class ModelConfig:
     d_model: int = 128  # shared width; the paper's sizes (256-512) are in the benchmark presets
     num_heads: int = 4
     dropout: float = 0.1
+    input_dropout: float = 0.0  # dropout on the standardised clip and patch features (training only)
     video_layers: int = 1  # self-attention layers of the video encoder over clips
     text_layers: int = 1  # self-attention layers over GloVe words
     max_words: int = 32  # longer queries are cut (and a warning logged)
@@ -73,6 +74,13 @@ class ModelConfig:
     apa_bmp: bool = True  # BMP: masked frame decoder + activity decoder; off -> mean-pooled clips
     apa_aa: bool = True  # AA: activity-sentence alignment loss over S_as
     num_activities: int = 4  # A activity prototypes per video
+    # Query-guided patch attention (not in the paper): every query attends over the P patches
+    # of each clip of its video, so "the red ball moves left" can bind the colour and the motion
+    # of one object; MKTN's own object/frame prototypes are built without the query
+    patch_attention: bool = True
+    # Query-guided highlighting (not in the paper; VSLNet): a per-clip "inside the moment" head
+    # trained on every clip, whose sigmoid scales the fused features before the span predictor
+    highlight: bool = True
     # Grounding head
     head_layers: int = 2  # transformer blocks of the span predictor (paper: two)
     max_span_clips: int = 0  # 0 = any length; otherwise the longest span considered at inference
@@ -89,6 +97,7 @@ class LossConfig:
     w_contrast: float = 0.1  # Eq. 3-4
     w_align: float = 0.1  # Eq. 8 over S_as and S_op
     w_segment: float = 0.1  # segment-level alignment (ground-truth moment vs sentence)
+    w_highlight: float = 1.0  # per-clip "inside the moment" BCE (model.highlight)
     alignment_strength: float = 1.0  # multiplies rince, contrast, align and segment
     segment_alignment: bool = True  # the multi-level paper's segment level beside the global one
     rince_q: float = 0.5  # RINCE's q (q -> 0: InfoNCE, q = 1: robust to noisy positives)
@@ -116,6 +125,9 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True  # CUDA autocast when a GPU is used; ignored on CPU
     eval_top_k: int = 5
+    # augmentation: probability that a training video is cut to a random window still holding
+    # all its queries' moments (absolute position then no longer identifies a moment)
+    temporal_crop: float = 0.0
     nms_iou: float = 0.5
 
 

@@ -33,8 +33,11 @@ def padding_mask(valid: torch.Tensor) -> torch.Tensor | None:
 
 class VideoEncoder(nn.Module):
     def __init__(self, frame_dim: int, patch_dim: int, d_model: int, num_heads: int, num_layers: int,
-                 num_clips: int, dropout: float) -> None:
+                 num_clips: int, dropout: float, input_dropout: float = 0.0) -> None:
         super().__init__()
+        # dropout on the standardised input features themselves: a few hundred training queries
+        # are memorised through video-specific channels (background texture) without it
+        self.input_dropout = nn.Dropout(input_dropout)
         self.frame_proj = nn.Sequential(nn.Linear(frame_dim, d_model), nn.LayerNorm(d_model), nn.Dropout(dropout))
         self.patch_proj = nn.Sequential(nn.Linear(patch_dim, d_model), nn.LayerNorm(d_model))
         self.pos = nn.Parameter(torch.zeros(num_clips, d_model))
@@ -45,9 +48,9 @@ class VideoEncoder(nn.Module):
                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames [B, L, D], patches [B, L, P, D], mask [B, L] (True = clip) ->
         (clips [B, L, d], patches [B, L, P, d])."""
-        x = self.frame_proj(frames) + self.pos[: frames.shape[1]]  # (B, L, d)
+        x = self.frame_proj(self.input_dropout(frames)) + self.pos[: frames.shape[1]]  # (B, L, d)
         x = self.encoder(x, src_key_padding_mask=padding_mask(mask))
-        return x, self.patch_proj(patches)
+        return x, self.patch_proj(self.input_dropout(patches))
 
 
 class TextEncoder(nn.Module):

@@ -41,3 +41,22 @@ class FloatPredictor(nn.Module):
     def forward(self, fused: torch.Tensor) -> torch.Tensor:
         """fused [Q, L, d] -> offsets [Q, L, 2] (start, end)."""
         return torch.sigmoid(self.net(fused))
+
+
+class HighlightHead(nn.Module):
+    """Per-clip "inside the moment" logit (query-guided highlighting, as in VSLNet).
+
+    Trained with a binary cross-entropy on every clip (``loss_highlight``), so each query
+    supervises all its video's clips instead of two boundary clips; its sigmoid scales the
+    fused features before the span predictor, so the span search concentrates on the
+    highlighted region.
+    """
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_model, d_model // 2), nn.ReLU(), nn.Linear(d_model // 2, 1))
+
+    def forward(self, fused: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """fused [Q, L, d], mask [Q, L] -> (logits [Q, L] (padding = NEG), highlighted fused [Q, L, d])."""
+        logits = self.net(fused).squeeze(-1)
+        return logits.masked_fill(~mask, NEG), fused * torch.sigmoid(logits)[..., None]

@@ -11,6 +11,7 @@ Terms (each reads only named network outputs and batch targets):
   ``lambda`` balancing video and query negatives (Eq. 3)
 - ``align``: InfoNCE over the prototype similarities S_as and S_op (Eq. 8)
 - ``segment``: InfoNCE between each ground-truth moment and its sentence (multi-level paper)
+- ``highlight``: per-clip binary cross-entropy of "inside the moment" (``model.highlight``)
 
 Negatives everywhere are the ANS selection ``outputs["negatives"]``. The
 alignment-strength factor multiplies ``rince``, ``contrast``, ``align`` and ``segment``.
@@ -91,11 +92,13 @@ class MKTNCriterion:
             "span": loss.w_span, "float": loss.w_float, "csm": loss.w_csm,
             "rince": loss.w_rince * s, "contrast": loss.w_contrast * s,
             "align": loss.w_align * s, "segment": loss.w_segment * s,
+            "highlight": loss.w_highlight,
         }
         self.loss_map: dict[str, Callable[[Outputs, Batch], torch.Tensor]] = {
             "span": self.loss_span, "float": self.loss_float, "csm": self.loss_csm,
             "rince": self.loss_rince, "contrast": self.loss_contrast,
             "align": self.loss_align, "segment": self.loss_segment,
+            "highlight": self.loss_highlight,
         }
 
     def active(self, outputs: Outputs) -> list[str]:
@@ -109,6 +112,8 @@ class MKTNCriterion:
             names.append("align")
         if self.cfg.segment_alignment:
             names.append("segment")
+        if "highlight_logits" in outputs:
+            names.append("highlight")
         return [n for n in names if self.weights[n] != 0.0]
 
     def __call__(self, outputs: Outputs, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -132,6 +137,19 @@ class MKTNCriterion:
         ar = torch.arange(off.shape[0], device=off.device)
         pred = torch.stack([off[ar, batch.start_idx, 0], off[ar, batch.end_idx, 1]], dim=1)
         return F.smooth_l1_loss(pred, torch.stack([batch.start_frac, batch.end_frac], dim=1), beta=0.1)
+
+    def loss_highlight(self, out: Outputs, batch: Batch) -> torch.Tensor:
+        """Binary cross-entropy of every valid clip being inside its query's moment, the
+        inside and outside clips weighted equally (moments are short beside their videos)."""
+        logits = out["highlight_logits"].float()
+        mask = out["clip_mask"]
+        ar = torch.arange(logits.shape[1], device=logits.device)
+        inside = ((ar[None] >= batch.start_idx[:, None]) & (ar[None] <= batch.end_idx[:, None])).float()
+        per = F.binary_cross_entropy_with_logits(logits, inside, reduction="none")
+        pos = (inside * mask).sum(1).clamp_min(1.0)
+        neg = ((1 - inside) * mask).sum(1).clamp_min(1.0)
+        w = (inside / pos[:, None] + (1 - inside) / neg[:, None]) * mask * 0.5
+        return (per * w).sum(1).mean()
 
     def loss_csm(self, out: Outputs, batch: Batch) -> torch.Tensor:
         pred = out["csm_spans"].float()

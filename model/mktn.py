@@ -17,8 +17,8 @@ from model.config import ModelConfig
 from model.csm import CrossSentenceMining
 from model.data import Batch
 from model.encoders import TextEncoder, VideoEncoder
-from model.fusion import CoAttentionFusion
-from model.heads import FloatPredictor, SpanPredictor
+from model.fusion import CoAttentionFusion, QueryPatchAttention
+from model.heads import FloatPredictor, HighlightHead, SpanPredictor
 from model.matching import GlobalAlignment, SelfWeightedContrast, select_negatives, tau_schedule
 from model.prototypes import (
     ActivityPrototypes,
@@ -49,6 +49,9 @@ class MKTN(nn.Module):
     - ``sim_match`` [Q, B] (AVM on): self-weighted score s(v, q) of Eq. 4
     - ``sim_op`` [Q, B] (OPM on): object-phrase similarity
     - ``sim_as`` [Q, B] (APA on): activity-sentence similarity
+    - ``highlight_logits`` [Q, L] (``highlight`` on): per clip, "inside the moment" (padding = -1e4)
+    - ``patch_weights`` [Q, L, P] (``patch_attention`` on): each query's attention over the patches
+      of every clip of its video
     """
 
     def __init__(self, cfg: ModelConfig, frame_dim: int, patch_dim: int, word_dim: int,
@@ -56,7 +59,8 @@ class MKTN(nn.Module):
         super().__init__()
         d, h, p = cfg.d_model, cfg.num_heads, cfg.dropout
         self.cfg = cfg
-        self.video_encoder = VideoEncoder(frame_dim, patch_dim, d, h, cfg.video_layers, cfg.num_clips, p)
+        self.video_encoder = VideoEncoder(frame_dim, patch_dim, d, h, cfg.video_layers, cfg.num_clips, p,
+                                          input_dropout=cfg.input_dropout)
         self.text_encoder = TextEncoder(word_dim, sentence_dim, d, h, cfg.text_layers, cfg.max_words, p)
         self.global_align = GlobalAlignment(d, centering=cfg.embed_centering)
         self.logit_scale = nn.Parameter(torch.tensor(float(-torch.log(torch.tensor(temperature)))))
@@ -72,7 +76,9 @@ class MKTN(nn.Module):
                     if cfg.use_apa and cfg.apa_bmp else None)
         # "w/o OPM" keeps APA's own object prototypes (no matching, no fusion of them)
         self.apa_objects = SparseAggregator(d, cfg.num_objects) if self.apa is not None and self.opm is None else None
+        self.patch_attention = QueryPatchAttention(d, h, p) if cfg.patch_attention else None
         self.fusion = CoAttentionFusion(d, p)
+        self.highlight_head = HighlightHead(d) if cfg.highlight else None
         self.span_head = SpanPredictor(d, h, cfg.head_layers, p)
         self.float_head = FloatPredictor(d)
 
@@ -148,7 +154,14 @@ class MKTN(nn.Module):
 
         # fusion and heads, per query on its own video
         clip_mask = batch.video_mask[qv]  # (Q, L)
-        fused = self.fusion(video_feats[qv], clip_mask, torch.cat(tokens, 1), torch.cat(token_masks, 1))
+        query_video = video_feats[qv]  # (Q, L, d)
+        if self.patch_attention is not None:
+            attended, out["patch_weights"] = self.patch_attention(patches[qv], words, batch.word_mask,
+                                                                  query_vec)
+            query_video = query_video + attended
+        fused = self.fusion(query_video, clip_mask, torch.cat(tokens, 1), torch.cat(token_masks, 1))
+        if self.highlight_head is not None:
+            out["highlight_logits"], fused = self.highlight_head(fused, clip_mask)
         out["start_logits"], out["end_logits"] = self.span_head(fused, clip_mask)
         out["float_offsets"] = self.float_head(fused)
         out["clip_mask"] = clip_mask

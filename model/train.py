@@ -346,7 +346,8 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
         epoch = state["epoch"]
         bar = tqdm(total=steps_per_epoch, initial=state["step_in_epoch"], desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                    disable=not (show_progress and main), leave=False)
-        for batch in iterate_batches(prepared, sampler, epoch, skip=state["step_in_epoch"]):
+        for batch in iterate_batches(prepared, sampler, epoch, skip=state["step_in_epoch"],
+                                     crop_probability=cfg.train.temporal_crop):
             progress = state["global_step"] / max(1, total_steps)
             logs = train_step(step_model, criterion, optimizer, scheduler, batch.to(dev), progress, cfg, dev,
                               scaler, distributed=distributed is not None and distributed.is_distributed)

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.descriptors import DESCRIPTORS, ClassicalDescriptors
 from storage.fingerprint import file_digest
 
 log = logging.getLogger(__name__)
@@ -190,10 +191,17 @@ class BackboneSpec:
     description: str = ""
 
     def channels(self, layer: str) -> int:
-        """Feature dimension of ``layer``; ``"a+b"`` concatenates layers (channels add up)."""
-        known = dict(self.layers)
+        """Feature dimension of ``layer``; ``"a+b"`` concatenates layers (channels add up).
+
+        Besides the network's own stages, every backbone offers the classical descriptors of
+        :mod:`pipeline.descriptors` (``colour``, ``motion``, ``shape``) as extra layers.
+        """
+        known = {**dict(self.layers), **DESCRIPTORS}
         total = 0
-        for part in layer.split("+"):
+        parts = layer.split("+")
+        if len(set(parts)) != len(parts):
+            raise ValueError(f"layer {layer!r} names a layer twice")
+        for part in parts:
             if part not in known:
                 raise ValueError(
                     f"backbone {self.name!r} has no layer {part!r}; choose one of "
@@ -507,8 +515,11 @@ class ClipFeatureExtractor(nn.Module):
         stages = _stages(spec.name, net)
         names = [n for n, _ in stages]
         wanted = layer.split("+")
-        self._taps = set(wanted)
-        self._stages = stages[: max(names.index(w) for w in wanted) + 1]
+        self._order = wanted  # output order of the concatenated parts
+        self._taps = {w for w in wanted if w not in DESCRIPTORS}
+        self._stages = stages[: max((names.index(w) for w in self._taps), default=-1) + 1]
+        families = [w for w in wanted if w in DESCRIPTORS]
+        self.descriptors = ClassicalDescriptors(families, grid) if families else None
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1, 1), persistent=False)
 
@@ -523,15 +534,30 @@ class ClipFeatureExtractor(nn.Module):
         return (x * (self.spec.scale / 255.0) - mean) / std
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        clips, patches = [], []
+        parts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        if self.descriptors is not None:
+            mean, std = self.get_buffer("mean"), self.get_buffer("std")
+            rgb = (x.float() * std + mean) / self.spec.scale  # back to RGB in [0, 1]
+            out = self.descriptors(rgb)
+            offset = 0
+            for fam in self.descriptors.families:
+                width = DESCRIPTORS[fam]
+                parts[fam] = (
+                    out["clip"][:, offset : offset + width].to(x.dtype),
+                    out["patches"][..., offset : offset + width].to(x.dtype),
+                )
+                offset += width
         for name, stage in self._stages:
             x = stage(x)
             if name in self._taps:
                 fmap = x.mean(dim=2)  # (B, C, H', W')
-                clips.append(fmap.mean(dim=(2, 3)))  # (B, C)
                 grid = nn.functional.adaptive_avg_pool2d(fmap, self.grid)  # (B, C, g, g)
-                patches.append(grid.flatten(2).transpose(1, 2))  # (B, g*g, C)
-        return {"clip": torch.cat(clips, dim=1), "patches": torch.cat(patches, dim=2)}
+                # (B, C) global average, (B, g*g, C) patches
+                parts[name] = (fmap.mean(dim=(2, 3)), grid.flatten(2).transpose(1, 2))
+        return {
+            "clip": torch.cat([parts[n][0] for n in self._order], dim=1),
+            "patches": torch.cat([parts[n][1].to(parts[n][0].dtype) for n in self._order], dim=2),
+        }
 
 
 def build_extractor(

@@ -109,11 +109,11 @@ def test_weights_follow_switches_and_strength(batch_and_cfg):
                          "model.use_apa=false", "loss.segment_alignment=false"])
     out = build_model(off.model, 12, 12, 300, 20)(b, 0.5)
     total, logs = build_criterion(off.loss, off.model)(out, b)
-    assert set(logs) == {"span", "float", "rince", "total"}
+    assert set(logs) == {"span", "float", "rince", "highlight", "total"}
     zero = override(cfg, ["loss.alignment_strength=0"])
     out = build_model(zero.model, 12, 12, 300, 20)(b, 0.5)
     _, logs = build_criterion(zero.loss, zero.model)(out, b)
-    assert set(logs) == {"span", "float", "csm", "total"}
+    assert set(logs) == {"span", "float", "csm", "highlight", "total"}
 
 
 def test_rows_without_negatives_do_not_count():
