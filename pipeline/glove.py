@@ -9,7 +9,10 @@ Formats (``fmt``):
 * ``word2vec``: word2vec text with a ``<count> <dim>`` header line.
 * ``word2vec-binary``: word2vec binary with the same header, then per word the
   token, a space and D little-endian float32.
-* ``gensim``: gensim's native ``KeyedVectors.save`` file (loaded with ``mmap="r"``).
+* ``gensim``: gensim's native ``KeyedVectors.save`` file. It is a pickle, so loading one can
+  run code: it is refused unless the caller opts in (``trust_pickle=True``, the CLI's
+  ``--trust-pickle``) for a file they trust; docs/queries.md shows a one-time conversion
+  to word2vec text, which needs no trust.
 * ``auto``: ``.kv``/``.model`` -> gensim, ``.bin`` -> word2vec-binary, a text file whose
   first line is two integers -> word2vec, otherwise glove (``.gz`` text is read through gzip).
 
@@ -22,9 +25,12 @@ is checked; a wrong count raises ``GloveFormatError`` naming the file and line.
 With ``lowercase_fallback`` a vocabulary word with no exact match takes the first
 line whose token lower-cases to it (840B is cased, our tokens are lower-cased).
 
-The subset is a gensim ``KeyedVectors`` saved in gensim's native format into
-``cache_dir/glove-subset-<file sha256[:16]>-<vocabulary digest>.kv`` (atomic
-write), so a later run with the same file and vocabulary skips the pass. The
+The subset is cached as two files with no pickles in them,
+``cache_dir/glove-subset-<file sha256[:16]>-<vocabulary digest>-<lc|exact>.npy`` (the
+float32 matrix, read with ``allow_pickle=False``) and ``.json`` beside it (the words in row
+order and the source info), each written atomically, the JSON last, so a later run with
+the same file and vocabulary skips the pass. A cache entry that is missing a part, does not
+parse or does not match (rows, words, dimension) is a cache miss: the file is read again. The
 file's sha256 is remembered per (path, size, mtime) in ``cache_dir/file-digests.json``
 so a later run does not rehash a multi-GB file either.
 
@@ -82,6 +88,7 @@ class WordVectorsConfig:
     fmt: str = "auto"
     cache_dir: str | None = None  # None -> $MKTN_CACHE_DIR/glove or ~/.cache/mktn/glove
     lowercase_fallback: bool = True
+    trust_pickle: bool = False  # read a gensim .kv (a pickle: it can run code) only when set
     oov: str = "random"  # "random": seeded per-word N(0, sigma^2); "zeros"
     default_dim: int = 300  # the default's size matches GloVe's 300-d vectors
     default_epochs: int | None = None  # None -> about 3M token updates, within [5, 50]
@@ -311,12 +318,13 @@ def stream_subset(
     lowercase_fallback: bool = True,
     progress: bool = True,
     hasher: Any | None = None,
+    trust_pickle: bool = False,
 ) -> tuple[KeyedVectors, SubsetStats]:
     """One pass over ``path`` keeping only the rows of ``vocab``; never holds the whole matrix.
 
     ``hasher`` (a ``hashlib`` object), when given, is fed every byte of the file on the way,
     so the first run reads a multi-GB file once for both its digest and its rows (not for
-    ``gensim`` or ``.gz`` files).
+    ``gensim`` or ``.gz`` files). A ``gensim`` file is refused unless ``trust_pickle``.
     """
     p = Path(path)
     if not p.is_file():
@@ -330,7 +338,21 @@ def stream_subset(
     wanted = set(vocab)
 
     if fmt == "gensim":
-        full = KeyedVectors.load(str(p), mmap="r")
+        if not trust_pickle:
+            raise GloveFormatError(
+                f"{p}: a gensim .kv/.model file is a pickle and loading it can run code; "
+                "convert it once to word2vec text (docs/queries.md) or, for a file you "
+                "trust, pass --trust-pickle"
+            )
+        try:
+            full = KeyedVectors.load(str(p), mmap="r")
+        except Exception as exc:
+            raise GloveFormatError(
+                f"{p}: not a readable gensim KeyedVectors file ({type(exc).__name__}: "
+                f"{str(exc)[:120]}); check the file or --glove-format"
+            ) from None
+        if not isinstance(full, KeyedVectors):
+            raise GloveFormatError(f"{p}: holds a {type(full).__name__}, not KeyedVectors")
         exact = {w: np.array(full[w]) for w in wanted if w in full.key_to_index}
         folded: dict[str, np.ndarray] = {}
         if lowercase_fallback and len(exact) < len(wanted):
@@ -469,6 +491,7 @@ def load_subset(
     cache_dir: str | os.PathLike[str] | None = None,
     lowercase_fallback: bool = True,
     progress: bool = True,
+    trust_pickle: bool = False,
 ) -> tuple[KeyedVectors, dict[str, Any]]:
     """The vocabulary's rows of a vector file, from the cache when this file+vocabulary was seen.
 
@@ -487,21 +510,24 @@ def load_subset(
     flag = "lc" if lowercase_fallback else "exact"
 
     def cache_path(sha: str) -> Path:
-        return cdir / f"glove-subset-{sha[:16]}-{vocab_digest}-{flag}.kv"
+        return cdir / f"glove-subset-{sha[:16]}-{vocab_digest}-{flag}.npy"
 
-    sha = lookup_digest(p, cdir)
     resolved = detect_format(p) if fmt == "auto" else fmt
+    if resolved == "gensim" and not trust_pickle:  # refuse before hashing or caching anything
+        stream_subset(p, (), fmt=resolved, trust_pickle=False)
+    sha = lookup_digest(p, cdir)
     hasher = None
     if sha is None and resolved != "gensim" and p.suffix != ".gz":
         hasher = hashlib.sha256()  # first sight of this file: hash it during the one pass
     elif sha is None:
         sha = cached_digest(p, cdir)
-    if sha is not None and cache_path(sha).is_file():
-        kv = KeyedVectors.load(str(cache_path(sha)))
-        info = dict(getattr(kv, "mktn_info", {}))
-        info.update(cache=str(cache_path(sha)), cache_hit=True)
-        logger.info("GloVe subset cache hit: %s", cache_path(sha))
-        return kv, info
+    if sha is not None:
+        hit = _read_cache(cache_path(sha))
+        if hit is not None:
+            kv, info = hit
+            info.update(cache=str(cache_path(sha)), cache_hit=True)
+            logger.info("GloVe subset cache hit: %s", cache_path(sha))
+            return kv, info
     stat = p.stat()
     kv, stats = stream_subset(
         p,
@@ -510,6 +536,7 @@ def load_subset(
         lowercase_fallback=lowercase_fallback,
         progress=progress,
         hasher=hasher,
+        trust_pickle=trust_pickle,
     )
     if hasher is not None:
         sha = hasher.hexdigest()
@@ -527,10 +554,50 @@ def load_subset(
         "vocab_size": len(words),
         "vocab_digest": vocab_digest,
     }
-    kv.mktn_info = info  # pickled with the vectors: the cache file is self-describing
-    with atomic_open(cache, "wb") as fh:
-        kv.save(fh)
+    _write_cache(cache, kv, info)
     return kv, {**info, "cache": str(cache), "cache_hit": False}
+
+
+def _write_cache(cache: Path, kv: KeyedVectors, info: dict[str, Any]) -> None:
+    """The subset as ``<cache>.npy`` (float32 rows) + ``<cache>.json`` (words, info); no pickles.
+
+    The JSON is written last and names the row count, so a reader never pairs it with a
+    half-written or foreign matrix.
+    """
+    matrix = np.ascontiguousarray(kv.vectors[: len(kv.index_to_key)], dtype=np.float32)
+    with atomic_open(cache, "wb") as fh:
+        np.save(fh, matrix, allow_pickle=False)
+    meta = {"words": [str(w) for w in kv.index_to_key], "shape": list(matrix.shape), "info": info}
+    atomic_write_json(cache.with_suffix(".json"), meta)
+
+
+def _read_cache(cache: Path) -> tuple[KeyedVectors, dict[str, Any]] | None:
+    """A cache entry written by :func:`_write_cache`, or None (a miss) if any part is off."""
+    meta_path = cache.with_suffix(".json")
+    if not (cache.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        words, info = meta["words"], dict(meta["info"])
+        matrix = np.load(cache, allow_pickle=False)
+        ok = (
+            isinstance(words, list)
+            and all(isinstance(w, str) for w in words)
+            and len(set(words)) == len(words)
+            and matrix.dtype == np.float32
+            and matrix.ndim == 2
+            and list(matrix.shape) == [len(words), int(info["dim"])] == list(meta["shape"])
+        )
+    except Exception as exc:  # unreadable, truncated, tampered: recompute, never trust
+        logger.warning("ignoring the unreadable GloVe subset cache %s (%s)", cache, exc)
+        return None
+    if not ok:
+        logger.warning("ignoring the GloVe subset cache %s: its parts do not match", cache)
+        return None
+    kv = KeyedVectors(vector_size=int(info["dim"]), count=0, dtype=np.float32)
+    if words:
+        kv.add_vectors(words, matrix)
+    return kv, info
 
 
 # ------------------------------------------------------------------------------------ defaults
@@ -597,6 +664,7 @@ def build_word_vectors(
             cache_dir=cfg.cache_dir,
             lowercase_fallback=cfg.lowercase_fallback,
             progress=progress,
+            trust_pickle=cfg.trust_pickle,
         )
         source = {"kind": "file", **info}
     else:

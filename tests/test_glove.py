@@ -85,9 +85,55 @@ def test_gensim_native_round_trip(tmp_path: Path) -> None:
     src.add_vectors(list(vecs), np.stack(list(vecs.values())))
     path = tmp_path / "vectors.kv"
     src.save(str(path))
-    kv, stats = stream_subset(path, ["door", "book", "nope"], progress=False)
+    with pytest.raises(GloveFormatError, match="pickle and loading it can run code"):
+        stream_subset(path, ["door"], progress=False)
+    kv, stats = stream_subset(path, ["door", "book", "nope"], progress=False, trust_pickle=True)
     assert stats.fmt == "gensim" and sorted(kv.index_to_key) == ["book", "door"]
     np.testing.assert_array_equal(kv["book"], vecs["book"])
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+def test_malicious_kv_and_cache_never_run_code(tmp_path: Path) -> None:
+    """Issue 13: a .kv handed to --glove, or a tampered subset cache, must not run code."""
+    import pickle
+
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "vectors.kv"
+    evil.write_bytes(pickle.dumps(_Payload(marker)))
+    cache = tmp_path / "cache"
+    for fmt in ("auto", "gensim"):
+        with pytest.raises(GloveFormatError, match="--trust-pickle"):
+            load_subset(evil, ["door"], fmt=fmt, cache_dir=cache, progress=False)
+    # a corrupt .kv behind the opt-in is one clear error, not a traceback from gensim
+    junk = tmp_path / "junk.kv"
+    junk.write_bytes(b"not a pickle at all")
+    with pytest.raises(GloveFormatError, match="not a readable gensim KeyedVectors"):
+        stream_subset(junk, ["door"], progress=False, trust_pickle=True)
+    # the cache is .npy + .json: a pickle planted where the cache lives is never loaded
+    path = _write_glove(tmp_path / "glove.txt", _vectors(WORDS))
+    kv1, info1 = load_subset(path, ["door", "book"], cache_dir=cache, progress=False)
+    npy = Path(info1["cache"])
+    assert npy.suffix == ".npy" and npy.with_suffix(".json").is_file()
+    assert not list(cache.glob("*.kv"))
+    npy.write_bytes(pickle.dumps(_Payload(marker)))  # tampered matrix
+    kv2, info2 = load_subset(path, ["door", "book"], cache_dir=cache, progress=False)
+    assert not info2["cache_hit"]  # a miss: the text file was read again
+    np.testing.assert_array_equal(kv2["door"], kv1["door"])
+    npy.with_suffix(".json").write_text("{not json", encoding="utf-8")  # tampered index
+    _, info3 = load_subset(path, ["door", "book"], cache_dir=cache, progress=False)
+    assert not info3["cache_hit"]
+    _, info4 = load_subset(path, ["door", "book"], cache_dir=cache, progress=False)
+    assert info4["cache_hit"]
+    assert not marker.exists()
 
 
 def test_wrong_value_counts_name_the_line(tmp_path: Path) -> None:

@@ -52,6 +52,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "glove", "word2vec", "word2vec-binary", "gensim"],
     )
     a(
+        "--trust-pickle",
+        action="store_true",
+        help="read a gensim .kv/.model --glove file: it is a pickle and can run code, so only "
+        "for a file you trust (default: refused; convert it to word2vec text, docs/queries.md)",
+    )
+    a(
         "--oov",
         choices=["random", "zeros"],
         default="random",
@@ -146,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
                 cache_dir=args.cache_dir,
                 oov=args.oov,
                 seed=args.seed,
+                trust_pickle=args.trust_pickle,
             ),
             skipthought=args.skipthought,
             skipthought_mode=args.skipthought_mode,
