@@ -261,9 +261,18 @@ BACKBONES: dict[str, BackboneSpec] = {
         "tiny3d",
         Tiny3D,
         layers=(("stem", 32), ("layer1", 64), ("layer2", 128), ("layer3", 256)),
-        default_layer="layer2+layer3",  # 384-d; the measured CPU demo choice (docs/features.md)
+        # 384-d network channels + 52-d classical descriptors (docs/features.md)
+        default_layer="layer2+layer3+colour+motion+shape",
         clip_len=8,
         description="small 4-stage 3D-CNN for the CPU demo",
+    ),
+    "classic": BackboneSpec(
+        "classic",
+        nn.Module,  # no network: only the classical descriptors of pipeline/descriptors.py
+        layers=(),
+        default_layer="colour+motion+shape",  # 52-d; the CPU default (docs/features.md)
+        clip_len=8,
+        description="no network: classical colour, motion and shape descriptors (CPU default)",
     ),
 }
 
@@ -575,7 +584,11 @@ def build_extractor(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = spec.build()
-    if weights is not None:
+    if not spec.layers:
+        if weights is not None:
+            raise WeightsError(f"backbone {name!r} has no network and takes no --weights")
+        log.info("%s: no network (classical descriptors only)", name)
+    elif weights is not None:
         load_weights(net, read_state_dict(weights), spec, os.fspath(weights))
         log.info("loaded %s weights from %s", name, weights)
     else:

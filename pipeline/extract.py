@@ -61,11 +61,11 @@ class ExtractionConfig:
     stride 8 (one clip per second).
     """
 
-    backbone: str = "tiny3d"
+    backbone: str = "classic"
     layer: str | None = (
         None  # None: the backbone's default (its last conv stage; tiny3d: layer2+layer3)
     )
-    grid: int = 2  # patch grid side; P = grid**2
+    grid: int = 4  # patch grid side; P = grid**2 (4: small objects keep a patch of their own)
     weights: str | None = None  # local state dict; None: seeded random init
     seed: int = 0
     fps: float = 8.0
@@ -73,7 +73,7 @@ class ExtractionConfig:
     stride: int | None = None  # None: clip_len (non-overlapping clips)
     resize: int | None = None
     crop: int | None = None
-    geometry: Literal["crop", "full"] = "crop"  # "full": the whole frame, resized (nothing cut)
+    geometry: Literal["crop", "full"] = "full"  # "full": the whole frame, resized (nothing cut)
     dtype: Literal["float16", "float32"] = "float16"
     dataset: str = "default"
     extractor_id: str | None = None  # None: derived from the feature-deciding fields

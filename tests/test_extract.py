@@ -20,7 +20,7 @@ from pipeline.extract import ExtractionConfig, extract_one, extract_videos, list
 from pipeline.video import ClipSampling, plan_clips, probe
 from storage.features import FeatureStore
 
-CONFIG = ExtractionConfig(dataset="t", fps=8.0, batch_size=4)
+CONFIG = ExtractionConfig(backbone="tiny3d", grid=2, dataset="t", fps=8.0, batch_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def test_cli_reports_and_exit_codes(
         "t", CONFIG.resolved_extractor_id(), create=False
     )
     norm = group.normalization()
-    assert norm is not None and norm.frames_mean.shape == (384,) and norm.num_videos == 1
+    assert norm is not None and norm.frames_mean.shape == (52,) and norm.num_videos == 1
     rc = main(
         ["extract", "--videos", str(tmp_path / "nowhere"), "--store", str(tmp_path / "s.zarr")]
     )
@@ -190,7 +190,8 @@ def test_cli_reports_and_exit_codes(
 
 
 def test_sampling_defaults_follow_the_backbone() -> None:
-    assert CONFIG.sampling() == ClipSampling(fps=8.0, clip_len=8, stride=8, resize=128, crop=112)
+    assert CONFIG.sampling() == ClipSampling(fps=8.0, clip_len=8, stride=8, resize=128, crop=112,
+                                             geometry="full")
     c3d = ExtractionConfig(backbone="c3d", fps=16.0, stride=8)
     assert c3d.sampling().clip_len == 16 and c3d.sampling().stride == 8
     assert c3d.resolved_extractor_id().startswith("c3d-conv5-g2@random0-")

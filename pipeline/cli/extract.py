@@ -17,9 +17,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", required=True, help="feature store root: a path or fsspec URL")
     parser.add_argument(
         "--backbone",
-        default="tiny3d",
+        default="classic",
         choices=backbone_names(),
-        help="3D-CNN architecture (default tiny3d, the measured CPU demo choice)",
+        help="3D-CNN architecture, or 'classic' (no network: colour/motion/shape descriptors, "
+        "the measured CPU default; docs/features.md)",
     )
     parser.add_argument(
         "--weights", default=None, help="local state dict; omit for seeded random init"
@@ -30,10 +31,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layer",
         default=None,
-        help="layer to read; 'a+b' joins layers (default: the backbone's, tiny3d: layer2+layer3)",
+        help="layer to read; 'a+b' joins layers, and colour, motion, shape (classical "
+        "descriptors) join any backbone (default: the backbone's; tiny3d: "
+        "layer2+layer3+colour+motion+shape, classic: colour+motion+shape)",
     )
     parser.add_argument(
-        "--grid", type=int, default=2, help="patch grid side; P = grid^2 (default 2)"
+        "--grid", type=int, default=4, help="patch grid side; P = grid^2 (default 4)"
     )
     parser.add_argument(
         "--dataset", default="default", help="dataset name: the store group (default 'default')"
@@ -57,9 +60,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--geometry",
         choices=("crop", "full"),
-        default="crop",
-        help="crop: short side to --resize, centre --crop square (cuts the sides of wide "
-        "frames); full: the whole frame resized to --crop x --crop (default crop)",
+        default="full",
+        help="full: the whole frame resized to --crop x --crop (default); crop: short side to "
+        "--resize, then the centre --crop square (cuts the sides of wide frames)",
     )
     parser.add_argument("--dtype", choices=("float16", "float32"), default="float16")
     parser.add_argument(
