@@ -112,6 +112,10 @@ def test_kill_9_then_rerun_equals_uninterrupted_run(tmp_path: Path) -> None:
         "--no-progress",
         "--threads",
         "1",
+        "--backbone",
+        "tiny3d",
+        "--grid",
+        "2",
     ]
     # the uninterrupted reference
     assert main([*args, "--store", str(tmp_path / "ref.zarr")]) == 0
@@ -174,8 +178,9 @@ def test_cli_reports_and_exit_codes(
     assert (
         rc == 1 and "1 done" in out and "FAILED zero" in out and "normalisation statistics" in out
     )
+    defaults = ExtractionConfig(dataset="t", fps=8.0)  # what the CLI runs without flags
     group = FeatureStore(tmp_path / "s.zarr").extractor(
-        "t", CONFIG.resolved_extractor_id(), create=False
+        "t", defaults.resolved_extractor_id(), create=False
     )
     norm = group.normalization()
     assert norm is not None and norm.frames_mean.shape == (52,) and norm.num_videos == 1
@@ -194,7 +199,7 @@ def test_sampling_defaults_follow_the_backbone() -> None:
                                              geometry="full")
     c3d = ExtractionConfig(backbone="c3d", fps=16.0, stride=8)
     assert c3d.sampling().clip_len == 16 and c3d.sampling().stride == 8
-    assert c3d.resolved_extractor_id().startswith("c3d-conv5-g2@random0-")
+    assert c3d.resolved_extractor_id().startswith("c3d-conv5-g4@random0-")
     assert (
         c3d.resolved_extractor_id()
         != ExtractionConfig(backbone="c3d", fps=16.0).resolved_extractor_id()
