@@ -16,10 +16,22 @@ the parameter, so a 2 GB array can never be hashed by accident.
 Results are persisted as small JSON-able summaries (paths, digests, counts) to
 ``<work>/prefect-results`` by default (:func:`result_storage`), so a cache hit
 in a later process reloads them without touching the data.
+
+No result file can run code. Prefect picks the deserializer a result file names in its
+own metadata (``"serializer": {"type": "pickle"}`` would unpickle it; even ``"json"``
+names an importable ``object_decoder``), so a crafted file in a work directory could run
+code on the next cache lookup. Results are therefore written by :class:`PlainJSONSerializer`
+(``json.dumps``/``json.loads``, no object hooks, no imports), and every content policy is a
+:class:`VettedCachePolicy`: once it has computed a task's cache key, and before Prefect
+looks the key up, it checks the result file of that key and removes it unless its metadata
+names exactly that serializer and its payload parses as plain JSON. Any other file
+(tampered, truncated, foreign, unreadable, or written by the pickle serializer of an older
+version) is therefore a cache miss: the task recomputes and writes a clean file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -27,8 +39,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy, CachePolicy
+from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy, CachePolicy, CompoundCachePolicy
 from prefect.context import TaskRunContext
+from prefect.serializers import Serializer
+from pydantic import Field
 
 from pipeline.provenance import code_version, source_digest
 from storage.fingerprint import digest_strings
@@ -96,6 +110,46 @@ def content_key(
     )
 
 
+@dataclasses.dataclass
+class VettedCachePolicy(CompoundCachePolicy):
+    """A compound policy (the same key) that vets the key's result file before the lookup."""
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        key = super().compute_key(task_ctx, inputs, flow_parameters, **kwargs)
+        storage = getattr(task_ctx.task, "result_storage", None)
+        if key is not None and isinstance(storage, (str, os.PathLike)):
+            drop_unvetted_result(Path(storage) / key)
+        return key
+
+
+def drop_unvetted_result(path: Path) -> bool:
+    """Remove ``path`` if it is not a result record this project wrote; True if removed."""
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        why: str | None = f"unreadable ({exc.__class__.__name__})"
+    else:
+        why = vet_result_record(content)
+    if why is None:
+        return False
+    import logging
+
+    logging.getLogger(__name__).warning(
+        "ignoring result file %s (%s): a cache miss, the task runs again", path, why
+    )
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    return True
+
+
 def content_policy(key_params: Sequence[str], packages: Sequence[str]) -> CachePolicy:
     """A cache policy keyed on the task's source plus :func:`content_key` of ``key_params``.
 
@@ -110,15 +164,57 @@ def content_policy(key_params: Sequence[str], packages: Sequence[str]) -> CacheP
         return content_key(ctx.task.name, inputs, params, pkgs)
 
     key_fn.__name__ = f"content_key[{','.join(params)}]"
-    return TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=key_fn)
+    return VettedCachePolicy(policies=[TASK_SOURCE, CacheKeyFnPolicy(cache_key_fn=key_fn)])
+
+
+RESULT_SERIALIZER_TYPE = "mktn-json"
+
+
+def _plain(value: Any) -> Any:
+    """``json.dumps`` fallback: paths as strings, numpy scalars as numbers; nothing else."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    item = getattr(value, "item", None)  # numpy / torch scalars
+    if callable(item) and getattr(value, "ndim", None) == 0:
+        return item()
+    raise TypeError(f"task result of type {type(value).__name__} is not plain JSON")
+
+
+class PlainJSONSerializer(Serializer):  # type: ignore[type-arg]  # Serializer[Any] breaks dispatch
+    """Task results as plain JSON: no pickles, no object hooks, no names to import."""
+
+    type: str = Field(default=RESULT_SERIALIZER_TYPE, frozen=True)
+
+    def dumps(self, obj: Any) -> bytes:
+        return json.dumps(obj, default=_plain, allow_nan=True).encode("utf-8")
+
+    def loads(self, blob: bytes) -> Any:
+        return json.loads(blob.decode("utf-8"))
+
+
+def vet_result_record(content: bytes) -> str | None:
+    """Why ``content`` is not a result record this project wrote (None when it is one)."""
+    try:
+        record = json.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return f"not JSON ({exc.__class__.__name__})"
+    if not isinstance(record, dict) or not isinstance(record.get("metadata"), dict):
+        return "not a result record"
+    serializer = record["metadata"].get("serializer")
+    if serializer != {"type": RESULT_SERIALIZER_TYPE}:
+        return f"serializer {serializer!r} is not {{'type': {RESULT_SERIALIZER_TYPE!r}}}"
+    payload = record.get("result")
+    if not isinstance(payload, str):
+        return "result payload is not a JSON string"
+    try:
+        json.loads(payload)
+    except ValueError:
+        return "result payload does not parse as JSON"
+    return None
 
 
 def result_storage(work_dir: str | os.PathLike[str]) -> Path:
-    """The local folder where task results (small summaries) persist: ``<work>/prefect-results``.
-
-    Prefect resolves a ``Path`` to a ``LocalFileSystem`` block at run time, so no
-    block has to be saved on the server first.
-    """
+    """The local folder where task results (small summaries) persist: ``<work>/prefect-results``."""
     path = Path(work_dir).resolve() / RESULTS_DIRNAME
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -132,5 +228,8 @@ def persisted(task_obj: T, work_dir: str | os.PathLike[str], *, refresh: bool = 
     """
     with_options: Callable[..., T] = task_obj.with_options  # type: ignore[attr-defined]
     return with_options(
-        persist_result=True, result_storage=result_storage(work_dir), refresh_cache=refresh
+        persist_result=True,
+        result_storage=result_storage(work_dir),
+        result_serializer=PlainJSONSerializer(),
+        refresh_cache=refresh,
     )

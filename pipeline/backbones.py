@@ -334,10 +334,12 @@ def _numpy_safe_globals() -> list[Any]:
     numpy 1 / Python 2 names, so the C3D Sports-1M conversions (dicts of numpy arrays)
     load; object arrays are rejected afterwards by :func:`_as_state_dict`.
     """
+    import importlib
+
     import numpy as np
 
-    rec = np._core.multiarray._reconstruct
-    scalar = np._core.multiarray.scalar
+    multiarray = importlib.import_module("numpy._core.multiarray")
+    rec, scalar = multiarray._reconstruct, multiarray.scalar
     out: list[Any] = [rec, scalar, np.ndarray, np.dtype]
     out += [(rec, "numpy.core.multiarray._reconstruct"), (scalar, "numpy.core.multiarray.scalar")]
     for code in "?bBhHiIlLqQefdgFDG":
