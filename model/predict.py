@@ -205,7 +205,11 @@ def predict_video(checkpoint: str | os.PathLike[str], video: str | os.PathLike[s
     scores: dict[str, list[float]] = {}
     model.eval()
     with torch.inference_mode():
-        for group in make_groups(prepared, records, multi_pair=True, max_queries=cfg.model.max_queries_per_video):
+        # grouped as in training: single-pair checkpoints see one query at a time; the order of the
+        # --query arguments is read only by query_order="annotation" models
+        for group in make_groups(prepared, records, multi_pair=cfg.train.multi_pair,
+                                 max_queries=cfg.model.max_queries_per_video,
+                                 query_order=cfg.model.query_order):
             batch = collate(prepared, [group]).to(dev)
             out = model(batch, 1.0)
             for j, qid in enumerate(batch.query_ids):
