@@ -11,13 +11,22 @@ Layout (one group per dataset and extractor, one group per video)::
 
 A video counts only once its commit marker (the ``"commit"`` attribute of the
 video's own group) is written, and it is written last. Rewriting a video first
-deletes its whole group, marker included, so a crash at any point leaves
-either the old complete video, nothing, or an uncommitted group that readers and
-``list_videos()`` ignore and the next write replaces.
+*un-commits* it (rewrites the group's metadata without the marker, one key), and only
+then deletes its arrays and writes the new ones, so a crash at any point leaves either
+the old complete video, nothing, or an uncommitted group that readers and
+``list_videos()`` ignore and the next write replaces: never a video that reads as
+complete with arrays missing. :meth:`FeatureGroup.read_video` re-reads the marker after
+the arrays and raises :class:`IncompleteVideoError` if the video changed or lost an
+array meanwhile, so "complete" always means every array was readable.
 
 Concurrent writers of *different* videos are safe: a video write touches only
 keys under that video's group (no shared group attribute is read-modified-written
-per video). ``compute_normalization`` rewrites the extractor group's attributes
+per video). Writers of the *same* video are serialised by a per-video lock file
+(``.<video_id>.writing`` in the extractor group's folder, created with
+``O_CREAT | O_EXCL``, holding ``pid@host``; one whose process is gone is stale and
+taken over): a second writer waits for the first (:meth:`FeatureGroup.writer_lock`),
+then finds the video complete and skips it, or rewrites it. Locks apply to local stores;
+a remote (fsspec) store has no lock and must have one writer per video. ``compute_normalization`` rewrites the extractor group's attributes
 and is meant to run once, after extraction.
 
 The root may be a local path, a ``file://`` URL, or any fsspec URL that zarr's
@@ -27,8 +36,11 @@ The root may be a local path, a ``file://`` URL, or any fsspec URL that zarr's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -53,6 +65,86 @@ FRAME_DIMS = ("clip", "feature")
 PATCH_DIMS = ("clip", "patch", "feature")
 TIME_DIMS = ("clip", "bound")
 _DTYPES = ("float16", "float32")
+
+
+class VideoLockedError(TimeoutError):
+    """Another live process holds the writer lock of this video for longer than the timeout."""
+
+
+_HELD_LOCKS: dict[str, int] = {}  # lock path + thread -> depth (re-entrant per thread)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _lock_is_stale(path: Path, grace_s: float = 30.0) -> bool:
+    """A lock whose writer process is gone (same host), or an empty one older than ``grace_s``."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    pid_s, _, host = text.partition("@")
+    if not pid_s.isdigit():
+        return age > grace_s  # killed between create and write
+    if host and host != socket.gethostname():
+        return False  # cannot tell from here: wait for it
+    return not _pid_alive(int(pid_s))
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, timeout: float | None = 600.0, poll: float = 0.1) -> Iterator[None]:
+    """Hold ``path`` as an exclusive lock file (``O_CREAT | O_EXCL``) while the block runs.
+
+    Re-entrant within a thread (another thread of the process waits like another process). A lock left by a dead process is taken over; a live
+    holder is waited for up to ``timeout`` seconds (None: forever), then
+    :class:`VideoLockedError`.
+    """
+    key = f"{os.fspath(path)}\0{threading.get_ident()}"
+    if key in _HELD_LOCKS:
+        _HELD_LOCKS[key] += 1
+        try:
+            yield
+        finally:
+            _HELD_LOCKS[key] -= 1
+        return
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if _lock_is_stale(path):
+                log.warning("taking over the stale writer lock %s", path)
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                holder = ""
+                with contextlib.suppress(OSError):
+                    holder = path.read_text(encoding="utf-8").strip()
+                raise VideoLockedError(
+                    f"{path} is held by another writer ({holder or 'unknown'}); wait for it, "
+                    "or delete the file if that process is gone"
+                ) from None
+            time.sleep(poll)
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"{os.getpid()}@{socket.gethostname()}")
+        break
+    _HELD_LOCKS[key] = 1
+    try:
+        yield
+    finally:
+        del _HELD_LOCKS[key]
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 class IncompleteVideoError(KeyError):
@@ -246,6 +338,47 @@ class FeatureGroup:
 
     # -- writing --------------------------------------------------------------------------
 
+    def _local_dir(self) -> Path | None:
+        """The extractor group's folder on a local store (None for remote stores)."""
+        store = self._group.store
+        if isinstance(store, zarr.storage.LocalStore):
+            return Path(store.root) / self._group.path
+        return None
+
+    def lock_path(self, video_id: str) -> Path | None:
+        """The writer lock file of ``video_id`` (None where the store has no local folder)."""
+        safe_component(video_id, what="video id")
+        folder = self._local_dir()
+        return None if folder is None else folder / f".{video_id}.writing"
+
+    @contextlib.contextmanager
+    def writer_lock(self, video_id: str, *, timeout: float | None = 600.0) -> Iterator[None]:
+        """Exclusive writer of ``video_id`` while the block runs (see the module docstring).
+
+        Take it around the decode + extract + :meth:`write_video` of a video and check
+        :meth:`is_complete` inside it, so a second process skips instead of redoing the work.
+        """
+        path = self.lock_path(video_id)
+        if path is None:
+            yield
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(path, timeout=timeout):
+            yield
+
+    def _uncommit(self, video_id: str) -> None:
+        """Rewrite the video's metadata without its commit marker (one key, before any delete)."""
+        try:
+            vgroup = self._group[video_id]
+        except Exception:  # unreadable metadata already reads as incomplete
+            return
+        if not isinstance(vgroup, zarr.Group):
+            return
+        attrs = dict(vgroup.attrs.asdict())
+        if COMMIT_ATTR in attrs:
+            del attrs[COMMIT_ATTR]
+            vgroup.attrs.put(attrs)
+
     def write_video(
         self,
         video_id: str,
@@ -262,7 +395,7 @@ class FeatureGroup:
         ``frames`` [T, D], ``patches`` [T, P, D], ``clip_times`` [T, 2] seconds.
         A committed video is replaced only with ``overwrite=True``
         (``FileExistsError`` otherwise); an uncommitted leftover of a crashed write
-        is always replaced.
+        is always replaced. Runs under the video's :meth:`writer_lock`.
         """
         safe_component(video_id, what="video id")
         frames = np.asarray(frames)
@@ -295,17 +428,35 @@ class FeatureGroup:
                     "store with dtype='float32'"
                 )
 
+        with self.writer_lock(video_id):
+            self._write_locked(video_id, frames, patches, clip_times, attrs, dtype, overwrite)
+
+    def _write_locked(
+        self,
+        video_id: str,
+        frames: np.ndarray,
+        patches: np.ndarray,
+        clip_times: np.ndarray,
+        attrs: Mapping[str, Any] | None,
+        dtype: str,
+        overwrite: bool,
+    ) -> None:
+        t, d = frames.shape
         if video_id in self._group:
             if self.is_complete(video_id) and not overwrite:
                 raise FileExistsError(
                     f"video {video_id!r} is already complete in {self!r}; pass overwrite=True to replace it"
                 )
-            # Removing the group removes the commit marker first-and-with-it, so the old
-            # features can never be read as complete while the new ones are written.
+            # Un-commit first: deleting the group removes its arrays before its metadata,
+            # and a kill in between would leave the marker on a video with no arrays.
+            self._uncommit(video_id)
             del self._group[video_id]
 
         p = patches.shape[1]
-        vgroup = self._group.create_group(video_id, attributes={"video_id": video_id})
+        # overwrite: also clears what a killed deletion left without the group's zarr.json
+        vgroup = self._group.create_group(
+            video_id, attributes={"video_id": video_id}, overwrite=True
+        )
         compressor = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
         arr = vgroup.create_array(
             "frames",
@@ -370,8 +521,10 @@ class FeatureGroup:
     def delete_video(self, video_id: str) -> None:
         """Remove a video (complete or not); missing is not an error."""
         safe_component(video_id, what="video id")
-        if video_id in self._group:
-            del self._group[video_id]
+        with self.writer_lock(video_id):
+            if video_id in self._group:
+                self._uncommit(video_id)
+                del self._group[video_id]
 
     # -- reading --------------------------------------------------------------------------
 
@@ -407,11 +560,22 @@ class FeatureGroup:
     def read_video(self, video_id: str, *, dtype: str | None = None) -> VideoFeatures:
         """The committed features of ``video_id`` as numpy arrays (stored dtype unless ``dtype``)."""
         attrs = self.video_attrs(video_id)
-        vgroup = self._group[video_id]
-        assert isinstance(vgroup, zarr.Group)
-        frames = np.asarray(_array(vgroup, "frames")[...])
-        patches = np.asarray(_array(vgroup, "patches")[...])
-        times = np.asarray(_array(vgroup, "clip_times")[...])
+        try:
+            vgroup = self._group[video_id]
+            assert isinstance(vgroup, zarr.Group)
+            frames = np.asarray(_array(vgroup, "frames")[...])
+            patches = np.asarray(_array(vgroup, "patches")[...])
+            times = np.asarray(_array(vgroup, "clip_times")[...])
+        except (KeyError, FileNotFoundError, OSError, ValueError) as exc:
+            raise IncompleteVideoError(
+                f"video {video_id!r} in {self!r} lost an array while being read ({exc!r}): "
+                "it is being rewritten or a write crashed; run `mktn extract` again"
+            ) from None
+        again = self._video_attrs(video_id)
+        if again is None or again.get(COMMIT_ATTR) != attrs[COMMIT_ATTR]:
+            raise IncompleteVideoError(
+                f"video {video_id!r} in {self!r} was rewritten while being read; read it again"
+            )
         if dtype is not None:
             frames, patches = frames.astype(dtype), patches.astype(dtype)
         return VideoFeatures(frames=frames, patches=patches, clip_times=times, attrs=attrs)
