@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "ground queries in a new video with a trained checkpoint"),
     "reproduce": ("reproduce", "raw videos to the final report in one command (Prefect flow)"),
     "serve": ("serve", "serve the Prefect deployments of every flow"),
+    "store": ("store", "check / gc: report or remove leftovers of killed writes in a store"),
 }
 
 
