@@ -113,6 +113,9 @@ def build_deployments(cfg: ServeConfig) -> list[Any]:
             elif cfg.reevaluate_cron:
                 kwargs["cron"] = cfg.reevaluate_cron
             kwargs["paused"] = not cfg.schedule_active
+            # overlapping scheduled runs would race on results.csv: one at a time (the table
+            # update itself is also locked, flows/reevaluate.py)
+            kwargs["concurrency_limit"] = 1
         deployments.append(flow_obj.to_deployment(**kwargs))
     return deployments
 

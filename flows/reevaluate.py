@@ -69,6 +69,29 @@ def write_results(results_dir: Path, rows: list[dict[str, Any]]) -> tuple[Path, 
     return csv_path, md_path
 
 
+def append_results(results_dir: Path, new_rows: list[dict[str, Any]]) -> tuple[Path, Path]:
+    """Add ``new_rows`` to the table: read-modify-write under ``results.csv``'s lock file.
+
+    The table is re-read inside the lock, so rows another run appended since this run
+    started are kept (an overlapping run never loses rows), and a pair both runs scored is
+    written once.
+    """
+    from storage.features import file_lock
+
+    results_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(results_dir / ".results.csv.lock", timeout=600.0):
+        rows: list[dict[str, Any]] = read_results(results_dir / "results.csv")
+        seen = {(r.get("dataset_sha"), r.get("checkpoint_sha")) for r in rows
+                if r.get("status") == "ok"}
+        for row in new_rows:
+            pair = (row.get("dataset_sha"), row.get("checkpoint_sha"))
+            if row.get("status") == "ok" and pair in seen:
+                continue
+            seen.add(pair)
+            rows.append(row)
+        return write_results(results_dir, rows)
+
+
 def _one_line(exc: BaseException, limit: int = 400) -> str:
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -161,8 +184,7 @@ def reevaluate(
                 row.update(status="failed", error=_one_line(exc))
             new_rows.append(row)
 
-    all_rows = rows + new_rows
-    csv_path, md_path = write_results(ws.results_dir, all_rows)
+    csv_path, md_path = append_results(ws.results_dir, new_rows)
     if new_rows:
         create_table_artifact(
             key="re-evaluation-results",

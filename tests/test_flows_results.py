@@ -121,3 +121,22 @@ def test_every_persisted_task_uses_the_json_serializer(tmp_path: Path) -> None:
         assert isinstance(t.result_serializer, PlainJSONSerializer)
         assert isinstance(t.cache_policy, VettedCachePolicy)
         assert t.persist_result is True
+
+
+def test_overlapping_reevaluations_never_lose_rows(tmp_path: Path) -> None:
+    """Issue 13, item 7: results.csv is updated read-modify-write under a lock file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flows.reevaluate import append_results, read_results
+
+    def run(i: int) -> None:
+        rows = [{"time": "t", "dataset": f"d{i}", "dataset_sha": f"s{i}", "split": "test",
+                 "checkpoint": "c", "checkpoint_sha": "k", "status": "ok"}]
+        append_results(tmp_path, rows)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(run, range(24)))
+    run(3)  # a pair scored twice is written once
+    rows = read_results(tmp_path / "results.csv")
+    assert sorted(r["dataset"] for r in rows) == sorted(f"d{i}" for i in range(24))
+    assert not (tmp_path / ".results.csv.lock").exists()
