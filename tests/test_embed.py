@@ -162,6 +162,8 @@ def test_cli_embed(tmp_path: Path, one_thread: None, capsys: pytest.CaptureFixtu
     recs = _records()[:-1]
     train = _write_jsonl(tmp_path / "train.jsonl", [r for r in recs if r.split == "train"])
     test = _write_jsonl(tmp_path / "test.jsonl", [r for r in recs if r.split == "test"])
+    with open(test, "a", encoding="utf-8") as fh:  # two bad lines: dropped, and reported
+        fh.write("{not json\n" + json.dumps({"video_id": "v9"}) + "\n")
     _glove(tmp_path / "glove.txt")
     args = [
         "embed",
@@ -192,6 +194,8 @@ def test_cli_embed(tmp_path: Path, one_thread: None, capsys: pytest.CaptureFixtu
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["num_queries"] == len(recs) and out["sentence_dim"] == 256 and out["word_dim"] == DIM
+    assert out["annotations_rejected"] == 2, out  # issue 13 item 9
+    assert sum(out["annotations_rejected_by_reason"].values()) == 2
     assert QueryStore(tmp_path / "q.zarr").latest_encoder("toy") == out["encoder_id"]
     assert main([*args[:-4], "--no-progress"]) == 0  # the rerun reuses the group
     assert "already complete: reused" in capsys.readouterr().out

@@ -110,6 +110,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _load(args: argparse.Namespace) -> tuple[list[QueryMoment], str]:
     records: list[QueryMoment] = []
+    args.rejections = {}  # reason -> count of annotation entries dropped while loading
     seen: set[str] = set()
     fmt = args.format
     for item in args.annotations:
@@ -123,6 +124,8 @@ def _load(args: argparse.Namespace) -> tuple[list[QueryMoment], str]:
             fmt, path, durations=args.durations, split=split, seen_query_ids=seen
         )
         records.extend(res.records)
+        for reason, count in res.report.rejections.items():
+            args.rejections[reason] = args.rejections.get(reason, 0) + count
     return records, fmt
 
 
@@ -169,8 +172,17 @@ def run(args: argparse.Namespace) -> int:
     except (DatasetError, GloveFormatError, QueryTextError, FileNotFoundError, ValueError) as exc:
         print(f"mktn embed: {exc}", file=sys.stderr)
         return 2
+    rejected = sum(args.rejections.values())
     if args.json:
-        print(json.dumps(dataclasses.asdict(summary), indent=2))
+        out = dataclasses.asdict(summary)
+        # entries dropped while reading the annotation files (``skipped`` counts the
+        # queries the text stage dropped afterwards)
+        out["annotations_rejected"] = rejected
+        out["annotations_rejected_by_reason"] = dict(sorted(args.rejections.items()))
+        print(json.dumps(out, indent=2))
     else:
         print(summary)
+        if rejected:
+            print(f"  rejected {rejected} annotation entries while loading: "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(args.rejections.items())))
     return 0

@@ -25,7 +25,10 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--encoder", default=None, help="encoder id in the query store (default: the latest)")
     g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     g.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default torch's; 1 is fastest on a busy shared CPU)")
+                   help="torch CPU threads (default torch's; 1 is fastest on a busy shared CPU). "
+                   "Training is bit-for-bit repeatable for a seed only at a fixed thread count on "
+                   "the same machine and torch build (e.g. --threads 1); with the default, two "
+                   "identical runs can differ in the 8th digit")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
