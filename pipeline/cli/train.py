@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -60,8 +61,27 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return override(preset(args.preset), sets)
 
 
+def require_stores(args: argparse.Namespace) -> None:
+    """Refuse a local --features/--queries path that does not exist, before anything opens it.
+
+    Opening would create an empty store there (a stray ``zarr.json`` from a typo) and then
+    fail with a misleading "holds 0 matching groups".
+    """
+    for root, what, command in ((args.features, "feature", "extract"),
+                                (args.queries, "query", "embed")):
+        text = str(root)
+        local = text[len("file://"):] if text.startswith("file://") else text
+        if "://" not in local and not Path(local).exists():
+            raise FileNotFoundError(
+                f"{what} store {text!r} does not exist; check the path, or create it with "
+                f"`mktn {command} --store {text}`"
+            )
+
+
 def data_from_args(args: argparse.Namespace) -> Any:
     import torch
+
+    require_stores(args)
 
     from model.loader import load_grounding_data, load_records
 
