@@ -210,7 +210,12 @@ def list_videos(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
 
 def video_id_for(path: str | os.PathLike[str]) -> str:
     """The store key of a video: its file name without extension (validated)."""
-    return safe_component(Path(path).stem, what=f"video id (from file name {os.fspath(path)!r})")
+    try:
+        return safe_component(
+            Path(path).stem, what=f"video id (from file name {os.fspath(path)!r})"
+        )
+    except ValueError as exc:
+        raise ValueError(f"{exc}; rename the file (its name becomes the video id)") from None
 
 
 def _recorded_fingerprint(attrs: dict[str, Any]) -> FileFingerprint | None:

@@ -26,3 +26,11 @@ def test_train_on_missing_stores_says_so_and_creates_nothing(
         assert err.count("\n") == 1 and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "f.zarr"]
     assert not any((tmp_path / "f.zarr").iterdir())
+
+
+def test_a_video_name_the_store_cannot_hold_says_rename_the_file() -> None:
+    from pipeline.extract import video_id_for
+
+    with pytest.raises(ValueError, match=r"rename the file \(its name becomes the video id\)"):
+        video_id_for("/data/videos/clip #3?.mp4")
+    assert video_id_for("/data/videos/v_ZNVhz7ctTq0.mp4") == "v_ZNVhz7ctTq0"
