@@ -21,6 +21,7 @@ skew towards a canonical phrasing, so plain sentences recur across videos
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -196,6 +197,14 @@ def _candidates(script: VideoScript, ev: EventSpec) -> dict[str, list[EventSpec]
     }
 
 
+def pick_relation(rng: np.random.Generator, weights: dict[str, float],
+                  candidates: Mapping[str, Sequence[object]]) -> str:
+    """A relation drawn by ``weights`` among "plain" and those with an anchor in ``candidates``."""
+    allowed = [k for k in weights if k == "plain" or candidates[k]]
+    w = np.array([weights[k] for k in allowed])
+    return allowed[int(rng.choice(len(allowed), p=w / w.sum()))]
+
+
 def describe(script: VideoScript, rng: np.random.Generator) -> list[Query]:
     """One query per event of ``script``, in event order (deterministic for ``rng``'s state)."""
     scale = script.size / 112.0
@@ -205,9 +214,7 @@ def describe(script: VideoScript, rng: np.random.Generator) -> list[Query]:
     for ev in script.events:
         obj = objects[ev.object]
         cands = _candidates(script, ev)
-        allowed = [k for k in _RELATION_WEIGHTS if k == "plain" or cands[k]]
-        w = np.array([_RELATION_WEIGHTS[k] for k in allowed])
-        relation = allowed[int(rng.choice(len(allowed), p=w / w.sum()))]
+        relation = pick_relation(rng, _RELATION_WEIGHTS, cands)
         subj = subject(rng, obj, ev, scale)
         anchor = -1
         if relation == "plain":

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.synth.language import Query, _pick
+from pipeline.synth.language import Query, _pick, pick_relation
 from pipeline.synth.street.script import Actor, StreetEvent, StreetScript
 
 NOUNS: dict[str, tuple[str, ...]] = {
@@ -142,9 +142,7 @@ def describe(script: StreetScript, rng: np.random.Generator) -> list[Query]:
     for ev in script.events:
         obj = objects[ev.object]
         cands = _candidates(script, ev)
-        allowed = [k for k in _RELATION_WEIGHTS if k == "plain" or cands[k]]
-        w = np.array([_RELATION_WEIGHTS[k] for k in allowed])
-        relation = allowed[int(rng.choice(len(allowed), p=w / w.sum()))]
+        relation = pick_relation(rng, _RELATION_WEIGHTS, cands)
         subj = subject(rng, script, obj)
         t_verb = verb(rng, obj, ev, occurrence.get(ev.index, ""))
         anchor = -1
