@@ -130,3 +130,19 @@ def test_unknown_or_repeated_layer_is_refused() -> None:
         build_extractor("tiny3d", layer="layer3+texture")
     with pytest.raises(ValueError, match="twice"):
         build_extractor("tiny3d", layer="colour+colour")
+
+
+def test_classic_has_no_network_and_takes_no_weights(tmp_path) -> None:
+    from pipeline.backbones import WeightsError
+
+    weights = tmp_path / "w.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, weights)
+    with pytest.raises(WeightsError, match="no network and takes no --weights"):
+        build_extractor("classic", weights=str(weights))
+
+
+def test_unknown_geometry_is_one_clear_error() -> None:
+    from pipeline.video import ClipSampling
+
+    with pytest.raises(ValueError, match="geometry must be 'crop' or 'full'"):
+        ClipSampling(geometry="letterbox")
