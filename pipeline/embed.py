@@ -153,6 +153,8 @@ def _words_id(cfg: EmbedConfig, train_sentences: Sequence[Sequence[str]]) -> str
     if v.path is not None:
         return f"glove-{cached_digest(Path(v.path), _cache_dir(cfg))[:12]}"
     corpus = digest_strings(*(" ".join(s) for s in train_sentences if s))
+    if v.identity_dim:
+        return f"w2v{v.default_dim - v.identity_dim}+id{v.identity_dim}-{corpus[:8]}-s{v.seed}"
     return f"w2v{v.default_dim}-{corpus[:8]}-s{v.seed}"
 
 

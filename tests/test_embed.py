@@ -137,8 +137,9 @@ def test_default_vectors_are_recorded(tmp_path: Path, one_thread: None) -> None:
     )
     s = embed_queries(_records(), store, cfg)
     attrs = store.encoder("toy", s.encoder_id).attrs
-    assert s.encoder_id.startswith("w2v8-")
-    assert attrs["word_vectors"]["kind"] == "word2vec-on-dataset"
+    assert s.encoder_id.startswith("w2v4+id4-")  # half word2vec, half identity code (default)
+    assert attrs["word_vectors"]["kind"] == "word2vec-on-dataset+identity"
+    assert attrs["word_vectors"]["identity_dim"] == 4
     assert attrs["word_vectors"]["comparable_to_published"] is False
     assert "zeppelin" in store.encoder("toy", s.encoder_id).read_query("test.vid7.1").tokens
 

@@ -58,6 +58,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "for a file you trust (default: refused; convert it to word2vec text, docs/queries.md)",
     )
     a(
+        "--identity-fraction",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="without --glove: this share of the 300 dimensions is a per-word identity code, the "
+        "rest word2vec trained on the training split (default 0.5; 0 = word2vec only)",
+    )
+    a(
         "--oov",
         choices=["random", "zeros"],
         default="random",
@@ -154,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
                 fmt=args.glove_format,
                 cache_dir=args.cache_dir,
                 oov=args.oov,
+                identity_fraction=args.identity_fraction,
                 seed=args.seed,
                 trust_pickle=args.trust_pickle,
             ),
