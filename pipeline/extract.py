@@ -6,6 +6,12 @@ of uint8 clips (pinned on CUDA); the calling thread copies them to the device
 video to the store, whose commit marker is written last. Killed at any moment and
 rerun, only videos without a commit marker, or whose source changed, are extracted.
 
+The reader takes each video's writer lock (``FeatureGroup.writer_lock``) before checking
+whether the video is up to date and holds it until the calling thread has written it, so a
+second extraction of the same video (another process or run) waits and then skips it. With
+``ExtractionConfig.video_timeout_s`` a video that does not finish in time (a hung decoder)
+fails as timed out and a fresh reader goes on with the next videos.
+
 Library entry points: :func:`extract_videos` (many videos, one summary) and
 :func:`extract_one` (one video; what a Prefect task or a Dask worker calls).
 """

@@ -42,6 +42,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,14 @@ from pipeline.provenance import code_version
 from storage.keys import join_key, safe_component
 
 log = logging.getLogger(__name__)
+
+# A live writer's lock file (and the write probe) sit beside the video groups while the video
+# is decoded and extracted; zarr's listing of the group would warn about each one. Only
+# these names are silenced: zarr's own leftovers (``zarr.<uuid>.partial``) still warn.
+warnings.filterwarnings(
+    "ignore",
+    message=r"Object at (.*/)?\.([^/]+\.writing|write-probe\.[^/]+\.tmp) is not recognized",
+)
 
 FEATURES_ROOT = "features"
 COMMIT_ATTR = "commit"
