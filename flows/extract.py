@@ -7,7 +7,10 @@ thread pool here, Dask for many machines), then (re)compute the store's
 normalisation statistics when any video changed.
 
 Failure policy: a video that fails (corrupt, unreadable) fails its own task
-only; the others go on. The flow ends ``Completed`` with a message and a
+only; the others go on. A video that hangs fails as timed out after the extractor
+setting ``video_timeout_s`` (default ``flows.tasks.DEFAULT_VIDEO_TIMEOUT_S``, an hour),
+enforced per video inside the task, and each task also carries ``timeout_seconds`` (that
+limit times its videos, plus a margin) as a backstop; neither is retried. The flow ends ``Completed`` with a message and a
 ``extraction-failures`` table artifact naming every failed video and why when
 at least one video is in the store, and ``Failed`` when every video failed.
 Transient I/O errors are retried with backoff; a rerun after an interruption
@@ -90,7 +93,8 @@ def extract_videos_subflow(
         ids = [j["video_id"] for j in chunk]
         name = f"extract-{ids[0]}" if len(ids) == 1 else f"extract-{ids[0]}..{ids[-1]}"
         task_obj = persisted(tasks.extract_video_group, work_dir, refresh=not fresh)
-        fut = task_obj.with_options(task_run_name=name).submit(
+        timeout_s = tasks.extract_task_timeout(config, len(chunk))
+        fut = task_obj.with_options(task_run_name=name, timeout_seconds=timeout_s).submit(
             jobs=chunk, videos_key=tasks.videos_key(chunk), feature_store=feature_store,
             extractor_id=extractor_id, feature_config_hash=fhash, config=config,
         )
@@ -102,9 +106,14 @@ def extract_videos_subflow(
         chunk = futures[fut]
         value = fut.result(raise_on_failure=False)
         if isinstance(value, BaseException):  # retries exhausted, or an error outside the library
+            reason = str(value)
+            if isinstance(value, TimeoutError):
+                reason = (f"the extract-videos task over {', '.join(j['video_id'] for j in chunk)} "
+                          f"timed out after {tasks.extract_task_timeout(config, len(chunk)):g} s "
+                          "(raise the extractor setting video_timeout_s for longer videos)")
             for j in chunk:
                 results.append({"video_id": j["video_id"], "path": j["path"], "status": "failed",
-                                "reason": str(value)})
+                                "reason": reason})
         else:
             cached = tasks.was_cached(fut, value)
             for row in value["videos"]:
@@ -148,7 +157,8 @@ def extract_features(
     """Extract clip and patch features of every video in ``videos_dir`` into the feature store.
 
     ``extractor``: ``pipeline.extract.ExtractionConfig`` fields to override (e.g.
-    ``{"backbone": "r3d_18", "fps": 4}``); ``video_ids``: only these videos;
+    ``{"backbone": "r3d_18", "fps": 4}``; ``video_timeout_s``: seconds per video before it
+    fails as timed out, default ``flows.tasks.DEFAULT_VIDEO_TIMEOUT_S``); ``video_ids``: only these videos;
     ``dask``: ``None`` (threads here), ``"local"`` (a Dask LocalCluster) or a
     scheduler address; ``max_workers``: concurrent tasks (threads or Dask workers);
     ``videos_per_task``: videos per task (default: 1 for small sets, up to 16 for

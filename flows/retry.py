@@ -64,7 +64,10 @@ class PermanentTaskError(ValueError):
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect ``retry_condition_fn``: retry only when the failure's exception is transient."""
+    """Prefect ``retry_condition_fn``: retry only when the failure's exception is transient.
+
+    A task that ran over its ``timeout_seconds`` is not retried: a hung input hangs again.
+    """
     exc = getattr(state, "data", None)
     if not isinstance(exc, BaseException):
         try:
@@ -73,4 +76,6 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
             exc = raised
         else:
             return False
+    if type(exc).__name__ == "TaskRunTimeoutError":
+        return False
     return is_transient(exc)

@@ -42,6 +42,31 @@ _RETRY: dict[str, Any] = {
 }
 
 EXTRACT_PACKAGES = ("pipeline", "storage")
+
+# Seconds one video may take to decode + extract + write in the flows (the extractor setting
+# ``video_timeout_s``, e.g. ``extractor={"video_timeout_s": 7200}`` or ``mktn reproduce
+# --video-timeout``): an hour is generous for a long video on CPU (a 10-minute video with
+# r3d_18 at 8 fps takes a few minutes on 2 cores). A video over it fails alone, named, and
+# is not retried; the other videos go on.
+DEFAULT_VIDEO_TIMEOUT_S = 3600.0
+# the extract-videos task's own timeout_seconds (a backstop behind the per-video limit, for a
+# hang outside a video's extraction, e.g. a stalled store): per-video limit x videos + this
+TASK_TIMEOUT_SLACK_S = 120.0
+
+
+class _ThreadTimeoutWarningFilter(logging.Filter):
+    """Drop Prefect's per-run warning that a timeout cannot interrupt a worker thread's blocking call.
+
+    It is true, and the reason the extraction loop enforces its per-video limit itself (it
+    polls the decoder thread, so a decode stuck in C is given up on and left behind); the
+    warning would otherwise be logged once per extract-videos task run.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "running in a worker thread" not in record.getMessage()
+
+
+logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutWarningFilter())
 EMBED_PACKAGES = ("pipeline", "storage")
 MODEL_PACKAGES = ("pipeline", "storage", "model")
 
@@ -75,6 +100,7 @@ def extraction_config(overrides: dict[str, Any] | None, dataset: str, threads: i
             f"unknown extractor setting(s) {unknown}; known: {sorted(known)}"
         )
     overrides["dataset"] = dataset
+    overrides.setdefault("video_timeout_s", DEFAULT_VIDEO_TIMEOUT_S)
     if threads is not None and "threads" not in overrides:
         overrides["threads"] = threads
     config = ExtractionConfig(**overrides)
@@ -93,6 +119,14 @@ def open_feature_group(feature_store: str, config: dict[str, Any]) -> dict[str, 
         cfg.dataset, cfg.resolved_extractor_id(), attrs=cfg.feature_config()
     )
     return {"extractor_id": group.extractor_id, "complete": list(group.committed_attrs())}
+
+
+def extract_task_timeout(config: dict[str, Any], num_videos: int) -> float | None:
+    """``timeout_seconds`` of an extract-videos task over ``num_videos`` (None: no limit)."""
+    per_video = config.get("video_timeout_s")
+    if per_video is None:
+        return None
+    return float(per_video) * max(1, num_videos) + TASK_TIMEOUT_SLACK_S
 
 
 def videos_key(jobs: list[dict[str, str]]) -> str:

@@ -6,6 +6,12 @@ of uint8 clips (pinned on CUDA); the calling thread copies them to the device
 video to the store, whose commit marker is written last. Killed at any moment and
 rerun, only videos without a commit marker, or whose source changed, are extracted.
 
+The reader takes each video's writer lock (``FeatureGroup.writer_lock``) before checking
+whether the video is up to date and holds it until the calling thread has written it, so a
+second extraction of the same video (another process or run) waits and then skips it. With
+``ExtractionConfig.video_timeout_s`` a video that does not finish in time (a hung decoder)
+fails as timed out and a fresh reader goes on with the next videos.
+
 Library entry points: :func:`extract_videos` (many videos, one summary) and
 :func:`extract_one` (one video; what a Prefect task or a Dask worker calls).
 """
@@ -31,7 +37,7 @@ from tqdm.auto import tqdm
 from pipeline.backbones import ClipFeatureExtractor, build_extractor, get_spec, weights_tag
 from pipeline.provenance import code_version, source_digest
 from pipeline.video import ClipSampling, ClipStream, VideoDecodeError, VideoInfo, probe
-from storage.features import FeatureGroup, FeatureStore
+from storage.features import FeatureGroup, FeatureStore, VideoLockedError
 from storage.fingerprint import FileFingerprint, digest_strings, fingerprint_file, quick_unchanged
 from storage.keys import safe_component
 
@@ -84,8 +90,13 @@ class ExtractionConfig:
     decode_threads: int = 1
     prefetch_batches: int = 4
     verify_content: bool = False  # hash even files whose size and mtime are unchanged
+    # seconds one video may take (decode + extract + write) before it fails as timed out and
+    # the run goes on with the next; None: no limit (the flows default to 3600)
+    video_timeout_s: float | None = None
 
     def sampling(self) -> ClipSampling:
+        if self.video_timeout_s is not None and not self.video_timeout_s > 0:
+            raise ValueError(f"video timeout must be > 0 seconds, got {self.video_timeout_s}")
         spec = get_spec(self.backbone)
         clip_len = self.clip_len or spec.clip_len
         return ClipSampling(
@@ -366,6 +377,8 @@ class _Fail:
 
 
 _DONE = object()
+_IDLE = object()  # nothing arrived for a poll interval: lets the driver check the video's deadline
+_POLL_S = 0.25
 
 
 class _Reader(threading.Thread):
@@ -391,6 +404,32 @@ class _Reader(threading.Thread):
         self.out: queue.Queue[Any] = queue.Queue(maxsize=max(1, config.prefetch_batches))
         self.stop = threading.Event()
         self.error: BaseException | None = None
+        # video id -> its held writer lock; taken here before the up-to-date check, released
+        # by the driver once the video is written, skipped or failed (release())
+        self._locks: dict[str, contextlib.AbstractContextManager[None]] = {}
+        self._locks_guard = threading.Lock()
+
+    def _acquire(self, job: _Job) -> None:
+        cm = self.group.writer_lock(job.video_id)
+        cm.__enter__()
+        with self._locks_guard:
+            self._locks[job.video_id] = cm
+        if self.stop.is_set():  # the driver gave up while we waited for the lock
+            self.release(job.video_id)
+            raise _Stopped
+
+    def release(self, video_id: str) -> None:
+        """Release the writer lock of ``video_id`` (any thread; no-op when not held)."""
+        with self._locks_guard:
+            cm = self._locks.pop(video_id, None)
+        if cm is not None:
+            cm.__exit__(None, None, None)
+
+    def release_all(self) -> None:
+        with self._locks_guard:
+            held = list(self._locks)
+        for video_id in held:
+            self.release(video_id)
 
     def _put(self, item: Any) -> None:
         while not self.stop.is_set():
@@ -404,15 +443,30 @@ class _Reader(threading.Thread):
     def run(self) -> None:
         try:
             for job in self.jobs:
+                if self.stop.is_set():
+                    raise _Stopped
                 self._one(job)
             self._put(_DONE)
         except _Stopped:
+            self.release_all()
             return
         except BaseException as exc:  # a bug, not a bad video: surface it in the caller
             self.error = exc
+            self.release_all()
             raise
 
     def _one(self, job: _Job) -> None:
+        # The writer lock is held from before the up-to-date check until the driver has
+        # written the video: a second extraction of it (another process, or another run in
+        # this one) waits here, then finds it complete and skips it instead of redoing it.
+        try:
+            self._acquire(job)
+        except VideoLockedError as exc:
+            self._put(_Fail(job, str(exc)))
+            return
+        except OSError as exc:  # the lock file cannot be created (read-only store...)
+            self._put(_Fail(job, f"cannot take the writer lock: {exc}"))
+            return
         try:
             if not job.force and up_to_date(
                 self.group, job.video_id, job.path, verify_content=self.config.verify_content
@@ -451,12 +505,14 @@ class _Reader(threading.Thread):
         self._put(_End(job))
 
     def items(self) -> Iterator[Any]:
+        """The reader's items in order, with ``_IDLE`` whenever nothing came for ``_POLL_S``."""
         while True:
             try:
-                item = self.out.get(timeout=1.0)
+                item = self.out.get(timeout=_POLL_S)
             except queue.Empty:
                 if not self.is_alive():
                     raise RuntimeError(f"the video reader thread died: {self.error!r}") from None
+                yield _IDLE
                 continue
             if item is _DONE:
                 return
@@ -524,11 +580,21 @@ def _run(
         group = store
     else:
         group = store.extractor(config.dataset, extractor_id, attrs=config.feature_config())
+    # a read-only or full store location is one OSError here, not one failure per video
+    group.check_writable()
     device = resolve_device(config.device)
     with _cpu_threads(config, device):
         summary = _drive(jobs, group, config, device, extractor_id, progress)
     summary.wall_seconds = time.perf_counter() - t0
     return summary
+
+
+def _timeout_reason(seconds: float) -> str:
+    return (
+        f"timed out after {seconds:g} s: decoding or extracting this video did not finish "
+        "(a hung or unusually slow file); the run went on without it. For longer videos "
+        "raise the limit (video_timeout_s, mktn extract --video-timeout)"
+    )
 
 
 def _drive(
@@ -539,12 +605,57 @@ def _drive(
     extractor_id: str,
     progress: bool,
 ) -> ExtractionSummary:
+    """Run the reader over ``jobs`` and extract + write each video it hands over.
+
+    With ``config.video_timeout_s``, a video that has not finished that many seconds after
+    the previous one did (or the run started) fails as timed out: its reader is abandoned
+    (a daemon thread, possibly stuck in the decoder) and a fresh one carries on with the
+    videos after it.
+    """
     model = get_model(config, device)
     batch_size = config.batch_size or auto_batch_size(model, config.sampling(), device)
     use_cuda = device.type == "cuda"
-    reader = _Reader(jobs, group, config, model, batch_size, pin=use_cuda)
     summary = ExtractionSummary(extractor_id=extractor_id)
     overall = tqdm(total=len(jobs), desc="videos", unit="video", disable=not progress, position=0)
+    timeout = config.video_timeout_s
+    remaining = list(jobs)
+    try:
+        while remaining:
+            reader = _Reader(remaining, group, config, model, batch_size, pin=use_cuda)
+            finished: set[str] = set()
+            hung = _drive_reader(
+                reader, group, config, device, extractor_id, progress, summary, overall, finished
+            )
+            if hung is None:
+                break
+            assert timeout is not None
+            log.warning("giving up on %s: %s", hung.path, _timeout_reason(timeout))
+            summary.results.append(
+                VideoResult(hung.video_id, hung.path, "failed", _timeout_reason(timeout))
+            )
+            overall.update(1)
+            after = [j for j in remaining if j.video_id not in finished]
+            remaining = after[1:]  # after[0] is the hung video
+    finally:
+        overall.close()
+    return summary
+
+
+def _drive_reader(
+    reader: _Reader,
+    group: FeatureGroup,
+    config: ExtractionConfig,
+    device: torch.device,
+    extractor_id: str,
+    progress: bool,
+    summary: ExtractionSummary,
+    overall: Any,
+    finished: set[str],
+) -> _Job | None:
+    """Consume one reader; returns the job that timed out (None when every job finished)."""
+    model = reader.model
+    use_cuda = device.type == "cuda"
+    timeout = config.video_timeout_s
     per_video = None
     frames: list[np.ndarray] = []
     patches: list[np.ndarray] = []
@@ -553,81 +664,96 @@ def _drive(
     started = 0.0
     failed_ids: set[str] = set()
     autocast = torch.autocast("cuda", dtype=torch.float16) if use_cuda else contextlib.nullcontext()
+    hung: _Job | None = None
+    clock = time.monotonic()  # when the video now in hand became the one to wait for
+
+    def finish(job: _Job) -> None:
+        nonlocal clock, per_video, current
+        finished.add(job.video_id)
+        reader.release(job.video_id)
+        current = None
+        if per_video is not None:
+            per_video.close()
+            per_video = None
+        overall.update(1)
+        clock = time.monotonic()
+
     reader.start()
     try:
         for item in reader.items():
-            job = item.job
-            if isinstance(item, _Skip):
-                summary.results.append(
-                    VideoResult(job.video_id, job.path, "skipped", "already complete")
-                )
-                overall.update(1)
-            elif isinstance(item, _Fail):
-                log.warning("skipping %s: %s", job.path, item.reason)
-                summary.results.append(VideoResult(job.video_id, job.path, "failed", item.reason))
-                failed_ids.add(job.video_id)
-                current = None
-                if per_video is not None:
-                    per_video.close()
-                    per_video = None
-                overall.update(1)
-            elif isinstance(item, _Start):
-                current, started = item, time.perf_counter()
-                frames, patches, times = [], [], []
-                per_video = tqdm(
-                    total=item.stream.plan.num_clips,
-                    desc=job.video_id[:24],
-                    unit="clip",
-                    leave=False,
-                    disable=not progress,
-                    position=1,
-                )
-            elif isinstance(item, _Batch):
-                if current is None or job.video_id in failed_ids:
-                    continue
-                with torch.inference_mode(), autocast:
-                    x = model.normalize(item.clips.to(device, non_blocking=use_cuda))
-                    out = model(x)
-                frames.append(out["clip"].float().cpu().numpy())
-                patches.append(out["patches"].float().cpu().numpy())
-                times.append(item.times)
-                if per_video is not None:
-                    per_video.update(len(item.indices))
-            elif isinstance(item, _End):
-                assert current is not None and current.job is job
-                try:
-                    group.write_video(
-                        job.video_id,
-                        np.concatenate(frames),
-                        np.concatenate(patches),
-                        np.concatenate(times),
-                        _video_attrs(config, current, extractor_id),
-                        dtype=config.dtype,
-                        overwrite=True,
-                    )
-                except (ValueError, OSError) as exc:
+            if item is not _IDLE:
+                job = item.job
+                if isinstance(item, _Skip):
                     summary.results.append(
-                        VideoResult(job.video_id, job.path, "failed", f"write failed: {exc}")
+                        VideoResult(job.video_id, job.path, "skipped", "already complete")
                     )
-                else:
-                    n = current.stream.plan.num_clips
+                    finish(job)
+                elif isinstance(item, _Fail):
+                    log.warning("skipping %s: %s", job.path, item.reason)
                     summary.results.append(
-                        VideoResult(
-                            job.video_id, job.path, "done", "", n, time.perf_counter() - started
+                        VideoResult(job.video_id, job.path, "failed", item.reason)
+                    )
+                    failed_ids.add(job.video_id)
+                    finish(job)
+                elif isinstance(item, _Start):
+                    current, started = item, time.perf_counter()
+                    frames, patches, times = [], [], []
+                    per_video = tqdm(
+                        total=item.stream.plan.num_clips,
+                        desc=job.video_id[:24],
+                        unit="clip",
+                        leave=False,
+                        disable=not progress,
+                        position=1,
+                    )
+                elif isinstance(item, _Batch):
+                    if current is None or job.video_id in failed_ids:
+                        continue
+                    with torch.inference_mode(), autocast:
+                        x = model.normalize(item.clips.to(device, non_blocking=use_cuda))
+                        out = model(x)
+                    frames.append(out["clip"].float().cpu().numpy())
+                    patches.append(out["patches"].float().cpu().numpy())
+                    times.append(item.times)
+                    if per_video is not None:
+                        per_video.update(len(item.indices))
+                elif isinstance(item, _End):
+                    assert current is not None and current.job is job
+                    try:
+                        group.write_video(
+                            job.video_id,
+                            np.concatenate(frames),
+                            np.concatenate(patches),
+                            np.concatenate(times),
+                            _video_attrs(config, current, extractor_id),
+                            dtype=config.dtype,
+                            overwrite=True,
+                            lock=False,  # the reader took it for this video
                         )
-                    )
-                current = None
-                if per_video is not None:
-                    per_video.close()
-                    per_video = None
-                overall.update(1)
+                    except (ValueError, OSError) as exc:
+                        summary.results.append(
+                            VideoResult(job.video_id, job.path, "failed", f"write failed: {exc}")
+                        )
+                    else:
+                        n = current.stream.plan.num_clips
+                        summary.results.append(
+                            VideoResult(
+                                job.video_id, job.path, "done", "", n, time.perf_counter() - started
+                            )
+                        )
+                    finish(job)
+            if timeout is not None and time.monotonic() - clock > timeout:
+                pending = [j for j in reader.jobs if j.video_id not in finished]
+                if pending:
+                    hung = pending[0]
+                    break
     finally:
         reader.stop.set()
-        reader.join(timeout=5)
-        overall.close()
+        reader.join(timeout=5 if hung is None else 0.2)
+        reader.release_all()
         if per_video is not None:
             per_video.close()
-    return summary
+    return hung
 
 
 def plan_videos(

@@ -42,6 +42,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,14 @@ from pipeline.provenance import code_version
 from storage.keys import join_key, safe_component
 
 log = logging.getLogger(__name__)
+
+# A live writer's lock file (and the write probe) sit beside the video groups while the video
+# is decoded and extracted; zarr's listing of the group would warn about each one. Only
+# these names are silenced: zarr's own leftovers (``zarr.<uuid>.partial``) still warn.
+warnings.filterwarnings(
+    "ignore",
+    message=r"Object at (.*/)?\.([^/]+\.writing|write-probe\.[^/]+\.tmp) is not recognized",
+)
 
 FEATURES_ROOT = "features"
 COMMIT_ATTR = "commit"
@@ -366,6 +375,26 @@ class FeatureGroup:
         with file_lock(path, timeout=timeout):
             yield
 
+    def check_writable(self) -> None:
+        """Raise the ``OSError`` (``EACCES``, ``EROFS``, ``ENOSPC``...) a write here would raise.
+
+        Creates and removes a small probe file in the group's folder, so a read-only store
+        location is one error before any video is decoded rather than one per video. A
+        remote store is not probed.
+        """
+        folder = self._local_dir()
+        if folder is None:
+            return
+        # named like an atomic_open temporary, so `mktn store gc` removes one a kill left behind
+        probe = folder / f".write-probe.{os.getpid()}_{threading.get_ident()}.tmp"
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, b"ok")
+        finally:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                probe.unlink()
+
     def _uncommit(self, video_id: str) -> None:
         """Rewrite the video's metadata without its commit marker (one key, before any delete)."""
         try:
@@ -389,13 +418,16 @@ class FeatureGroup:
         *,
         dtype: str = "float16",
         overwrite: bool = False,
+        lock: bool = True,
     ) -> None:
         """Write one video's features; the commit marker is written last.
 
         ``frames`` [T, D], ``patches`` [T, P, D], ``clip_times`` [T, 2] seconds.
         A committed video is replaced only with ``overwrite=True``
         (``FileExistsError`` otherwise); an uncommitted leftover of a crashed write
-        is always replaced. Runs under the video's :meth:`writer_lock`.
+        is always replaced. Runs under the video's :meth:`writer_lock`; ``lock=False``
+        when the caller already holds it on this video's behalf (taken in another thread
+        of this process: the extraction's reader thread takes it before decoding).
         """
         safe_component(video_id, what="video id")
         frames = np.asarray(frames)
@@ -428,6 +460,9 @@ class FeatureGroup:
                     "store with dtype='float32'"
                 )
 
+        if not lock:
+            self._write_locked(video_id, frames, patches, clip_times, attrs, dtype, overwrite)
+            return
         with self.writer_lock(video_id):
             self._write_locked(video_id, frames, patches, clip_times, attrs, dtype, overwrite)
 

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["model.spans", "model.metrics", "model.controls", "model.evaluate", "storage.keys", "pipeline.synth.writer"]
+MODULES = ["model.spans", "model.metrics", "model.controls", "model.evaluate", "storage.keys", "storage.errors", "pipeline.synth.writer"]
 
 
 @pytest.mark.parametrize("name", MODULES)

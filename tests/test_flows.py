@@ -123,6 +123,54 @@ def test_extract_all_failed_is_a_failed_flow(prefect_harness: str, videos: Path,
     assert "corrupt" in state.message and "empty" in state.message
 
 
+def test_a_hung_video_times_out_by_name_and_the_run_goes_on(
+    prefect_harness: str, videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13 item 7: one hung video fails alone, named, not retried; the others complete."""
+    import threading
+    import time
+
+    import pipeline.extract as extract_mod
+    from flows import tasks
+
+    release = threading.Event()
+
+    def hang_on(name: str, real: object) -> object:
+        def hanging(path: object, *args: object, **kwargs: object) -> object:
+            if Path(str(path)).stem == name:
+                while not release.is_set():
+                    time.sleep(0.05)
+            return real(path, *args, **kwargs)  # type: ignore[operator]
+
+        return hanging
+
+    try:
+        # the decoder hangs: the per-video limit inside the task gives up on it
+        monkeypatch.setattr(extract_mod, "probe", hang_on("synth_0001", extract_mod.probe))
+        t0 = time.monotonic()
+        state, s = _run_extract(videos, tmp_path / "w1", extractor={"video_timeout_s": 2})
+        assert time.monotonic() - t0 < 120
+        assert state.is_completed(), state
+        assert s["counts"] == {"done": 2, "skipped": 0, "cached": 0, "failed": 2}
+        assert "timed out after 2 s" in s["failed"]["synth_0001"] and "synth_0001" in state.message
+        monkeypatch.undo()
+
+        # a hang the per-video limit does not see: the task's own timeout_seconds, not retried
+        monkeypatch.setattr(tasks, "TASK_TIMEOUT_SLACK_S", 1.0)
+        monkeypatch.setattr(extract_mod, "extract_one", hang_on("synth_0002", extract_mod.extract_one))
+        t0 = time.monotonic()
+        state, s = _run_extract(videos, tmp_path / "w2", extractor={"video_timeout_s": 2})
+        assert time.monotonic() - t0 < 60  # no retries of the timed-out task (2, 10, 30 s delays)
+        assert state.is_completed(), state
+        assert s["counts"]["done"] == 2 and set(s["failed"]) == {"corrupt", "synth_0002"}
+        assert "extract-videos task over synth_0002 timed out after 3 s" in s["failed"]["synth_0002"]
+    finally:
+        release.set()
+    assert tasks.extract_task_timeout({"video_timeout_s": None}, 4) is None
+    cfg = tasks.extraction_config(None, "tiny", None)
+    assert cfg.video_timeout_s == tasks.DEFAULT_VIDEO_TIMEOUT_S
+
+
 def test_flow_runs_are_recorded_on_the_temporary_server(prefect_harness: str) -> None:
     from prefect import flow
     from prefect.client.orchestration import get_client

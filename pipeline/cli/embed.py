@@ -142,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.glove import GloveFormatError, WordVectorsConfig
     from pipeline.skipthought import build_skipthought_config
     from pipeline.text import QueryTextError, TextConfig
+    from storage.errors import probe_writable, store_write_problem
     from storage.queries import QueryStore
 
     if getattr(args, "verbose", 0) < 2:  # gensim logs every word2vec epoch at INFO
@@ -177,9 +178,17 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             progress=not args.no_progress,
         )
-        summary = embed_queries(records, QueryStore(args.store), config)
+        store = QueryStore(args.store)
+        probe_writable(args.store)  # a read-only store: now, not after the encoder is trained
+        summary = embed_queries(records, store, config)
     except (DatasetError, GloveFormatError, QueryTextError, FileNotFoundError, ValueError) as exc:
         print(f"mktn embed: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a read-only or full store location: one line, not a traceback
+        problem = store_write_problem(exc, args.store, what="query store")
+        if problem is None:
+            raise
+        print(f"mktn embed: error: {problem}", file=sys.stderr)
         return 2
     rejected = sum(args.rejections.values())
     if args.json:

@@ -75,6 +75,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode-threads", type=int, default=1, help="decoder threads (default 1)")
     parser.add_argument("--force", action="store_true", help="re-extract even up-to-date videos")
     parser.add_argument(
+        "--video-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="give up on a video that takes longer than this (a hung file) and go on with the "
+        "next; it is reported as failed (default: no limit)",
+    )
+    parser.add_argument(
         "--verify-content", action="store_true", help="hash sources even if size+mtime match"
     )
     parser.add_argument(
@@ -99,6 +107,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.extract import ExtractionConfig, extract_videos, list_videos
+    from storage.errors import store_write_problem
     from storage.features import FeatureStore
 
     try:
@@ -122,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             decode_threads=args.decode_threads,
             verify_content=args.verify_content,
+            video_timeout_s=args.video_timeout,
         )
         config.sampling()  # validates fps/clip/crop now, not after the first video
         paths = list_videos(args.videos)
@@ -149,12 +159,37 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"mktn extract: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a read-only or full store location: one line, not a traceback
+        problem = store_write_problem(exc, args.store, what="feature store")
+        if problem is None:
+            raise
+        print(f"mktn extract: error: {problem}", file=sys.stderr)
+        return 2
     print(summary.format())
-    if summary.done and not args.no_normalization:
-        group = store.extractor(config.dataset, summary.extractor_id)
-        norm = group.compute_normalization()
-        print(
-            f"normalisation statistics over {norm.num_videos} videos / {norm.num_clips} clips "
-            f"stored in {store.root}/features/{config.dataset}/{summary.extractor_id}"
-        )
+    if not args.no_normalization:
+        try:
+            group = store.extractor(config.dataset, summary.extractor_id, create=False)
+        except KeyError:  # nothing was ever stored
+            return summary.exit_code
+        # also when every video was skipped but the statistics are missing (a run that
+        # stopped after its videos, e.g. on a full disk): the rerun then writes them
+        if summary.done or (group.normalization() is None and group.list_videos()):
+            try:
+                norm = group.compute_normalization()
+            except OSError as exc:
+                problem = store_write_problem(
+                    exc, args.store, what="feature store", doing="writing the normalisation statistics to"
+                )
+                if problem is None:
+                    raise
+                print(
+                    f"mktn extract: error: {problem} (the extracted videos are stored; the rerun "
+                    "skips them and only writes the statistics)",
+                    file=sys.stderr,
+                )
+                return 2
+            print(
+                f"normalisation statistics over {norm.num_videos} videos / {norm.num_clips} clips "
+                f"stored in {store.root}/features/{config.dataset}/{summary.extractor_id}"
+            )
     return summary.exit_code

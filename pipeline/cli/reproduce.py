@@ -52,6 +52,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="videos extracted at once (default 2)")
     parser.add_argument(
+        "--video-timeout", type=float, default=None, metavar="SECONDS",
+        help="seconds one video may take to extract before it fails as timed out and the run goes "
+        "on without it (default 3600; not retried)",
+    )
+    parser.add_argument(
         "--rehash", action="store_true",
         help="hash every source file again instead of reusing digests of files whose size, mtime, "
         "inode and ctime are unchanged (<work>/fingerprints.json)",
@@ -89,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"mktn reproduce: {exc}", file=sys.stderr)
             return 2
-    extractor = {k: v for k, v in {"backbone": args.backbone, "weights": args.weights}.items() if v}
+    extractor = {k: v for k, v in {"backbone": args.backbone, "weights": args.weights,
+                                    "video_timeout_s": args.video_timeout}.items() if v}
     encoder = {"vectors": {"path": str(Path(args.glove).resolve())}} if args.glove else None
 
     import logging
