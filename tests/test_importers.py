@@ -227,3 +227,34 @@ def test_export_then_import_round_trip(tmp_path, capsys, fmt):
     assert main(["export-features", "--store", str(tmp_path / "nope"), "--dataset", "d", "--format", fmt,
                  "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_and_evaluate_on_an_imported_p1_store(tmp_path, capsys, one_thread):
+    """Published features have no patches: OPM, APA and patch attention run on P = 1."""
+    import torch
+    from model_fixtures import planted_data, write_stores
+
+    data = planted_data(num_videos=10, queries_per_video=2, clips=12, dim=12, sentence_dim=16)
+    _, queries, ann = write_stores(data, tmp_path / "stores")
+    src = tmp_path / "moment_detr_features"
+    src.mkdir()
+    for vid, v in data.videos.items():  # Moment-DETR layout: <vid>.npz with 'features'
+        np.savez(src / f"{vid}.npz", features=v.frames)
+    store = tmp_path / "imported"
+    specs = [f"{s}={ann / f'{s}.jsonl'}" for s in ("train", "val", "test")]
+    assert _import("--format", "npz-dir", "--source", str(src), "--store", str(store),
+                   "--dataset", "synthetic", "--annotations", *specs) == 0
+    capsys.readouterr()
+    tiny = ["--set", "model.num_clips=16", "--set", "model.d_model=32", "--set", "model.num_heads=2",
+            "--batch-videos", "3", "--no-progress", "--threads", "1", "--no-controls"]
+    data_args = ["--features", str(store), "--queries", str(queries), "--annotations", str(ann)]
+    out = tmp_path / "run"
+    assert main(["train", *data_args, *tiny, "--epochs", "2", "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["epochs_run"] == 2 and result["bad_steps"] == 0
+    ckpt = torch.load(out / "best.pt", weights_only=True)
+    assert ckpt["meta"]["features"]["attrs"]["num_patches"] == 1
+    assert main(["evaluate", "--checkpoint", str(out / "best.pt"), *data_args, "--no-progress",
+                 "--out", str(tmp_path / "ev"), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert 0.0 <= metrics["R1@0.5"] <= 1.0
