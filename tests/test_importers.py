@@ -165,6 +165,10 @@ def test_bad_inputs_one_line_each(tmp_path, capsys):
     assert any(line.startswith("  FAILED v_wide: feature width 20") and "have 16" in line for line in lines), out
     videos, _ = read_all(store, "d")
     assert sorted(videos) == ["v_aaa", "v_ccc"]
+    # the same source into the same group with another time rule is refused
+    assert _import("--format", "npy-dir", "--source", str(src), "--store", str(store), "--dataset", "d",
+                   "--clip-seconds", "2") == 2
+    assert "different configuration (time_axis" in capsys.readouterr().err
 
     # an "HDF5" file that is not one
     fake = tmp_path / "features.hdf5"
@@ -257,4 +261,9 @@ def test_train_and_evaluate_on_an_imported_p1_store(tmp_path, capsys, one_thread
     assert main(["evaluate", "--checkpoint", str(out / "best.pt"), *data_args, "--no-progress",
                  "--out", str(tmp_path / "ev"), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert 0.0 <= metrics["R1@0.5"] <= 1.0
+    assert 0.0 <= metrics["R1@0.5"] <= 100.0 and 0.0 <= metrics["mAP"] <= 100.0
+    lines = (tmp_path / "ev" / "predictions_test_moment_detr.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    assert set(first) == {"qid", "query", "vid", "pred_relevant_windows"}
+    assert len(lines) == metrics["num_queries"] and first["query"].startswith("concept")
+    assert all(len(w) == 3 for w in first["pred_relevant_windows"])
