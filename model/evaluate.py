@@ -29,7 +29,12 @@ from model.data import (
     make_groups,
     prepare,
 )
-from model.metrics import evaluate_predictions, format_metrics, write_predictions
+from model.metrics import (
+    evaluate_predictions,
+    format_metrics,
+    write_moment_detr_predictions,
+    write_predictions,
+)
 from model.spans import clip_edges, temporal_nms
 from pipeline.datasets.records import QueryMoment
 from storage.atomic import atomic_write_json
@@ -190,7 +195,9 @@ def evaluate_split(checkpoint: str | os.PathLike[str], data: GroundingData, *, s
     """Load a checkpoint, predict every query of ``split`` (single- or multi-pair groups, as the
     checkpoint was trained), compute the controls (``controls=False`` skips them; the priors are
     fit on ``train_records``, default ``data``'s train split), and write
-    ``predictions_<split>.jsonl`` and ``metrics_<split>.json`` (with ``controls``) under ``out_dir``."""
+    ``predictions_<split>.jsonl``, the same in Moment-DETR/Lighthouse's format
+    (``predictions_<split>_moment_detr.jsonl``) and ``metrics_<split>.json`` (with ``controls``)
+    under ``out_dir``."""
     from model.controls import compute_controls, controls_summary
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -216,6 +223,8 @@ def evaluate_split(checkpoint: str | os.PathLike[str], data: GroundingData, *, s
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_predictions(out / f"predictions_{split}.jsonl", result.predictions)
+        write_moment_detr_predictions(out / f"predictions_{split}_moment_detr.jsonl", result.predictions,
+                                      {r.query_id: r.sentence for r in records})
         payload: dict[str, Any] = {"split": split, "checkpoint": str(checkpoint), "metrics": result.metrics,
                                    "skipped": prepared.skipped, "config_digest": ckpt.get("config_digest"),
                                    "multi_pair": cfg.train.multi_pair, "query_order": cfg.model.query_order}

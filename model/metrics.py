@@ -16,6 +16,20 @@ scores keep the given order), applies temporal NMS (``nms_iou``, default 0.5;
   adapter keeps Moment-DETR's ``relevant_windows``) counts the *best* IoU over
   its windows, for both recall and mIoU.
 
+- ``mAP@0.5``, ``mAP@0.75``, ``mAP`` (the mean over IoU 0.5:0.05:0.95): moment retrieval
+  mean average precision as moment_detr's ``standalone_eval`` (and Lighthouse) compute it.
+  Per query: its first ``MAP_MAX_WINDOWS`` (10) windows *as given* (no NMS), ranked by
+  score (stable); walking down the ranking, a window is a true positive at threshold t if
+  its best-IoU ground-truth window not yet taken has IoU >= t (the windows are tried in
+  decreasing IoU; one below t makes it a false positive), else a false positive; the
+  query's AP is the area under the precision-recall curve with precision made monotone
+  (the interpolation of ActivityNet's detection AP); mAP is the mean over queries, in percent.
+  The comparison is plain ``>=`` (no tolerance), as there.
+
+Prediction files are read in this project's format or in Moment-DETR/Lighthouse's
+(``{"qid", "query", "vid", "pred_relevant_windows": [[start, end, score], ...]}``), told
+apart line by line; ``write_moment_detr_predictions`` writes the latter.
+
 The set of query ids must equal the ground truth's exactly: a missing or an
 extra id (or a duplicate, or a video id that disagrees) is an error that lists them.
 """
@@ -43,18 +57,25 @@ IOU_THRESHOLDS: tuple[float, ...] = (0.3, 0.5, 0.7)
 METRIC_KEYS: tuple[str, ...] = tuple(
     f"R{k}@{t}" for k in RECALL_KS for t in IOU_THRESHOLDS
 ) + ("mIoU",)
+MAP_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.5:0.05:0.95
+MAP_KEYS: tuple[str, ...] = ("mAP@0.5", "mAP@0.75", "mAP")
+MAP_MAX_WINDOWS = 10  # standalone_eval's max_pred_windows
 
 __all__ = [
     "IOU_THRESHOLDS",
+    "MAP_KEYS",
+    "MAP_THRESHOLDS",
     "METRIC_KEYS",
     "RECALL_KS",
     "PredictionRecord",
     "best_window_iou",
     "evaluate_predictions",
     "format_metrics",
+    "average_precision",
     "ground_truth_windows",
     "rank_spans",
     "read_predictions",
+    "write_moment_detr_predictions",
     "write_predictions",
 ]
 
@@ -111,12 +132,40 @@ class PredictionRecord:
         )
 
 
+    @classmethod
+    def from_moment_detr(cls, d: Mapping[str, Any]) -> PredictionRecord:
+        """A Moment-DETR/Lighthouse line: ``qid``, ``vid``, ``pred_relevant_windows`` [[s, e, score], ...]."""
+        missing = [k for k in ("qid", "vid", "pred_relevant_windows") if k not in d]
+        if missing:
+            raise ValueError(f"Moment-DETR prediction lacks {missing}; expected qid, query, vid, pred_relevant_windows")
+        wins = d["pred_relevant_windows"]
+        if not isinstance(wins, list) or not all(isinstance(w, (list, tuple)) and len(w) in (2, 3) for w in wins):
+            raise ValueError(f"prediction for qid {d['qid']!r}: 'pred_relevant_windows' must be a list of "
+                             "[start, end, score] triples")
+        sizes = {len(w) for w in wins}
+        if len(sizes) > 1:
+            raise ValueError(f"prediction for qid {d['qid']!r} mixes [start, end] and [start, end, score] windows")
+        return cls(query_id=str(d["qid"]), video_id=str(d["vid"]),
+                   spans=tuple((float(w[0]), float(w[1])) for w in wins),
+                   scores=tuple(float(w[2]) for w in wins) if sizes == {3} else ())
+
+    def to_moment_detr(self, query: str = "") -> dict[str, Any]:
+        """The Moment-DETR/Lighthouse line; a decimal query id is written as the integer it was."""
+        text = self.query_id
+        qid: str | int = int(text) if text.isdigit() and str(int(text)) == text else text
+        scores = self.scores or tuple(float(-i) for i in range(len(self.spans)))
+        return {"qid": qid, "query": query, "vid": self.video_id,
+                "pred_relevant_windows": [[float(s), float(e), float(x)]
+                                          for (s, e), x in zip(self.spans, scores, strict=True)]}
+
+
 def _as_record(p: PredictionRecord | Mapping[str, Any]) -> PredictionRecord:
     return p if isinstance(p, PredictionRecord) else PredictionRecord.from_dict(p)
 
 
 def read_predictions(path: str | os.PathLike[str]) -> list[PredictionRecord]:
-    """Read a JSONL file of prediction records; a bad line is an error naming ``file:line``."""
+    """Read a JSONL file of prediction records, in this project's format or Moment-DETR's
+    (``pred_relevant_windows``); a bad line is an error naming ``file:line``."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"predictions file {str(p)!r} does not exist")
@@ -129,7 +178,10 @@ def read_predictions(path: str | os.PathLike[str]) -> list[PredictionRecord]:
                 obj = json.loads(line)
                 if not isinstance(obj, dict):
                     raise ValueError("a line must be a JSON object")
-                records.append(PredictionRecord.from_dict(obj))
+                if "pred_relevant_windows" in obj:
+                    records.append(PredictionRecord.from_moment_detr(obj))
+                else:
+                    records.append(PredictionRecord.from_dict(obj))
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"{p}:{lineno}: bad prediction record: {exc}") from exc
     return records
@@ -145,6 +197,67 @@ def write_predictions(
             fh.write(json.dumps(_as_record(rec).to_dict()) + "\n")
             n += 1
     return n
+
+
+def write_moment_detr_predictions(
+    path: str | os.PathLike[str], records: Iterable[PredictionRecord | Mapping[str, Any]],
+    queries: Mapping[str, str] | None = None,
+) -> int:
+    """Write Moment-DETR/Lighthouse JSONL (``qid``, ``query``, ``vid``, ``pred_relevant_windows``),
+    windows in rank order; ``queries`` maps query ids to their sentences. Returns the count."""
+    n = 0
+    with atomic_open(path, "w") as fh:
+        for rec in records:
+            r = _as_record(rec)
+            fh.write(json.dumps(r.to_moment_detr((queries or {}).get(r.query_id, ""))) + "\n")
+            n += 1
+    return n
+
+
+def interpolated_average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
+    """Area under the precision-recall curve with precision made non-increasing (from the right).
+
+    >>> interpolated_average_precision(np.array([1.0, 0.5, 2 / 3]), np.array([0.5, 0.5, 1.0]))
+    0.8333333333333333
+    """
+    prec = np.concatenate([[0.0], precision, [0.0]])
+    rec = np.concatenate([[0.0], recall, [1.0]])
+    prec = np.maximum.accumulate(prec[::-1])[::-1]
+    steps = np.flatnonzero(rec[1:] != rec[:-1]) + 1
+    return float(np.sum((rec[steps] - rec[steps - 1]) * prec[steps]))
+
+
+def average_precision(spans: np.ndarray, scores: np.ndarray, windows: np.ndarray,
+                      thresholds: Sequence[float] = MAP_THRESHOLDS) -> np.ndarray:
+    """One query's AP at each IoU threshold: predicted ``spans`` [N, 2] with ``scores`` [N]
+    against ground-truth ``windows`` [W, 2] (see the module docstring) -> [len(thresholds)].
+
+    >>> average_precision(np.array([[0.0, 4.0], [10.0, 12.0]]), np.array([0.9, 0.8]),
+    ...                   np.array([[0.0, 4.0], [10.0, 14.0]]), (0.5, 0.75)).tolist()
+    [1.0, 0.5]
+    """
+    out = np.zeros(len(thresholds))
+    n = len(spans)
+    if n == 0 or len(windows) == 0:
+        return out
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    ious = pairwise_temporal_iou(np.asarray(spans, np.float64)[order], np.asarray(windows, np.float64))
+    for ti, thr in enumerate(thresholds):
+        taken = np.zeros(len(windows), dtype=bool)
+        tp = np.zeros(n)
+        for i in range(n):
+            for j in np.argsort(ious[i], kind="stable")[::-1]:  # as standalone_eval: ties, later first
+                if ious[i, j] < thr:
+                    break
+                if not taken[j]:
+                    taken[j] = True
+                    tp[i] = 1.0
+                    break
+        hits = np.cumsum(tp)
+        precision = hits / np.arange(1, n + 1)
+        recall = hits / len(windows)
+        out[ti] = interpolated_average_precision(precision, recall)
+    return out
 
 
 def ground_truth_windows(gt: QueryMoment) -> np.ndarray:
@@ -266,8 +379,37 @@ def evaluate_predictions(
     n = len(ground_truth)
     out: dict[str, float] = {f"R{k}@{t}": 100.0 * hits[(k, t)] / n for k in ks for t in thresholds}
     out["mIoU"] = 100.0 * iou_sum / n
+    out.update(mean_average_precision(records, ground_truth))
     out["num_queries"] = n
     return out
+
+
+def mean_average_precision(predictions: Iterable[PredictionRecord | Mapping[str, Any]],
+                           ground_truth: Sequence[QueryMoment]) -> dict[str, float]:
+    """``{"mAP@0.5", "mAP@0.75", "mAP"}`` in percent over the ground-truth queries (a query with
+    no prediction has AP 0); see the module docstring.
+
+    >>> gt = [QueryMoment("q1", "v", "a", 0.0, 4.0, 10.0, "test")]
+    >>> mean_average_precision([{"query_id": "q1", "video_id": "v", "spans": [[0, 3], [0, 4]],
+    ...                          "scores": [0.9, 0.8]}], gt)
+    {'mAP@0.5': 100.0, 'mAP@0.75': 100.0, 'mAP': 80.0}
+    """
+    by_id = {r.query_id: r for r in (_as_record(p) for p in predictions)}
+    if not ground_truth:
+        raise ValueError("ground truth is empty: nothing to evaluate")
+    ap = np.zeros((len(ground_truth), len(MAP_THRESHOLDS)))
+    for qi, gt in enumerate(ground_truth):
+        rec = by_id.get(gt.query_id)
+        if rec is None:
+            continue
+        spans = np.asarray(rec.spans[:MAP_MAX_WINDOWS], dtype=np.float64).reshape(-1, 2)
+        scores = (np.asarray(rec.scores[:MAP_MAX_WINDOWS], dtype=np.float64) if rec.scores
+                  else -np.arange(len(spans), dtype=np.float64))
+        ap[qi] = average_precision(spans, scores, ground_truth_windows(gt))
+    per_thr = ap.mean(axis=0)
+    at = dict(zip(MAP_THRESHOLDS, per_thr, strict=True))
+    return {"mAP@0.5": 100.0 * float(at[0.5]), "mAP@0.75": 100.0 * float(at[0.75]),
+            "mAP": 100.0 * float(per_thr.mean())}
 
 
 def format_metrics(metrics: Mapping[str, float]) -> str:

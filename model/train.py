@@ -9,8 +9,8 @@ shardable order of video groups), ``train_step`` (one optimiser step, NaN-safe),
 Outputs in ``out_dir``: ``last.pt`` (every epoch and every ``checkpoint_every``
 steps), ``best.pt`` (best validation R1@0.5), ``log.jsonl`` (one line per step with
 each loss term, one per epoch with validation metrics), ``result.json``, and, when
-the data has a test split, ``predictions_test.jsonl`` + ``metrics_test.json`` of the
-best checkpoint.
+the data has a test split, ``predictions_test.jsonl`` (and the same in Moment-DETR's
+format, ``predictions_test_moment_detr.jsonl``) + ``metrics_test.json`` of the best checkpoint.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from model.distributed import DistributedContext, all_reduce_metrics, wrap_model
 from model.evaluate import _autocast, evaluate_model
 from model.losses import MKTNCriterion, build_criterion
 from model.matching import DIAGNOSTICS, embedding_diagnostics
-from model.metrics import write_predictions
+from model.metrics import write_moment_detr_predictions, write_predictions
 from model.mktn import MKTN, build_model
 from storage.atomic import atomic_write_json, atomic_write_text
 
@@ -425,6 +425,8 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
             test_controls = compute_controls(model, prepared, test_records, data.split("train"), **eval_kwargs)
             log.info("test: %s", controls_summary(test_metrics, test_controls))
         write_predictions(out / "predictions_test.jsonl", res.predictions)
+        write_moment_detr_predictions(out / "predictions_test_moment_detr.jsonl", res.predictions,
+                                      {r.query_id: r.sentence for r in test_records})
         payload = {"split": "test", "checkpoint": str(best_path), "metrics": test_metrics,
                    "skipped": prepared.skipped, "selection_split": selection_split}
         if test_controls is not None:

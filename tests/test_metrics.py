@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from model.metrics import (
+    MAP_KEYS,
     METRIC_KEYS,
     PredictionRecord,
+    average_precision,
     evaluate_predictions,
     format_metrics,
+    mean_average_precision,
     read_predictions,
+    write_moment_detr_predictions,
     write_predictions,
 )
 from pipeline.datasets.records import QueryMoment
@@ -41,7 +46,7 @@ def test_hand_computed_metrics() -> None:
         _pred("d", [[0, 20], [5, 11]], [0.1, 0.2]),
     ]
     m = evaluate_predictions(preds, GT)
-    assert set(m) == set(METRIC_KEYS) | {"num_queries"}
+    assert set(m) == set(METRIC_KEYS) | set(MAP_KEYS) | {"num_queries"}
     assert m["num_queries"] == 4
     assert m["R1@0.3"] == pytest.approx(75.0)  # a, b, d
     assert m["R1@0.5"] == pytest.approx(75.0)
@@ -126,3 +131,78 @@ def test_real_jsonl_annotations_with_half_overlapping_predictions(shared_data: P
     assert m["num_queries"] == len(gt)
     assert m["R1@0.3"] == 100.0 and m["R1@0.5"] == 100.0 and m["R1@0.7"] == 0.0
     assert m["mIoU"] == pytest.approx(50.0)
+
+
+# ---------------------------------------------------------------- mAP (moment_detr standalone_eval)
+
+
+def test_map_hand_computed_single_window() -> None:
+    """gt [0, 10]; ranked [0, 8] (IoU 0.8) then [0, 10] (IoU 1).
+    IoU 0.5..0.8 (7 thresholds): the first window hits -> AP 1. 0.85..0.95 (3): it misses and
+    the second hits -> precision [0, 1/2] at recall [0, 1] -> AP 1/2. Mean (7 + 1.5) / 10 = 0.85."""
+    gt = [_gt("a", 0.0, 10.0)]
+    m = mean_average_precision([_pred("a", [[0, 10], [0, 8]], [0.5, 0.9])], gt)  # scores rank [0, 8] first
+    assert m == pytest.approx({"mAP@0.5": 100.0, "mAP@0.75": 100.0, "mAP": 85.0})
+
+
+def test_map_hand_computed_multi_window_and_taken_windows() -> None:
+    """gt windows [0, 4], [10, 14]; ranked [10, 14] (IoU 1 with the second), [0, 2] (0.5 with the
+    first), [11, 14] (0.75 with the second, already taken -> next best 0 -> false positive).
+    IoU 0.5: TP TP FP -> precision 1, 1, 2/3 at recall 1/2, 1, 1 -> AP 1.
+    IoU 0.55..0.95: TP FP FP -> recall stays 1/2 with precision 1 -> AP 1/2. Mean (1 + 9/2) / 10."""
+    gt = _gt("m", 0.0, 4.0, windows=[[0.0, 4.0], [10.0, 14.0]])
+    spans = np.array([[10.0, 14.0], [0.0, 2.0], [11.0, 14.0]])
+    ap = average_precision(spans, np.array([3.0, 2.0, 1.0]), np.array([[0.0, 4.0], [10.0, 14.0]]))
+    assert ap.tolist() == pytest.approx([1.0] + [0.5] * 9)
+    m = mean_average_precision([_pred("m", spans.tolist(), [3, 2, 1])], [gt])
+    assert m == pytest.approx({"mAP@0.5": 100.0, "mAP@0.75": 50.0, "mAP": 55.0})
+    # the two queries together: the mean over queries
+    both = [_gt("a", 0.0, 10.0), gt]
+    preds = [_pred("a", [[0, 8], [0, 10]], [0.9, 0.5]), _pred("m", spans.tolist(), [3, 2, 1])]
+    m2 = evaluate_predictions(preds, both)
+    assert (m2["mAP@0.5"], m2["mAP@0.75"], m2["mAP"]) == pytest.approx((100.0, 75.0, 70.0))
+
+
+def test_map_reads_the_first_ten_windows_as_given_then_ranks_by_score() -> None:
+    """standalone_eval keeps pred_relevant_windows[:10] in file order before sorting by score:
+    an exact window given 11th counts for nothing, however high its score."""
+    gt = [_gt("a", 0.0, 10.0)]
+    wrong = [[20.0 + i, 21.0 + i] for i in range(10)]
+    m = mean_average_precision([_pred("a", [*wrong, [0, 10]], [0.1] * 10 + [0.99])], gt)
+    assert m == {"mAP@0.5": 0.0, "mAP@0.75": 0.0, "mAP": 0.0}
+    m = mean_average_precision([_pred("a", [*wrong[:9], [0, 10]], [0.1] * 9 + [0.99])], gt)
+    assert m["mAP"] == pytest.approx(100.0)
+    # no scores: the given order is the ranking; the exact window 2nd -> precision 1/2 at recall 1
+    m = mean_average_precision([_pred("a", [[30, 31], [0, 10]])], gt)
+    assert m["mAP"] == pytest.approx(50.0)
+
+
+def test_moment_detr_prediction_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
+    recs = [PredictionRecord("7803", "RoripwjYFp8_360.0_510.0", ((10.0, 20.0), (0.0, 4.0)), (0.9, 0.2)),
+            PredictionRecord("q-2", "vid2", ((1.0, 2.0),), (0.5,))]
+    path = tmp_path / "submission.jsonl"
+    assert write_moment_detr_predictions(path, recs, {"7803": "Man in gray top walks."}) == 2
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0] == {"qid": 7803, "query": "Man in gray top walks.", "vid": "RoripwjYFp8_360.0_510.0",
+                        "pred_relevant_windows": [[10.0, 20.0, 0.9], [0.0, 4.0, 0.2]]}
+    assert lines[1]["qid"] == "q-2"
+    assert read_predictions(path) == recs
+    # evaluate-predictions reads it against Lighthouse-style ground truth
+    gt = tmp_path / "gt_test.jsonl"
+    gt.write_text("\n".join(json.dumps(d) for d in [
+        {"qid": 7803, "query": "Man in gray top walks.", "vid": "RoripwjYFp8_360.0_510.0", "duration": 150,
+         "relevant_windows": [[10, 20]]},
+        {"qid": "q-2", "query": "b", "vid": "vid2", "duration": 30, "relevant_windows": [[1, 3]]},
+    ]) + "\n")
+    assert main(["evaluate-predictions", "--annotations", str(gt), "--predictions", str(path), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    # 7803 exact at rank 1 -> AP 1 everywhere; q-2 IoU 0.5 -> AP 1 at 0.5 only
+    assert (m["mAP@0.5"], m["mAP@0.75"], m["mAP"]) == pytest.approx((100.0, 50.0, 55.0))
+    assert m["R1@0.5"] == 100.0 and m["R1@0.7"] == 50.0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"qid": 1, "vid": "v", "pred_relevant_windows": [[0, 1, 0.5], [0, 2]]}) + "\n")
+    assert main(["evaluate-predictions", "--annotations", str(gt), "--predictions", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl:1" in err and "mixes" in err

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("data", "inspect and validate benchmark annotation files (data stats)"),
     "synth": ("synth", "generate the synthetic raw-video benchmark (mp4 + JSONL)"),
     "extract": ("extract", "decode videos and extract 3D-CNN clip and patch features into a Zarr store"),
+    "import-features": ("import_features", "import published clip features (HDF5, .npy/.npz, video_features) into a feature store"),
+    "export-features": ("export_features", "write a store's clip features as .npz/.npy files other tools read"),
     "embed": ("embed", "tokenize queries and embed them (GloVe + skip-thought) into a Zarr store"),
     "train": ("train", "train MKTN on a feature store and a query store"),
     "evaluate": ("evaluate", "evaluate a checkpoint: R@1/R@5 at IoU 0.3/0.5/0.7 and mIoU"),

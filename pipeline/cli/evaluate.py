@@ -1,4 +1,5 @@
-"""``mktn evaluate``: predictions of a checkpoint on a split; R@1/R@5 at IoU 0.3/0.5/0.7 and mIoU,
+"""``mktn evaluate``: predictions of a checkpoint on a split; R@1/R@5 at IoU 0.3/0.5/0.7, mIoU and
+mAP (IoU 0.5, 0.75, average over 0.5:0.05:0.95),
 beside the controls (prior, order-aware prior, video-swapped, order-shuffled; ``model.controls``)."""
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a checkpoint from `mktn train` (best.pt)")
     add_data_arguments(parser)
     parser.add_argument("--split", default="test", help="split to evaluate (default test)")
-    parser.add_argument("--out", default=None, help="write predictions_<split>.jsonl and metrics_<split>.json here")
+    parser.add_argument("--out", default=None, help="write predictions_<split>.jsonl, predictions_<split>_moment_detr.jsonl "
+                        "(Moment-DETR/Lighthouse format) and metrics_<split>.json here")
     parser.add_argument("--no-controls", action="store_true",
                         help="skip the controls (two extra evaluation passes: video-swapped, order-shuffled)")
     parser.add_argument("--json", action="store_true",

@@ -19,7 +19,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--durations", default=None, help="Charades CSV with video durations (charades-sta only)")
     parser.add_argument("--split", default=None, help="split name recorded for the annotations (default: from the file)")
-    parser.add_argument("--predictions", required=True, help="JSONL prediction records (query_id, video_id, spans, scores)")
+    parser.add_argument("--predictions", required=True, help="JSONL prediction records: this project's (query_id, video_id, spans, "
+                        "scores) or Moment-DETR/Lighthouse's (qid, query, vid, pred_relevant_windows)")
     parser.add_argument(
         "--nms-iou",
         type=float,
