@@ -18,6 +18,16 @@ backbone (``--layer layer2+layer3+colour+motion+shape``):
   ``|I_t|`` and the colour change energy ``|d RGB / dt|`` (blink, recolour).
 - ``shape`` (8-d): an unsigned gradient-orientation histogram (HOG, 8 bins) of the chroma image,
   where saturated objects stand out from a greyish background, averaged over the clip.
+- ``change`` (39-d): *what* changes, undiluted by the patch's size. The families above are
+  fractions of the patch's area, so a 5-px object in a 40-px patch moves them by 1-2 %. Here
+  every pixel is weighted by how much it changes between two frames (``|d RGB / dt|``) and
+  the averages are taken over that weight instead of the area: the colour histogram of the
+  changing pixels (both frames of each pair: what arrives and what leaves), its signed
+  difference (after minus before: appear vs disappear, recolour from -> to), and the
+  direction histogram of the normal flow normalised by the flow's own magnitude; plus the
+  change mass itself (``log1p`` of the mean weight, x 100). A red ball moving left gives
+  red + leftward in one patch vector whatever its size, which binds an object's colour to
+  its motion at the pixel level.
 
 Every value is a per-pixel average, so it is comparable across patch sizes and resolutions;
 square roots compress the histograms (Hellinger). The feature store's per-dimension
@@ -42,6 +52,7 @@ DESCRIPTORS: dict[str, int] = {
     "colour": 2 * (HUE_BINS + GREY_BINS),
     "motion": DIRECTION_BINS + 6,
     "shape": ORIENTATION_BINS,
+    "change": 2 * (HUE_BINS + GREY_BINS) + DIRECTION_BINS + 1,
 }
 
 
@@ -171,6 +182,53 @@ class ClassicalDescriptors(nn.Module):
         clip, patches = self._pool(maps)
         return finish(clip), finish(patches)
 
+    def _hist15(self, rgb: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] -> soft hue (chroma-weighted) + grey-lightness histogram [N, 15, H, W]."""
+        r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+        a = r - 0.5 * (g + b)
+        c = (math.sqrt(3.0) / 2.0) * (g - b)
+        sat = (torch.sqrt(a * a + c * c + 1e-12) / 0.75).clamp(0, 1)
+        hue_h = _soft_bins(torch.atan2(c, a), HUE_BINS, 2 * math.pi) * sat.unsqueeze(-1)
+        centres = torch.tensor([0.15, 0.5, 0.85], dtype=rgb.dtype, device=rgb.device)
+        light = ((r + g + b) / 3.0).unsqueeze(-1)
+        grey_h = torch.relu(1.0 - (light - centres).abs() / 0.35) * (1.0 - sat).unsqueeze(-1)
+        return torch.cat([hue_h, grey_h], dim=-1).permute(0, 3, 1, 2)
+
+    def _change(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, 3, L, H, W] -> (clip [B, 39], patches [B, P, 39]): change-weighted averages."""
+        bsz, _, n, h, w = rgb.shape
+        width = DESCRIPTORS["change"]
+        if n < 2:
+            return rgb.new_zeros(bsz, width), rgb.new_zeros(bsz, self.grid * self.grid, width)
+        frames = rgb.permute(0, 2, 1, 3, 4).reshape(bsz * n, 3, h, w)
+        hist = self._hist15(frames).reshape(bsz, n, 15, h, w)
+        before, after = hist[:, :-1], hist[:, 1:]  # [B, n-1, 15, H, W]
+        weight = (rgb[:, :, 1:] - rgb[:, :, :-1]).abs().mean(dim=1)  # [B, n-1, H, W]
+        wt = weight.unsqueeze(2)
+        involved = (wt * (before + after) * 0.5).sum(dim=1)  # [B, 15, H, W]
+        signed = (wt * (after - before)).sum(dim=1)
+        grey = _blur(rgb.mean(dim=1).reshape(bsz * n, 1, h, w)).reshape(bsz, n, h, w)
+        avg = (0.5 * (grey[:, 1:] + grey[:, :-1])).reshape(-1, 1, h, w)
+        gx, gy = _gradients(avg)
+        it = (grey[:, 1:] - grey[:, :-1]).reshape(-1, 1, h, w)
+        fx, fy = -it * gx, -it * gy
+        mag = torch.hypot(fx, fy)
+        direction = (_soft_bins(torch.atan2(fy, fx), DIRECTION_BINS, 2 * math.pi) * mag.unsqueeze(-1))
+        direction = direction.squeeze(1).permute(0, 3, 1, 2).reshape(bsz, n - 1, DIRECTION_BINS, h, w).sum(1)
+        flow_mass = mag.reshape(bsz, n - 1, h, w).sum(dim=1, keepdim=True)  # [B, 1, H, W]
+        mass = weight.sum(dim=1, keepdim=True)  # [B, 1, H, W]
+        maps = torch.cat([involved, signed, mass, direction, flow_mass], dim=1)  # [B, 32, H, W]
+        clip, patches = self._pool(maps)  # averages over the area: ratios below cancel it
+
+        def finish(v: torch.Tensor) -> torch.Tensor:
+            inv, sig, m = v[..., :15], v[..., 15:30], v[..., 30:31]
+            dirs, fm = v[..., 31 : 31 + DIRECTION_BINS], v[..., 31 + DIRECTION_BINS :]
+            per_pair = m / (n - 1)
+            return torch.cat([inv / (m + 1e-4), sig / (m + 1e-4), dirs / (fm + 1e-6),
+                              torch.log1p(100.0 * per_pair)], dim=-1)
+
+        return finish(clip), finish(patches)
+
     def _shape(self, rgb: torch.Tensor) -> torch.Tensor:
         """[B, 3, L, H, W] -> per-pixel maps [B, ORIENTATION_BINS, H, W]."""
         bsz, _, n, h, w = rgb.shape
@@ -194,6 +252,8 @@ class ClassicalDescriptors(nn.Module):
                 c, p = self._pool(self._colour(rgb))
             elif fam == "motion":
                 c, p = self._motion_pool(self._motion(rgb))
+            elif fam == "change":
+                c, p = self._change(rgb)
             else:
                 c, p = self._pool(self._shape(rgb))
             clips.append(c)

@@ -43,9 +43,28 @@ def _run(clips: list[torch.Tensor], families: list[str], grid: int = 1) -> dict[
 
 def test_widths_and_shapes() -> None:
     out = _run([_moving(1, 0), _moving(0, 1)], ["colour", "motion", "shape"], grid=4)
-    dim = sum(DESCRIPTORS.values())
+    dim = sum(DESCRIPTORS[f] for f in ("colour", "motion", "shape"))
     assert out["clip"].shape == (2, dim) and out["patches"].shape == (2, 16, dim)
     assert torch.isfinite(out["clip"]).all() and torch.isfinite(out["patches"]).all()
+
+
+def test_change_sees_a_small_object_whole_whatever_the_patch_size() -> None:
+    """A 6-px red square moving left on grey: the change family reports red and leftward at
+    full strength in its patch, where the area-weighted colour family is diluted by the patch."""
+    x = torch.full((1, 3, 8, 64, 64), 0.5)
+    for t in range(8):
+        x[0, :, t, 20:26, 40 - 3 * t : 46 - 3 * t] = torch.tensor([0.9, 0.1, 0.1])[:, None, None]
+    out = ClassicalDescriptors(["change", "colour"], 4)(x)["patches"][0]
+    width = DESCRIPTORS["change"]
+    assert width == 39 and out.shape == (16, width + DESCRIPTORS["colour"])
+    k = int(out[:, width - 1].argmax())  # the patch with the most change
+    involved, direction = out[k, :15], out[k, 30 : 30 + DIRECTION_BINS]
+    assert int(involved[:HUE_BINS].argmax()) == 0  # red (hue bin 0)
+    assert int(direction.argmax()) == DIRECTION_BINS // 2  # leftwards (180 degrees)
+    # the change family's red share is the object's, not the patch's: ~8x the colour family's
+    assert involved[0] > 2.0 * out[k, width + 0]
+    static = ClassicalDescriptors(["change"], 4)(torch.full((1, 3, 8, 64, 64), 0.5))["patches"]
+    assert torch.isfinite(static).all() and static.abs().max() < 1e-3  # nothing changes: zeros
 
 
 def test_motion_direction_histogram_follows_the_motion() -> None:
