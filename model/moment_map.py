@@ -125,6 +125,8 @@ class MaskedConvStack(nn.Module):
 
 
 class _MapHead(nn.Module):
+    lengths: torch.Tensor  # [R] moment lengths of the band rows (a buffer)
+
     def __init__(self, num_clips: int, max_clips: int, dense: int) -> None:
         super().__init__()
         self.lengths_list = map_lengths(num_clips, max_clips, dense)
