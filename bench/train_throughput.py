@@ -10,6 +10,7 @@ runs in its own process so its peak memory (max RSS, or CUDA max allocated) is i
     python bench/train_throughput.py --json out.json       # also write the figures
     python bench/train_throughput.py --device cuda         # on a GPU (autocast as in training)
     python bench/train_throughput.py --shape tacos          # a real dataset's shape (see below)
+    python bench/train_throughput.py --head mmn             # another grounding head (model.head)
 
 ``--shape charades-sta|activitynet|tacos`` takes the dataset's preset (clips, widths, layers,
 batch) and its real training annotations from ``../shared/data`` (or ``--annotations FILE``):
@@ -104,6 +105,12 @@ def annotated_data(path: Path, videos: int, clips: int, dim: int, patches: int,
 PER_QUERY = ("text_encoder", "fusion", "span_head", "float_head")  # the same work in both modes
 
 
+def per_query_modules(head: str) -> tuple[str, ...]:
+    """Top-level modules whose work is per query: 2D-TAN's map is built per query (from the fused
+    clips); MMN's map is per video (its per-query part, one similarity, is left out)."""
+    return PER_QUERY + (("map_head",) if head == "tan2d" else ())
+
+
 def time_modules(model: torch.nn.Module) -> dict[str, float]:
     """Forward seconds per top-level module, accumulated by hooks while the dict is alive."""
     totals: dict[str, float] = {}
@@ -129,6 +136,8 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
         data = random_data(args.videos, args.queries_per_video, args.clips, args.dim, args.patches)
     sets = [f"model.num_clips={args.clips}", f"train.batch_videos={args.batch_videos}",
             f"train.multi_pair={'true' if mode == 'multi' else 'false'}"]
+    if args.head:
+        sets.append(f"model.head={args.head}")
     cfg = override(preset(args.preset), sets + args.set)
     prepared, _ = prepare(data, cfg.model.num_clips, cfg.model.max_words)
     sampler = make_sampler(prepared, data, cfg)
@@ -162,7 +171,9 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
            "videos_per_s": queries / dt / qpv, "video_encodings_per_step": videos_enc / n,
            "queries_per_step": queries / n, "params": sum(p.numel() for p in model.parameters()),
            "module_forward_s_per_step": {k: v / n for k, v in sorted(forward.items())},
-           "per_query_share": sum(v for k, v in forward.items() if k in PER_QUERY) / sum(forward.values())}
+           "head": cfg.model.head,
+           "per_query_share": sum(v for k, v in forward.items() if k in per_query_modules(cfg.model.head))
+           / sum(forward.values())}
     if mode == "multi":  # inference: every query once, multi-pair batches
         t0 = time.perf_counter()
         evaluate_model(model, prepared, data.records, batch_videos=cfg.train.batch_videos, device=device)
@@ -193,6 +204,8 @@ def main() -> int:
     p.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"),
                    help="where --shape finds the annotation files (default ../shared/data)")
     p.add_argument("--set", action="append", default=[], help="config override, e.g. model.d_model=256")
+    p.add_argument("--head", choices=("span", "tan2d", "mmn"), default=None,
+                   help="grounding head (model.head; default: the preset's, span)")
     p.add_argument("--batch-videos", type=int, default=8)
     p.add_argument("--steps", type=int, default=12, help="timed steps per mode")
     p.add_argument("--warmup", type=int, default=2)
@@ -238,7 +251,7 @@ def main() -> int:
         print(f"{name:<12}{r['queries_per_s']:>11.1f}{r['videos_per_s']:>10.2f}"
               f"{r['video_encodings_per_step']:>10.1f}{r['queries_per_step']:>8.1f}{peak:>10.0f}")
     print(f"{'module forward s/step':<22}{'multi':>8}{'single':>8}"
-          f"   (per query: {', '.join(PER_QUERY)})")
+          f"   (head {m['head']}; per query: {', '.join(per_query_modules(m['head']))})")
     for k in m["module_forward_s_per_step"]:
         print(f"  {k:<20}{m['module_forward_s_per_step'][k]:>8.3f}{s['module_forward_s_per_step'].get(k, 0):>8.3f}")
     print(f"per-query share of the forward pass: multi-pair {m['per_query_share']:.0%}, "

@@ -83,7 +83,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
 def config_with_defaults_of_its_time(config: dict[str, Any]) -> dict[str, Any]:
     """A stored config dict with the keys added since it was written set to what that code did:
     ``model.query_order`` did not exist and CSM read the annotation order -> ``"annotation"``;
-    ``model.patch_attention`` and ``model.highlight`` did not exist -> ``False``."""
+    ``model.patch_attention`` and ``model.highlight`` did not exist -> ``False``;
+    ``model.head`` did not exist -> ``"span"``."""
     model = dict(config.get("model", {}))
     if "query_order" not in model:
         model["query_order"] = "annotation"
@@ -91,6 +92,8 @@ def config_with_defaults_of_its_time(config: dict[str, Any]) -> dict[str, Any]:
         model["patch_attention"] = False
     if "highlight" not in model:
         model["highlight"] = False
+    if "head" not in model:
+        model["head"] = "span"
     return {**config, "model": model}
 
 

@@ -83,9 +83,19 @@ class ModelConfig:
     # Query-guided highlighting (not in the paper; VSLNet): a per-clip "inside the moment" head
     # trained on every clip, whose sigmoid scales the fused features before the span predictor
     highlight: bool = True
-    # Grounding head
+    # Grounding head: "span" (start/end logits, the paper's), "tan2d" (2D-TAN's moment map over the
+    # per-query fused clips) or "mmn" (MMN's video-only moment map matched to the sentence);
+    # see model/moment_map.py. Checkpoints written before the key existed are "span".
+    head: str = "span"
     head_layers: int = 2  # transformer blocks of the span predictor (paper: two)
     max_span_clips: int = 0  # 0 = any length; otherwise the longest span considered at inference
+    # moment maps (tan2d, mmn): longest moment in clips (0 = the whole video); lengths up to
+    # map_dense_clips are all in the map, longer ones at strides doubling (2D-TAN's sparse sampling)
+    map_max_clips: int = 0
+    map_dense_clips: int = 16
+    map_layers: int = 2  # masked 2D convolutions over the map
+    map_kernel: int = 3  # odd
+    mmn_temperature: float = 0.1  # MMN: scores are cosine / temperature
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,10 @@ class LossConfig:
     w_align: float = 0.1  # Eq. 8 over S_as and S_op
     w_segment: float = 0.1  # segment-level alignment (ground-truth moment vs sentence)
     w_highlight: float = 1.0  # per-clip "inside the moment" BCE (model.highlight)
+    w_map: float = 1.0  # tan2d/mmn: scaled-IoU binary cross-entropy over the moment map
+    w_mmn_contrast: float = 1.0  # mmn: mutual matching (moment <-> sentence InfoNCE)
+    map_min_iou: float = 0.5  # scaled IoU target: 0 at or below min_iou, 1 at max_iou (2D-TAN)
+    map_max_iou: float = 1.0
     alignment_strength: float = 1.0  # multiplies rince, contrast, align and segment
     segment_alignment: bool = True  # the multi-level paper's segment level beside the global one
     rince_q: float = 0.5  # RINCE's q (q -> 0: InfoNCE, q = 1: robust to noisy positives)
@@ -175,6 +189,8 @@ def _section(cls: type, values: dict[str, Any], name: str) -> Any:
 
 
 # ---------------------------------------------------------------- presets
+
+HEADS = ("span", "tan2d", "mmn")  # model.head
 
 PRESETS: dict[str, MKTNConfig] = {
     # Small widths so `mktn train` fits ~5 min on 2 CPU cores for ~1,000 queries.
@@ -298,6 +314,16 @@ def validate(cfg: MKTNConfig) -> None:
         raise ValueError(
             f"model.negative_selection={m.negative_selection!r}; use adaptive, fixed or none"
         )
+    if m.head not in HEADS:
+        raise ValueError(f"model.head={m.head!r}; use one of {', '.join(HEADS)}")
+    if m.map_kernel < 1 or m.map_kernel % 2 == 0:
+        raise ValueError(f"model.map_kernel={m.map_kernel} must be odd and >= 1")
+    if m.map_layers < 0 or m.map_dense_clips < 1 or m.map_max_clips < 0:
+        raise ValueError("model.map_layers must be >= 0, model.map_dense_clips >= 1, model.map_max_clips >= 0")
+    if not m.mmn_temperature > 0:
+        raise ValueError(f"model.mmn_temperature={m.mmn_temperature} must be > 0")
+    if not 0.0 <= cfg.loss.map_min_iou < cfg.loss.map_max_iou <= 1.0:
+        raise ValueError("need 0 <= loss.map_min_iou < loss.map_max_iou <= 1")
     if m.query_order not in ("annotation", "none"):
         raise ValueError(f"model.query_order={m.query_order!r}; use annotation or none")
     if cfg.train.schedule not in ("cosine", "linear"):

@@ -4,7 +4,9 @@
 p_start(i) * p_end(j) for j >= i (and j - i < ``max_span_clips`` when set); each
 candidate is refined by the float predictor's offsets and mapped to seconds
 through the clip windows (``model.spans.clip_indices_to_span``); temporal NMS
-keeps the top ``top_k``. Metrics come from ``model.metrics.evaluate_predictions``.
+keeps the top ``top_k``. The moment-map heads (``model.head = tan2d | mmn``) are decoded by
+``model.moment_map.decode_map`` instead (``decode_outputs`` picks by the outputs present), into the
+same records. Metrics come from ``model.metrics.evaluate_predictions``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from model.metrics import (
     write_moment_detr_predictions,
     write_predictions,
 )
+from model.moment_map import decode_map
 from model.spans import clip_edges, temporal_nms
 from pipeline.datasets.records import QueryMoment
 from storage.atomic import atomic_write_json
@@ -79,15 +82,34 @@ def decode_query(start_logits: torch.Tensor, end_logits: torch.Tensor, offsets: 
     return [[float(x) for x in spans[i]] for i in keep], [float(joint[sel][i]) for i in keep]
 
 
+DECODED = {"span": ("start_logits", "end_logits", "float_offsets"), "map": ("map_scores", "map_mask")}
+
+
+def decoded_outputs(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The outputs a decoder reads (on the CPU): the moment map's when present, else the span head's."""
+    keys = DECODED["map"] if "map_scores" in outputs else DECODED["span"]
+    return {k: outputs[k].detach().cpu() for k in keys}
+
+
+def decode_outputs(outputs: dict[str, torch.Tensor], j: int, clip_times: np.ndarray, *, top_k: int = 5,
+                   nms_iou: float = 0.5, max_span_clips: int = 0) -> tuple[list[list[float]], list[float]]:
+    """Query ``j`` of a batch's outputs -> (spans in seconds best first, scores), by the head's decoder."""
+    if "map_scores" in outputs:
+        return decode_map(outputs["map_scores"][j], outputs["map_mask"][j], clip_times, top_k=top_k,
+                          nms_iou=nms_iou, max_span_clips=max_span_clips)
+    return decode_query(outputs["start_logits"][j], outputs["end_logits"][j], outputs["float_offsets"][j],
+                        clip_times, top_k=top_k, nms_iou=nms_iou, max_span_clips=max_span_clips)
+
+
 def predict_batch(outputs: dict[str, torch.Tensor], batch: Batch, prepared: PreparedData, *,
                   top_k: int = 5, nms_iou: float = 0.5, max_span_clips: int = 0) -> list[dict[str, Any]]:
-    """Prediction records for every query of a batch."""
+    """Prediction records for every query of a batch (span head or moment map, by the outputs)."""
     records = []
-    start, end, off = (outputs[k].detach().cpu() for k in ("start_logits", "end_logits", "float_offsets"))
+    out = decoded_outputs(outputs)
     for j, qid in enumerate(batch.query_ids):
         vid = batch.video_ids[int(batch.query_video[j])]
-        spans, scores = decode_query(start[j], end[j], off[j], prepared.videos[vid].clip_times,
-                                     top_k=top_k, nms_iou=nms_iou, max_span_clips=max_span_clips)
+        spans, scores = decode_outputs(out, j, prepared.videos[vid].clip_times,
+                                       top_k=top_k, nms_iou=nms_iou, max_span_clips=max_span_clips)
         records.append({"query_id": qid, "video_id": vid, "spans": spans, "scores": scores})
     return records
 

@@ -12,6 +12,12 @@ Terms (each reads only named network outputs and batch targets):
 - ``align``: InfoNCE over the prototype similarities S_as and S_op (Eq. 8)
 - ``segment``: InfoNCE between each ground-truth moment and its sentence (multi-level paper)
 - ``highlight``: per-clip binary cross-entropy of "inside the moment" (``model.highlight``)
+- ``map`` (heads ``tan2d``/``mmn``): scaled-IoU binary cross-entropy over the moment map (2D-TAN)
+- ``mmn_contrast`` (head ``mmn``): MMN's mutual matching, InfoNCE sentence -> moments (the best-IoU
+  cell against the other moments of its video and every moment of the other videos) and
+  moment -> sentences (against the batch's other sentences)
+
+``span`` and ``float`` apply to the span head only (they read its start/end logits).
 
 Negatives everywhere are the ANS selection ``outputs["negatives"]``. The
 alignment-strength factor multiplies ``rince``, ``contrast``, ``align`` and ``segment``.
@@ -27,6 +33,7 @@ import torch.nn.functional as F
 
 from model.config import LossConfig, ModelConfig
 from model.data import Batch
+from model.moment_map import band_iou
 from model.spans import pairwise_temporal_iou, temporal_iou
 
 Outputs = dict[str, torch.Tensor]
@@ -92,18 +99,24 @@ class MKTNCriterion:
             "span": loss.w_span, "float": loss.w_float, "csm": loss.w_csm,
             "rince": loss.w_rince * s, "contrast": loss.w_contrast * s,
             "align": loss.w_align * s, "segment": loss.w_segment * s,
-            "highlight": loss.w_highlight,
+            "highlight": loss.w_highlight, "map": loss.w_map, "mmn_contrast": loss.w_mmn_contrast,
         }
         self.loss_map: dict[str, Callable[[Outputs, Batch], torch.Tensor]] = {
             "span": self.loss_span, "float": self.loss_float, "csm": self.loss_csm,
             "rince": self.loss_rince, "contrast": self.loss_contrast,
             "align": self.loss_align, "segment": self.loss_segment,
-            "highlight": self.loss_highlight,
+            "highlight": self.loss_highlight, "map": self.loss_moment_map,
+            "mmn_contrast": self.loss_mmn_contrast,
         }
 
     def active(self, outputs: Outputs) -> list[str]:
         """Terms that apply to these outputs (switched-off modules contribute nothing)."""
-        names = ["span", "float", "rince"]
+        names = ["span", "float"] if "start_logits" in outputs else []
+        if "map_logits" in outputs:
+            names.append("map")
+        if "moment_sim" in outputs:
+            names.append("mmn_contrast")
+        names.append("rince")
         if "csm_spans" in outputs:
             names.append("csm")
         if "sim_match" in outputs:
@@ -118,7 +131,7 @@ class MKTNCriterion:
 
     def __call__(self, outputs: Outputs, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """-> (weighted total, {name: value} for logging, including ``total``)."""
-        total = outputs["start_logits"].new_zeros((), dtype=torch.float32)
+        total = outputs["sim_global"].new_zeros((), dtype=torch.float32)
         logs: dict[str, float] = {}
         for name in self.active(outputs):
             value = self.loss_map[name](outputs, batch)
@@ -150,6 +163,47 @@ class MKTNCriterion:
         neg = ((1 - inside) * mask).sum(1).clamp_min(1.0)
         w = (inside / pos[:, None] + (1 - inside) / neg[:, None]) * mask * 0.5
         return (per * w).sum(1).mean()
+
+    def _map_iou(self, out: Outputs, batch: Batch) -> torch.Tensor:
+        """IoU [Q, R, L] of every band cell of each query's own video with its ground truth (clips)."""
+        length = out["map_logits"].shape[-1]
+        return band_iou(batch.start_idx + batch.start_frac, batch.end_idx + batch.end_frac,
+                        out["map_lengths"], length)
+
+    def loss_moment_map(self, out: Outputs, batch: Batch) -> torch.Tensor:
+        """2D-TAN's loss: binary cross-entropy of every valid cell against its scaled IoU
+        ``clamp((iou - min_iou) / (max_iou - min_iou), 0, 1)``, averaged per query."""
+        logits = out["map_logits"].float()
+        mask = out["map_band_mask"].float()
+        lo, hi = self.cfg.map_min_iou, self.cfg.map_max_iou
+        target = ((self._map_iou(out, batch) - lo) / (hi - lo)).clamp(0.0, 1.0)
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * mask
+        return (bce.sum((1, 2)) / mask.sum((1, 2)).clamp(min=1.0)).mean()
+
+    def loss_mmn_contrast(self, out: Outputs, batch: Batch) -> torch.Tensor:
+        """MMN's mutual matching. Sentence -> moment: the positive is the best-IoU cell of the
+        query's video; negatives are that video's cells with IoU below ``map_min_iou`` and every
+        cell of the other videos (items showing the same video are left out). Moment -> sentence:
+        the positive moment against the batch's other sentences, except sentences of the same
+        video whose moments overlap (IoU > 0.5) this one."""
+        sim = out["moment_sim"].float() / self.model_cfg.mmn_temperature  # (Q, B, R, L)
+        q, b = sim.shape[:2]
+        flat = sim.reshape(q, b, -1)
+        qv = batch.query_video
+        ar = torch.arange(q, device=sim.device)
+        own_mask = out["map_band_mask"]
+        iou = self._map_iou(out, batch)
+        best = iou.masked_fill(~own_mask, -1.0).flatten(1).argmax(1)  # (Q,)
+        pos = flat[ar, qv, best]
+        neg = out["moment_mask"][None].expand(q, -1, -1, -1) & ~batch.same_video[:, :, None, None]
+        neg = neg.clone()
+        neg[ar, qv] = own_mask & (iou < self.cfg.map_min_iou)
+        s2m = info_nce(pos, flat.reshape(q, -1), neg.reshape(q, -1))
+        m2s = flat[:, qv, best].T  # (Q moments, Q sentences): row i = positive moment of query i
+        same_video = batch.same_video[:, qv]
+        overlap = pairwise_temporal_iou(batch.span_norm, batch.span_norm) > 0.5
+        neg_s = ~torch.eye(q, dtype=torch.bool, device=sim.device) & ~(same_video & overlap)
+        return (s2m + info_nce(pos, m2s, neg_s)) / 2
 
     def loss_csm(self, out: Outputs, batch: Batch) -> torch.Tensor:
         pred = out["csm_spans"].float()

@@ -20,6 +20,7 @@ from model.encoders import TextEncoder, VideoEncoder
 from model.fusion import CoAttentionFusion, QueryPatchAttention
 from model.heads import FloatPredictor, HighlightHead, SpanPredictor
 from model.matching import GlobalAlignment, SelfWeightedContrast, select_negatives, tau_schedule
+from model.moment_map import MMNHead, TAN2DHead
 from model.prototypes import (
     ActivityPrototypes,
     ObjectPhraseMatching,
@@ -52,6 +53,15 @@ class MKTN(nn.Module):
     - ``highlight_logits`` [Q, L] (``highlight`` on): per clip, "inside the moment" (padding = -1e4)
     - ``patch_weights`` [Q, L, P] (``patch_attention`` on): each query's attention over the patches
       of every clip of its video
+
+    ``model.head`` picks the grounding head. ``"span"``: ``start_logits``, ``end_logits``,
+    ``float_offsets`` as above. ``"tan2d"`` / ``"mmn"`` (``model.moment_map``): instead of those,
+    ``map_logits`` [Q, R, L] (the band of ``R`` sampled moment lengths, padding = -1e4),
+    ``map_band_mask`` [Q, R, L], ``map_lengths`` [R], and for decoding ``map_scores`` [Q, L, L]
+    (cell (i, j) = moment of clips i..j) with ``map_mask`` [Q, L, L]; ``"mmn"`` adds
+    ``moment_sim`` [Q, B, R, L] and ``moment_mask`` [B, R, L]. ``"mmn"`` builds its moments from
+    the video features alone (after OPM/APA, once per video) and skips the per-query fusion,
+    patch attention and highlighting.
     """
 
     def __init__(self, cfg: ModelConfig, frame_dim: int, patch_dim: int, word_dim: int,
@@ -76,11 +86,23 @@ class MKTN(nn.Module):
                     if cfg.use_apa and cfg.apa_bmp else None)
         # "w/o OPM" keeps APA's own object prototypes (no matching, no fusion of them)
         self.apa_objects = SparseAggregator(d, cfg.num_objects) if self.apa is not None and self.opm is None else None
-        self.patch_attention = QueryPatchAttention(d, h, p) if cfg.patch_attention else None
-        self.fusion = CoAttentionFusion(d, p)
-        self.highlight_head = HighlightHead(d) if cfg.highlight else None
-        self.span_head = SpanPredictor(d, h, cfg.head_layers, p)
-        self.float_head = FloatPredictor(d)
+        per_query = cfg.head != "mmn"  # MMN matches the sentence to a video-only map: no fusion
+        self.patch_attention = QueryPatchAttention(d, h, p) if cfg.patch_attention and per_query else None
+        self.fusion = CoAttentionFusion(d, p) if per_query else None
+        self.highlight_head = HighlightHead(d) if cfg.highlight and per_query else None
+        map_kw = dict(max_clips=cfg.map_max_clips, dense=cfg.map_dense_clips, layers=cfg.map_layers,
+                      kernel=cfg.map_kernel, dropout=p)
+        self.map_head: TAN2DHead | MMNHead | None = None
+        if cfg.head == "span":  # attribute names as before: span checkpoints load unchanged
+            self.span_head = SpanPredictor(d, h, cfg.head_layers, p)
+            self.float_head = FloatPredictor(d)
+        elif cfg.head == "tan2d":
+            self.map_head = TAN2DHead(d, cfg.num_clips, **map_kw)  # type: ignore[arg-type]
+        elif cfg.head == "mmn":
+            self.map_head = MMNHead(d, cfg.num_clips, temperature=cfg.mmn_temperature,
+                                    **map_kw)  # type: ignore[arg-type]
+        else:
+            raise ValueError(f"model.head={cfg.head!r}; use span, tan2d or mmn")
 
     def tau(self, progress: float) -> float | None:
         c = self.cfg
@@ -154,6 +176,11 @@ class MKTN(nn.Module):
 
         # fusion and heads, per query on its own video
         clip_mask = batch.video_mask[qv]  # (Q, L)
+        out["clip_mask"] = clip_mask
+        if isinstance(self.map_head, MMNHead):  # moments of each video once, shared by its queries
+            out.update(self.map_head(video_feats, batch.video_mask, query_vec, qv))
+            return out
+        assert self.fusion is not None
         query_video = video_feats[qv]  # (Q, L, d)
         if self.patch_attention is not None:
             attended, out["patch_weights"] = self.patch_attention(patches[qv], words, batch.word_mask,
@@ -162,9 +189,11 @@ class MKTN(nn.Module):
         fused = self.fusion(query_video, clip_mask, torch.cat(tokens, 1), torch.cat(token_masks, 1))
         if self.highlight_head is not None:
             out["highlight_logits"], fused = self.highlight_head(fused, clip_mask)
+        if isinstance(self.map_head, TAN2DHead):
+            out.update(self.map_head(fused, clip_mask, query_vec))
+            return out
         out["start_logits"], out["end_logits"] = self.span_head(fused, clip_mask)
         out["float_offsets"] = self.float_head(fused)
-        out["clip_mask"] = clip_mask
         return out
 
 

@@ -31,7 +31,7 @@ import torch
 
 from model.checkpoint import model_from_checkpoint
 from model.data import GroundingData, QueryInput, VideoInput, collate, make_groups, prepare
-from model.evaluate import decode_query
+from model.evaluate import decode_outputs, decoded_outputs
 from pipeline.datasets.records import QueryMoment
 
 log = logging.getLogger(__name__)
@@ -211,11 +211,10 @@ def predict_video(checkpoint: str | os.PathLike[str], video: str | os.PathLike[s
                                  max_queries=cfg.model.max_queries_per_video,
                                  query_order=cfg.model.query_order):
             batch = collate(prepared, [group]).to(dev)
-            out = model(batch, 1.0)
+            out = decoded_outputs(model(batch, 1.0))
             for j, qid in enumerate(batch.query_ids):
-                spans[qid], scores[qid] = decode_query(
-                    out["start_logits"][j].cpu(), out["end_logits"][j].cpu(), out["float_offsets"][j].cpu(),
-                    prepared.videos["video"].clip_times, top_k=top_k, nms_iou=cfg.train.nms_iou,
+                spans[qid], scores[qid] = decode_outputs(
+                    out, j, prepared.videos["video"].clip_times, top_k=top_k, nms_iou=cfg.train.nms_iou,
                     max_span_clips=cfg.model.max_span_clips)
     return GroundingResult(str(video), v.duration, list(sentences), [spans[q.query_id] for q in queries],
                            [scores[q.query_id] for q in queries], v.clip_times)
