@@ -244,4 +244,4 @@ def test_a_real_video_filling_its_last_clip_exactly_has_no_padded_clip(tmp_path:
     assert stream.plan.num_clips == 7 and stream.plan.padded_clips == 0
     clips = list(stream.clips())
     assert len(clips) == 7
-    np.testing.assert_array_equal(_index_of(clips[-1][1]), np.arange(96, 112))
+    np.testing.assert_array_equal(_index_of(clips[-1][1]), np.arange(96, 112) % 32)  # red = 8 i mod 256
