@@ -114,6 +114,8 @@ def make_videos(folder: Path, count: int, seed: int = 0) -> list[Path]:
 
 
 def _child_mktn(videos: list[str], store: str, threads: int, grid: int) -> dict[str, Any]:
+    import torchvision.models.video  # noqa: F401  imported before the clock, as in the peer's child
+
     from pipeline.extract import ExtractionConfig, extract_videos
 
     config = ExtractionConfig(
@@ -226,7 +228,7 @@ def _child_peer(
     with contextlib.redirect_stdout(sys.stderr):
         peer_main.main(cli)
     seconds = time.perf_counter() - t0
-    feats = sorted(Path(out, "features").glob("*_r21d.npy"))
+    feats = sorted(Path(out, "features").rglob("*_r21d.npy"))  # under <feature_type>/<model>/
     clips = sum(int(np.load(f).shape[0]) for f in feats)
     return {"clips": clips, "seconds": seconds, "files": len(feats), "patched": patched}
 
