@@ -386,7 +386,7 @@ def main() -> None:
             g1 = mktn(1, "mktn-g1")
             report["mktn_grid1"] = g1
             print(
-                f"mktn (--grid 1): {g1['clips_per_s']:.3f} clips/s, peak RSS {g1['peak_rss_mb']:.0f} MB; "
+                f"mktn (--grid 1): {g1['clips_per_s']:.3f} clips/s, batch {g1['batch']}, peak RSS {g1['peak_rss_mb']:.0f} MB; "
                 f"4x4 patch features cost {100 * (1 - ours['clips_per_s'] / g1['clips_per_s']):+.1f} % of throughput end to end",
                 flush=True,
             )

@@ -32,18 +32,24 @@ def test_the_batch_size_comes_from_the_injected_measurement() -> None:
         return seconds
 
     for best in (1, 2, 4, 8):
-        assert pick_batch_size(fast_at(best), warmup=0) == best
+        assert pick_batch_size(fast_at(best), (1, 2, 4, 8), warmup=0) == best
     # per clip: 1.0, 0.9, 0.8, 0.95 -> 4; warm-up calls run but are not measured
     calls.clear()
     table = {1: 1.0, 2: 1.8, 4: 3.2, 8: 7.6}
-    assert pick_batch_size(lambda b: (calls.append(b), table[b])[1], warmup=1) == 4
+    assert (
+        pick_batch_size(lambda b: (calls.append(b), table[b])[1], (1, 2, 4, 8), warmup=1, trials=1)
+        == 4
+    )
     assert calls == [1, 1, 2, 2, 4, 4, 8, 8]
 
 
 def test_the_probe_stops_once_a_larger_batch_is_slower_per_clip() -> None:
     seen: list[int] = []
     table = {1: 1.0, 2: 2.4, 4: 1.0, 8: 1.0}  # 2 is slower per clip than 1: stop, keep 1
-    assert pick_batch_size(lambda b: (seen.append(b), table[b])[1], warmup=0, trials=2) == 1
+    assert (
+        pick_batch_size(lambda b: (seen.append(b), table[b])[1], (1, 2, 4, 8), warmup=0, trials=2)
+        == 1
+    )
     assert seen == [1, 1, 2, 2]
 
 
@@ -97,7 +103,7 @@ def test_features_do_not_depend_on_the_batch_size(
         resize=32 if backbone == "r3d_18" else None,
         clip_len=4 if backbone == "r3d_18" else None,
     )
-    # the probe (batch_size None) runs the first clips at 1, 2, 4, 8 in turn
+    # the probe (batch_size None) runs the first clips at 1, 2, 4 in turn
     monkeypatch.setattr(ex, "_PROBES", {})
     results = {}
     for bs in (1, 3, 8, None):
