@@ -262,9 +262,11 @@ def bounds(videos: list[Path], threads: int, batch: int) -> dict[str, Any]:
     import torch
 
     from pipeline.backbones import build_extractor
+    from pipeline.extract import tune_cpu_allocator
     from pipeline.video import ClipSampling, ClipStream
 
     torch.set_num_threads(threads)
+    tune_cpu_allocator()  # the allocator setting extraction runs with
     sampling = ClipSampling(
         fps=FPS, clip_len=CLIP_LEN, stride=CLIP_LEN, resize=128, crop=112, geometry="crop"
     )
