@@ -135,9 +135,18 @@ def _child_mktn(videos: list[str], store: str, threads: int, grid: int) -> dict[
     summary = extract_videos(videos, store, config, progress=False)
     seconds = time.perf_counter() - t0
     assert not summary.failed, summary.format()
-    from pipeline.extract import last_batch_choice
+    from pipeline import extract
 
-    return {"clips": summary.num_clips, "seconds": seconds, "batch": last_batch_choice()}
+    probes = {
+        str(k): {str(b): round(t, 4) for b, t in p.per_clip.items()}
+        for k, p in extract._PROBES.items()
+    }
+    return {
+        "clips": summary.num_clips,
+        "seconds": seconds,
+        "batch": extract.last_batch_choice(),
+        "probe_seconds_per_clip": probes,
+    }
 
 
 def _read_video_stand_in(path: str, pts_unit: str = "sec", **_: Any):  # noqa: ANN202
@@ -381,7 +390,7 @@ def main() -> None:
         report["mktn"] = ours
         print(
             f"mktn (defaults, patch features on, 4x4 grid): {ours['clips']} clips in {ours['seconds']:.1f} s = "
-            f"{ours['clips_per_s']:.3f} clips/s, batch {ours['batch']}, peak RSS {ours['peak_rss_mb']:.0f} MB  (load {_load()})",
+            f"{ours['clips_per_s']:.3f} clips/s, batch {ours['batch']} (probe, s/clip: {ours['probe_seconds_per_clip']}), peak RSS {ours['peak_rss_mb']:.0f} MB  (load {_load()})",
             flush=True,
         )
         if not args.no_grid1:
