@@ -540,9 +540,10 @@ class ClipFeatureExtractor(nn.Module):
 
     def normalize(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [B, L, H, W, 3] -> float [B, 3, L, H, W] normalised for this backbone."""
-        x = frames.permute(0, 4, 1, 2, 3).contiguous().float()  # (B, 3, L, H, W)
+        # one float copy, then the same arithmetic in place (no further temporaries)
+        x = frames.permute(0, 4, 1, 2, 3).to(torch.float32, memory_format=torch.contiguous_format)
         mean, std = self.get_buffer("mean"), self.get_buffer("std")
-        return (x * (self.spec.scale / 255.0) - mean) / std
+        return x.mul_(self.spec.scale / 255.0).sub_(mean).div_(std)  # (B, 3, L, H, W)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         parts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}

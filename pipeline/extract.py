@@ -19,13 +19,15 @@ Library entry points: :func:`extract_videos` (many videos, one summary) and
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
 import queue
+import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -84,7 +86,7 @@ class ExtractionConfig:
     dataset: str = "default"
     extractor_id: str | None = None  # None: derived from the feature-deciding fields
     # speed only (not part of the extractor id)
-    batch_size: int | None = None  # None: 8 on CPU, by free memory on CUDA
+    batch_size: int | None = None  # None: measured on CPU (BatchSizeProbe), by free memory on CUDA
     device: str = "auto"
     threads: int | None = None  # torch CPU threads; None: all cores
     decode_threads: int = 1
@@ -320,9 +322,13 @@ def get_model(config: ExtractionConfig, device: torch.device) -> ClipFeatureExtr
 def auto_batch_size(
     model: ClipFeatureExtractor, sampling: ClipSampling, device: torch.device
 ) -> int:
-    """8 on CPU; on CUDA, as many clips as fit in half the free memory (1..256)."""
+    """CUDA: as many clips as fit in half the free memory (1..256). CPU: see :class:`BatchSizeProbe`.
+
+    On CPU this returns the largest probe candidate, the size the reader decodes at; the
+    compute side splits those batches into the size the probe picks.
+    """
     if device.type != "cuda":
-        return 8
+        return max(CPU_BATCH_CANDIDATES)
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
@@ -332,6 +338,146 @@ def auto_batch_size(
     per_clip = max(1, (torch.cuda.max_memory_allocated(device) - before) // 2)
     free, _ = torch.cuda.mem_get_info(device)
     return int(max(1, min(256, (free // 2) // per_clip)))
+
+
+# --- CPU speed: the batch size by measurement, and the allocator ---------------------------
+
+# 8 is left out: measured on R(2+1)D-18 (bench/extract_vs_peer.py, docs/benchmarks.md) its
+# activations no longer fit the caches and its peak RSS passes 2 GB, for no gain per clip
+CPU_BATCH_CANDIDATES: tuple[int, ...] = (1, 2, 4)
+
+
+class BatchSizeProbe:
+    """Picks the CPU batch size from the timings of real batches (none is wasted).
+
+    On CPU a larger batch is not always faster per clip (the temporaries of a large batch
+    fall out of the caches and, without :func:`tune_cpu_allocator`, are faulted in again for
+    every batch), and where the balance lies depends on the backbone, the clip size, the
+    threads and the machine. So the first batches of a run are computed at each candidate
+    size in turn (ascending): ``warmup`` unmeasured chunks (the first call at a new shape
+    builds its kernels), then ``trials`` measured ones. The size with the fewest seconds per
+    clip (best of its trials) wins; the probe stops early once a size is slower per clip
+    than the one before it. ``record`` ignores a chunk of another size than asked for (the
+    short last batch of a video).
+
+    >>> probe = BatchSizeProbe((1, 2, 4), warmup=0, trials=1)
+    >>> for size, seconds in [(1, 1.0), (2, 1.6), (4, 3.6)]:
+    ...     assert probe.next_size() == size
+    ...     probe.record(size, seconds)
+    >>> probe.chosen, probe.per_clip
+    (2, {1: 1.0, 2: 0.8, 4: 0.9})
+    """
+
+    def __init__(
+        self,
+        candidates: Sequence[int] = CPU_BATCH_CANDIDATES,
+        *,
+        warmup: int = 1,
+        trials: int = 2,
+    ) -> None:
+        if not candidates or min(candidates) < 1:
+            raise ValueError(f"batch size candidates must be >= 1, got {candidates!r}")
+        self.candidates = sorted(set(candidates))
+        self._steps = [(c, i >= warmup) for c in self.candidates for i in range(warmup + trials)]
+        self._step = 0
+        self._seconds: dict[int, list[float]] = {}
+        self.chosen: int | None = self.candidates[0] if len(self.candidates) == 1 else None
+
+    @property
+    def per_clip(self) -> dict[int, float]:
+        """Best measured seconds per clip of each size measured so far."""
+        return {b: min(s) / b for b, s in self._seconds.items()}
+
+    def next_size(self) -> int:
+        return self.chosen if self.chosen is not None else self._steps[self._step][0]
+
+    def record(self, size: int, seconds: float) -> None:
+        if self.chosen is not None or size != self._steps[self._step][0]:
+            return
+        _, measured = self._steps[self._step]
+        if measured:
+            self._seconds.setdefault(size, []).append(seconds)
+        self._step += 1
+        done = self._step == len(self._steps)
+        if not done and self._steps[self._step][0] != size:  # finished this size
+            per = self.per_clip
+            sizes = sorted(per)
+            done = len(sizes) >= 2 and per[sizes[-1]] > per[sizes[-2]]
+        if done:
+            per = self.per_clip
+            self.chosen = min(per, key=lambda b: (per[b], b))
+            log.info(
+                "CPU batch size %d (seconds per clip by batch size: %s)",
+                self.chosen,
+                ", ".join(f"{b}: {t:.4f}" for b, t in sorted(per.items())),
+            )
+
+
+def pick_batch_size(
+    time_batch: Callable[[int], float],
+    candidates: Sequence[int] = CPU_BATCH_CANDIDATES,
+    *,
+    warmup: int = 1,
+    trials: int = 1,
+) -> int:
+    """The batch size :class:`BatchSizeProbe` picks when ``time_batch(b)`` (seconds for one
+    batch of ``b`` clips) is the measurement.
+
+    >>> pick_batch_size(lambda b: {1: 1.0, 2: 1.9, 4: 3.7}[b])
+    4
+    """
+    probe = BatchSizeProbe(candidates, warmup=warmup, trials=trials)
+    while probe.chosen is None:
+        size = probe.next_size()
+        probe.record(size, time_batch(size))
+    return probe.chosen
+
+
+# The probe of each (model, clip shape, threads) lives as long as the process, so the many
+# one-video calls of a Dask worker or a Prefect task measure once between them.
+_PROBES: dict[tuple[Any, ...], BatchSizeProbe] = {}
+_LAST_BATCH: list[int | None] = [None]
+
+
+def last_batch_choice() -> int | None:
+    """The compute batch size of this process's last extraction (the probe's pick on CPU)."""
+    return _LAST_BATCH[0]
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_ALLOCATOR: list[bool | None] = [None]
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed memory in the process so no batch faults its temporaries in again (glibc).
+
+    glibc serves a block above its mmap threshold (at most 32 MiB on 64-bit) with a fresh
+    ``mmap`` and gives it back with ``munmap`` on free, and trims the heap top above its trim
+    threshold, so the activations of every CPU batch (a 16x112x112 R(2+1)D batch of 8 has
+    100 MB ones) are page-faulted in again each time. At the start of a CPU extraction this
+    sets ``M_MMAP_MAX`` to 0 (large blocks come from the heap too) and ``M_TRIM_THRESHOLD``
+    to 1 GiB (freed memory stays for the next batch), process-wide and once. Peak RSS is
+    not raised: the memory kept is what the previous batch needed. Set ``MKTN_MALLOC_TUNING=0``
+    to leave the allocator alone; elsewhere than glibc it does nothing. True when applied.
+    """
+    if _ALLOCATOR[0] is not None:
+        return _ALLOCATOR[0]
+    applied = False
+    if os.environ.get("MKTN_MALLOC_TUNING", "1") != "0" and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None)
+            gnu = getattr(libc, "gnu_get_libc_version", None)
+            if gnu is not None and hasattr(libc, "mallopt"):
+                applied = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(
+                    libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+                )
+        except OSError:
+            applied = False
+    _ALLOCATOR[0] = applied
+    log.debug("glibc malloc tuning %s", "applied" if applied else "not applied")
+    return applied
 
 
 # --- the reader thread --------------------------------------------------------------------
@@ -615,6 +761,20 @@ def _drive(
     model = get_model(config, device)
     batch_size = config.batch_size or auto_batch_size(model, config.sampling(), device)
     use_cuda = device.type == "cuda"
+    probe: BatchSizeProbe | None = None
+    if not use_cuda:
+        tune_cpu_allocator()
+        if config.batch_size is None:
+            sampling = config.sampling()
+            key = (
+                config.backbone,
+                config.resolved_layer(),
+                config.grid,
+                sampling.clip_len,
+                sampling.crop,
+                torch.get_num_threads(),
+            )
+            probe = _PROBES.setdefault(key, BatchSizeProbe())
     summary = ExtractionSummary(extractor_id=extractor_id)
     overall = tqdm(total=len(jobs), desc="videos", unit="video", disable=not progress, position=0)
     timeout = config.video_timeout_s
@@ -624,7 +784,8 @@ def _drive(
             reader = _Reader(remaining, group, config, model, batch_size, pin=use_cuda)
             finished: set[str] = set()
             hung = _drive_reader(
-                reader, group, config, device, extractor_id, progress, summary, overall, finished
+                reader, group, config, device, extractor_id, progress, summary, overall, finished,
+                probe,
             )
             if hung is None:
                 break
@@ -651,6 +812,7 @@ def _drive_reader(
     summary: ExtractionSummary,
     overall: Any,
     finished: set[str],
+    probe: BatchSizeProbe | None = None,
 ) -> _Job | None:
     """Consume one reader; returns the job that timed out (None when every job finished)."""
     model = reader.model
@@ -709,11 +871,21 @@ def _drive_reader(
                 elif isinstance(item, _Batch):
                     if current is None or job.video_id in failed_ids:
                         continue
-                    with torch.inference_mode(), autocast:
-                        x = model.normalize(item.clips.to(device, non_blocking=use_cuda))
-                        out = model(x)
-                    frames.append(out["clip"].float().cpu().numpy())
-                    patches.append(out["patches"].float().cpu().numpy())
+                    # on CPU the probe may ask for smaller chunks than the reader's batches
+                    pos, total = 0, item.clips.shape[0]
+                    while pos < total:
+                        size = probe.next_size() if probe is not None else total
+                        chunk = item.clips[pos : pos + size]
+                        t0 = time.perf_counter()
+                        with torch.inference_mode(), autocast:
+                            x = model.normalize(chunk.to(device, non_blocking=use_cuda))
+                            out = model(x)
+                        frames.append(out["clip"].float().cpu().numpy())
+                        patches.append(out["patches"].float().cpu().numpy())
+                        if probe is not None:
+                            probe.record(chunk.shape[0], time.perf_counter() - t0)
+                        pos += chunk.shape[0]
+                    _LAST_BATCH[0] = probe.next_size() if probe is not None else reader.batch_size
                     times.append(item.times)
                     if per_video is not None:
                         per_video.update(len(item.indices))

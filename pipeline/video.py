@@ -229,6 +229,24 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
     )
 
 
+DURATION_ROUNDING_S = 1e-3  # containers store durations in ticks of up to a millisecond
+
+
+def sample_count(duration: float, fps: float) -> int:
+    """Samples at ``k / fps`` before ``duration``: ``ceil(duration * fps)``, except that a
+    duration within a millisecond (the coarsest common container time base; at least 1e-3
+    of a sample, at most half a sample) above a whole number of samples gives that number:
+    the container's rounding must not add a sample, and with it a clip of padding only.
+
+    >>> sample_count(112 / 25, 25), sample_count(112 / 25 + 4e-4, 25), sample_count(112 / 25 - 1e-9, 25)
+    (112, 112, 112)
+    >>> sample_count(112 / 25 + 0.02, 25), sample_count(0.0, 25)
+    (113, 1)
+    """
+    tolerance = min(0.5, max(1e-3, DURATION_ROUNDING_S * fps))
+    return max(1, math.ceil(duration * fps - tolerance))
+
+
 def plan_clips(info: VideoInfo, sampling: ClipSampling) -> ClipPlan:
     """Sample times ``k / fps`` in ``[0, duration)`` and the clips over them.
 
@@ -237,13 +255,11 @@ def plan_clips(info: VideoInfo, sampling: ClipSampling) -> ClipPlan:
     >>> plan = plan_clips(info, ClipSampling(fps=5, clip_len=4, stride=4, resize=48, crop=48))
     >>> plan.num_samples, plan.num_clips, plan.padded_frames
     (15, 4, 1)
-    >>> plan.clip_times.tolist()
+    >>> plan.clip_times.round(6).tolist()
     [[0.0, 0.8], [0.8, 1.6], [1.6, 2.4], [2.4, 3.0]]
     """
     step = 1.0 / sampling.fps
-    # a container duration a hair above a whole number of samples (rounding in its time base)
-    # must not add a sample, and with it a clip made only of padding
-    n_samples = max(1, math.ceil(info.duration * sampling.fps - 1e-3))
+    n_samples = sample_count(info.duration, sampling.fps)
     times = np.arange(n_samples, dtype=np.float64) * step
     # The frame on screen at time t: the last frame whose start is <= t.
     src = np.searchsorted(info.frame_starts, times + 1e-6, side="right") - 1
@@ -252,7 +268,9 @@ def plan_clips(info: VideoInfo, sampling: ClipSampling) -> ClipPlan:
     if n_samples <= length:
         n_clips = 1
     else:
-        n_clips = math.ceil((n_samples - length) / stride) + 1
+        # enough clips to reach the last sample, but none that starts past it (with a
+        # stride longer than the clip, the last window could otherwise be all padding)
+        n_clips = min(math.ceil((n_samples - length) / stride) + 1, math.ceil(n_samples / stride))
     starts = np.arange(n_clips, dtype=np.int64) * stride
     ends = starts + length
     padded = np.maximum(ends - n_samples, 0)

@@ -195,3 +195,53 @@ def test_hour_long_plan_is_cheap_and_exact() -> None:
     assert plan.num_clips == 3600 and plan.padded_frames == 0
     assert plan.clip_times[-1].tolist() == [3599.0, 3600.0]
     np.testing.assert_array_equal(plan.source_frames[:5], [0, 3, 7, 11, 15])  # floor(k * 30 / 8)
+
+
+# --- issue 17 item 3: no clip made only of padding -------------------------------------------
+
+
+def _info(n: int, fps: float, duration: float) -> VideoInfo:
+    return VideoInfo("x.mp4", n, fps, duration, 64, 48, np.arange(n) / fps, False)
+
+
+@pytest.mark.parametrize("error", [0.0, 1e-9, 1e-6, 4e-4, 9e-4, -1e-9, -1e-6, -4e-4])
+def test_duration_a_rounding_error_off_a_whole_number_of_frames(error: float) -> None:
+    # 112 frames at 25 fps fill 7 clips of 16 exactly: no eighth clip of padding
+    info = _info(112, 25.0, 112 / 25 + error)
+    plan = plan_clips(info, ClipSampling(fps=25, clip_len=16, stride=16, resize=64, crop=48))
+    assert plan.num_samples == 112 and plan.num_clips == 7
+    assert plan.padded_frames == 0 and plan.padded_clips == 0
+    np.testing.assert_array_equal(plan.source_frames, np.arange(112))
+
+
+def test_a_real_frame_past_the_last_full_clip_gets_a_padded_clip() -> None:
+    for n in (113, 127):  # one real frame / 15 real frames past the 7th clip
+        plan = plan_clips(
+            _info(n, 25.0, n / 25), ClipSampling(fps=25, clip_len=16, stride=16, resize=64, crop=48)
+        )
+        assert plan.num_clips == 8 and plan.padded_clips == 1
+        assert plan.padded_frames == 16 * 8 - n
+        assert plan.clip_starts[-1] < plan.num_samples  # the tail holds a real frame
+
+
+@pytest.mark.parametrize("n", list(range(1, 40)))
+@pytest.mark.parametrize("length,stride", [(4, 4), (4, 2), (4, 8), (8, 3), (3, 7)])
+def test_every_clip_holds_a_real_sample(n: int, length: int, stride: int) -> None:
+    plan = plan_clips(
+        _info(n, 10.0, n / 10),
+        ClipSampling(fps=10, clip_len=length, stride=stride, resize=48, crop=48),
+    )
+    assert plan.num_samples == n
+    assert (plan.clip_starts < n).all()  # no clip made only of padding
+    # and the clips reach as far as a clip starting at a multiple of the stride can
+    last = plan.clip_starts[-1]
+    assert last + length >= n or last + stride >= n
+
+
+def test_a_real_video_filling_its_last_clip_exactly_has_no_padded_clip(tmp_path: Path) -> None:
+    path = make_video(tmp_path / "full.mp4", n=112, fps=25)
+    stream = ClipStream(path, ClipSampling(fps=25, clip_len=16, stride=16, resize=48, crop=48))
+    assert stream.plan.num_clips == 7 and stream.plan.padded_clips == 0
+    clips = list(stream.clips())
+    assert len(clips) == 7
+    np.testing.assert_array_equal(_index_of(clips[-1][1]), np.arange(96, 112) % 32)  # red = 8 i mod 256

@@ -66,7 +66,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dtype", choices=("float16", "float32"), default="float16")
     parser.add_argument(
-        "--batch-size", type=int, default=None, help="clips per batch (default: 8 CPU, auto CUDA)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="clips per batch (default: measured on CPU by a short probe on the first batches, by free memory on CUDA)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     parser.add_argument(

@@ -1,0 +1,460 @@
+"""This project's extraction against v-iashin/video_features, side by side on the same videos.
+
+    python bench/extract_vs_peer.py [--peer PATH] [--videos 10] [--threads 2]
+                                    [--lock /tmp/mktn-torch.lock] [--json out.json]
+
+Both extractors run torchvision R(2+1)D-18 (random init: no weights are downloaded, and
+throughput does not depend on the weight values) on the same synthetic mp4s (written here
+with PyAV, 320x240 at 25 fps, each a whole number of 16-frame clips), 16-frame clips,
+stride 16, short side 128, centre crop 112, every frame (the videos' own 25 fps), CPU,
+``--threads`` torch threads. Each extractor runs in its own child process, as a user would
+run it, and reports its clips, the seconds of its extraction (after the interpreter and
+imports) and its peak RSS (``ru_maxrss`` of that child alone, from ``os.wait4``).
+
+- mktn: ``extract_videos`` with the default settings (batch size chosen by the probe,
+  patch features on: 4x4 grid), into a fresh Zarr store; once more with ``--grid 1``
+  (patch features as small as they go) to show what the patch head costs end to end.
+- video_features: its ``main.py`` with ``feature_type=r21d device=cpu
+  on_extraction=save_numpy``, imported and run in the child with two patches, printed in
+  the output: ``torchvision.models.get_model(..., weights='DEFAULT')`` is made to build
+  with ``weights=None`` (seeded random init), and, where the installed torchvision no
+  longer has ``torchvision.io.read_video`` (removed in torchvision 0.24), a stand-in with
+  the removed function's behaviour (PyAV decode of every frame to an RGB uint8 THWC
+  tensor) is installed. Its own code is not changed. It needs ``omegaconf`` and
+  ``opencv-python-headless`` (``pip install omegaconf opencv-python-headless``, or
+  ``--peer-deps DIR`` for a ``pip install --target DIR`` folder).
+
+  Getting the peer: ``git clone https://github.com/v-iashin/video_features`` and pass the
+  folder as ``--peer``. Without ``--peer`` (or when the folder has no ``main.py``) the peer
+  is skipped with a message and only this project's figures are printed.
+
+Bounds, in the parent on the same clips: decode-only (this project's ``ClipStream`` plus
+normalisation; the peer's ``read_video`` plus its transforms) and compute-only (the model
+forward alone on pre-decoded clips: the backbone as the peer runs it, and with this
+project's clip + patch head, at batch 1 and at the batch size the probe chose).
+
+``--lock PATH`` takes an exclusive ``flock`` on PATH around each measurement (not around
+writing the videos), so timings are not shared with other torch jobs on the machine and
+no single hold is long.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CLIP_LEN = 16
+FPS = 25
+SIZE = (320, 240)
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+@contextlib.contextmanager
+def _locked(path: str | None) -> Iterator[None]:
+    if not path:
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def make_videos(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    """``count`` mp4s of 2..6 whole 16-frame clips: moving blocks on a textured background."""
+    import av
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    w, h = SIZE
+    out = []
+    for i in range(count):
+        clips = 2 + i % 5
+        path = folder / f"v{i:02d}.mp4"
+        container = av.open(str(path), "w")
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        base = rng.integers(40, 200, (h, w, 3), dtype=np.uint8)
+        colour = rng.integers(0, 255, 3)
+        for f in range(clips * CLIP_LEN):
+            img = base.copy()
+            x, y = (7 * f + 13 * i) % (w - 40), (3 * f + 5 * i) % (h - 40)
+            img[y : y + 40, x : x + 40] = colour
+            img[:, :, i % 3] = np.roll(img[:, :, i % 3], f, axis=1)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+        container.close()
+        out.append(path)
+    return out
+
+
+# --- children ----------------------------------------------------------------------------
+
+
+def _child_mktn(videos: list[str], store: str, threads: int, grid: int) -> dict[str, Any]:
+    import torchvision.models.video  # noqa: F401  imported before the clock, as in the peer's child
+
+    from pipeline.extract import ExtractionConfig, extract_videos
+
+    config = ExtractionConfig(
+        backbone="r2plus1d_18",
+        grid=grid,
+        fps=FPS,
+        clip_len=CLIP_LEN,
+        stride=CLIP_LEN,
+        resize=128,
+        crop=112,
+        geometry="crop",
+        threads=threads,
+        device="cpu",
+        dataset="bench",
+    )
+    t0 = time.perf_counter()
+    summary = extract_videos(videos, store, config, progress=False)
+    seconds = time.perf_counter() - t0
+    assert not summary.failed, summary.format()
+    from pipeline import extract
+
+    probes = {
+        str(k): {str(b): round(t, 4) for b, t in p.per_clip.items()}
+        for k, p in extract._PROBES.items()
+    }
+    return {
+        "clips": summary.num_clips,
+        "seconds": seconds,
+        "batch": extract.last_batch_choice(),
+        "probe_seconds_per_clip": probes,
+    }
+
+
+def _read_video_stand_in(path: str, pts_unit: str = "sec", **_: Any):  # noqa: ANN202
+    """torchvision<0.24 ``read_video`` with its PyAV backend: all frames, RGB, uint8 THWC."""
+    import av
+    import torch
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate) if stream.average_rate else 0.0
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    video = torch.as_tensor(np.stack(frames)) if frames else torch.empty((0, 1, 1, 3))
+    return video, torch.empty((1, 0)), {"video_fps": fps}
+
+
+def _patch_peer() -> list[str]:
+    import types
+
+    import torch
+    import torchvision.models as tvm
+
+    patched = []
+    original = tvm.get_model
+
+    def get_model(name: str, weights: Any = None, **kwargs: Any) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return original(name, weights=None, **kwargs)
+
+    tvm.get_model = get_model
+    patched.append(
+        "torchvision.models.get_model(weights='DEFAULT') -> weights=None (seeded random init)"
+    )
+    try:
+        from torchvision.io.video import read_video  # noqa: F401
+    except ImportError:
+        import torchvision.io
+
+        shim = types.ModuleType("torchvision.io.video")
+        shim.read_video = _read_video_stand_in  # type: ignore[attr-defined]
+        sys.modules["torchvision.io.video"] = shim
+        torchvision.io.video = shim  # type: ignore[attr-defined]
+        patched.append(
+            "torchvision.io.video.read_video (gone from this torchvision) -> a PyAV stand-in "
+            "with the removed function's behaviour"
+        )
+    return patched
+
+
+def _child_peer(
+    peer: str, videos: list[str], out: str, threads: int, decode_only: bool
+) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(threads)
+    patched = _patch_peer()
+    sys.path.insert(0, peer)
+    os.chdir(peer)
+    from omegaconf import OmegaConf
+
+    listing = Path(out) / "videos.txt"
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text("\n".join(videos) + "\n")
+    cli = OmegaConf.from_dotlist(
+        [
+            "feature_type=r21d",
+            "device=cpu",
+            "on_extraction=save_numpy",
+            f"output_path={out}/features",
+            f"tmp_path={out}/tmp",
+            f"file_with_video_paths={listing}",
+        ]
+    )
+    if decode_only:  # the peer's own decode + transforms, no model
+        from models.r21d.extract_r21d import ExtractR21D
+        from torchvision.io.video import read_video  # the (patched) one the peer uses
+
+        args = OmegaConf.merge(OmegaConf.load("configs/r21d.yml"), cli)
+        extractor = ExtractR21D(args)
+        t0, clips = time.perf_counter(), 0
+        for v in videos:
+            rgb, _, _ = read_video(v, pts_unit="sec")
+            rgb = extractor.transforms(rgb)
+            clips += (rgb.shape[1] - CLIP_LEN) // CLIP_LEN + 1
+        return {"clips": clips, "seconds": time.perf_counter() - t0, "patched": patched}
+    import main as peer_main
+
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):
+        peer_main.main(cli)
+    seconds = time.perf_counter() - t0
+    feats = sorted(Path(out, "features").rglob("*_r21d.npy"))  # under <feature_type>/<model>/
+    clips = sum(int(np.load(f).shape[0]) for f in feats)
+    return {"clips": clips, "seconds": seconds, "files": len(feats), "patched": patched}
+
+
+def _spawn(args: list[str], env_extra: dict[str, str], log: Path) -> dict[str, Any]:
+    """Run this file as a child with ``args``; its JSON result plus its own peak RSS."""
+    env = dict(os.environ, **env_extra)
+    t0 = time.perf_counter()
+    with open(log, "w") as err, tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), *args], stdout=out, stderr=err, env=env
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read()
+    if proc.returncode != 0:
+        tail = log.read_text()[-2000:]
+        raise RuntimeError(f"child {args[:2]} failed ({proc.returncode}):\n{tail}")
+    result = json.loads(text.strip().splitlines()[-1])
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    result["wall_s"] = time.perf_counter() - t0
+    result["clips_per_s"] = result["clips"] / result["seconds"]
+    return result
+
+
+# --- bounds in the parent ----------------------------------------------------------------
+
+
+def bounds(videos: list[Path], threads: int, batch: int) -> dict[str, Any]:
+    import torch
+
+    from pipeline.backbones import build_extractor
+    from pipeline.extract import tune_cpu_allocator
+    from pipeline.video import ClipSampling, ClipStream
+
+    torch.set_num_threads(threads)
+    tune_cpu_allocator()  # the allocator setting extraction runs with
+    sampling = ClipSampling(
+        fps=FPS, clip_len=CLIP_LEN, stride=CLIP_LEN, resize=128, crop=112, geometry="crop"
+    )
+    model = build_extractor("r2plus1d_18", grid=4)
+    t0, kept = time.perf_counter(), []
+    for v in videos:
+        for b in ClipStream(v, sampling).batches(8):
+            kept.append(model.normalize(torch.from_numpy(b.frames)))
+    decode_s = time.perf_counter() - t0
+    clips = torch.cat(kept)
+    n = clips.shape[0]
+    net = model.net
+
+    def backbone(x: torch.Tensor) -> torch.Tensor:  # what the peer runs: fc = Identity
+        return net.avgpool(net.layer4(net.layer3(net.layer2(net.layer1(net.stem(x)))))).flatten(1)
+
+    def timed(fn: Any, bs: int) -> float:
+        with torch.inference_mode():
+            fn(clips[:bs])  # warm-up: oneDNN primitives for this shape
+            t0 = time.perf_counter()
+            for i in range(0, n, bs):
+                fn(clips[i : i + bs])
+            return n / (time.perf_counter() - t0)
+
+    out: dict[str, Any] = {"clips": n, "mktn_decode_clips_per_s": n / decode_s}
+    # the peer runs the backbone one clip at a time; this project at the probe's batch size
+    for bs in sorted({1, batch}):
+        out[f"backbone_b{bs}"] = timed(backbone, bs)
+    out[f"with_patch_head_b{batch}"] = timed(model, batch)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--peer", default=None, help="a video_features checkout (see above)")
+    ap.add_argument("--peer-deps", default=None, help="extra PYTHONPATH folder for the peer")
+    ap.add_argument("--videos", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lock", default=None, help="flock this file around each measurement")
+    ap.add_argument("--no-grid1", action="store_true", help="skip the --grid 1 run")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.child:
+        kind, payload = args.child[0], json.loads(args.child[1])
+        if kind == "mktn":
+            res = _child_mktn(**payload)
+        else:
+            res = _child_peer(**payload)
+        print(json.dumps(res))
+        return
+
+    import torch
+
+    report: dict[str, Any] = {
+        "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "threads": args.threads,
+        "load_before": _load(),
+    }
+    print(f"{report['date']}  {report['machine']}  load {report['load_before']}", flush=True)
+    env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    here = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    peer = args.peer
+    if peer and not Path(peer, "main.py").is_file():
+        print(f"--peer {peer}: no main.py there; skipping video_features", flush=True)
+        peer = None
+    elif not peer:
+        print(
+            "no --peer given: skipping video_features "
+            "(git clone https://github.com/v-iashin/video_features; --peer that folder)",
+            flush=True,
+        )
+    with tempfile.TemporaryDirectory(prefix="mktn-vs-peer-") as tmp:
+        tmpd = Path(tmp)
+        videos = make_videos(tmpd / "videos", args.videos)
+        names = [str(v) for v in videos]
+        print(
+            f"{len(videos)} videos, {sum(2 + i % 5 for i in range(args.videos))} clips each side",
+            flush=True,
+        )
+
+        def mktn(grid: int, tag: str) -> dict[str, Any]:
+            payload = {
+                "videos": names,
+                "store": str(tmpd / f"{tag}.zarr"),
+                "threads": args.threads,
+                "grid": grid,
+            }
+            with _locked(args.lock):
+                return _spawn(["--child", "mktn", json.dumps(payload)], env, tmpd / f"{tag}.log")
+
+        def peer_run(decode_only: bool, tag: str) -> dict[str, Any]:
+            penv = dict(env)
+            if args.peer_deps:
+                penv["PYTHONPATH"] = os.pathsep.join([args.peer_deps, penv["PYTHONPATH"]])
+            payload = {
+                "peer": str(Path(peer).resolve()),  # type: ignore[arg-type]
+                "videos": names,
+                "out": str(tmpd / tag),
+                "threads": args.threads,
+                "decode_only": decode_only,
+            }
+            with _locked(args.lock):
+                return _spawn(["--child", "peer", json.dumps(payload)], penv, tmpd / f"{tag}.log")
+
+        ours = mktn(4, "mktn")
+        report["mktn"] = ours
+        print(
+            f"mktn (defaults, patch features on, 4x4 grid): {ours['clips']} clips in {ours['seconds']:.1f} s = "
+            f"{ours['clips_per_s']:.3f} clips/s, batch {ours['batch']} (probe, s/clip: {ours['probe_seconds_per_clip']}), peak RSS {ours['peak_rss_mb']:.0f} MB  (load {_load()})",
+            flush=True,
+        )
+        if not args.no_grid1:
+            g1 = mktn(1, "mktn-g1")
+            report["mktn_grid1"] = g1
+            print(
+                f"mktn (--grid 1): {g1['clips_per_s']:.3f} clips/s, batch {g1['batch']}, peak RSS {g1['peak_rss_mb']:.0f} MB; "
+                f"4x4 patch features cost {100 * (1 - ours['clips_per_s'] / g1['clips_per_s']):+.1f} % of throughput end to end",
+                flush=True,
+            )
+        if peer:
+            try:
+                theirs = peer_run(False, "peer")
+            except RuntimeError as exc:
+                print(f"video_features could not run; skipping it: {exc}", flush=True)
+                theirs = None
+            if theirs:
+                report["peer"] = theirs
+                print(
+                    "video_features patched in its child: " + "; ".join(theirs["patched"]),
+                    flush=True,
+                )
+                print(
+                    f"video_features (r21d, cpu): {theirs['clips']} clips in {theirs['seconds']:.1f} s = "
+                    f"{theirs['clips_per_s']:.3f} clips/s, peak RSS {theirs['peak_rss_mb']:.0f} MB  (load {_load()})",
+                    flush=True,
+                )
+                ratio = ours["clips_per_s"] / theirs["clips_per_s"]
+                report["ratio"] = ratio
+                print(
+                    f"ratio mktn / video_features: {ratio:.2f}x clips/s (target >= 1.2x)",
+                    flush=True,
+                )
+                pdec = peer_run(True, "peer-decode")
+                report["peer_decode_clips_per_s"] = pdec["clips"] / pdec["seconds"]
+        with _locked(args.lock):
+            b = bounds(videos, args.threads, int(ours["batch"] or 1))
+        report["bounds"] = b
+        batch = int(ours["batch"] or 1)
+        comp = b[f"with_patch_head_b{batch}"]
+        bb = b[f"backbone_b{batch}"]
+        print(
+            "bounds on the same clips: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in b.items() if k != "clips")
+            + f" clips/s; patch head costs {100 * (1 - comp / bb):+.1f} % of the forward",
+            flush=True,
+        )
+        print(
+            f"mktn end to end = {ours['clips_per_s'] / comp:.2f} of its compute bound "
+            f"(target >= 0.90), decode bound {b['mktn_decode_clips_per_s']:.1f} clips/s",
+            flush=True,
+        )
+        if "peer" in report:
+            pdc = report["peer_decode_clips_per_s"]
+            print(
+                f"video_features end to end = {report['peer']['clips_per_s'] / b['backbone_b1']:.2f} "
+                "of its compute bound (the backbone, one clip at a time), "
+                f"decode bound (read_video + transforms) {pdc:.1f} clips/s",
+                flush=True,
+            )
+    report["load_after"] = _load()
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
