@@ -30,7 +30,7 @@ def data():
 
 
 def test_overfits_a_tiny_batch():
-    cfg = override(preset("synthetic"), ["model.num_clips=16", "model.d_model=64", "model.dropout=0"])
+    cfg = override(preset("synthetic"), ["model.num_clips=16", "model.d_model=64", "model.dropout=0", "model.head=span"])
     d = planted_data(num_videos=4, queries_per_video=3, clips=16, dim=12, sentence_dim=16)
     prepared, _ = prepare(d, 16, 32)
     b = collate(prepared, make_groups(prepared, d.records, multi_pair=True, max_queries=16))
