@@ -18,7 +18,7 @@ from model.losses import build_criterion
 from model.train import TrainingAborted, build_training, train
 
 SMALL = ["model.num_clips=16", "model.d_model=32", "model.num_heads=2", "train.batch_videos=3",
-         "train.epochs=3", "train.patience=10"]
+         "train.epochs=3", "train.patience=10", "model.head=span"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
