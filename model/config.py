@@ -85,8 +85,9 @@ class ModelConfig:
     highlight: bool = True
     # Grounding head: "span" (start/end logits, the paper's), "tan2d" (2D-TAN's moment map over the
     # per-query fused clips) or "mmn" (MMN's video-only moment map matched to the sentence);
-    # see model/moment_map.py. Checkpoints written before the key existed are "span".
-    head: str = "span"
+    # see model/moment_map.py. Default "mmn" since 2026-12-03: measured on both synthetic domains
+    # (docs/model.md "Grounding heads"). Checkpoints written before the key existed are "span".
+    head: str = "mmn"
     head_layers: int = 2  # transformer blocks of the span predictor (paper: two)
     max_span_clips: int = 0  # 0 = any length; otherwise the longest span considered at inference
     # moment maps (tan2d, mmn): longest moment in clips (0 = the whole video); lengths up to

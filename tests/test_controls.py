@@ -189,7 +189,7 @@ def test_without_query_order_nothing_reads_the_annotation_order(data):
     assert ctrl["order_shuffled"] == full.metrics  # bit for bit: the order is not an input
     # with query_order="annotation" the order embedding is read
     torch.manual_seed(0)
-    cfg_a = _small_cfg("model.query_order=annotation")
+    cfg_a = _small_cfg("model.query_order=annotation", "model.head=span")
     model_a = build_model(cfg_a.model, dims[0], dims[0], dims[1], dims[2]).eval()
     assert model.csm is not None and not model.csm.temporal and model_a.csm is not None and model_a.csm.temporal
     b = collate(prepared, make_groups(prepared, recs, multi_pair=True, max_queries=16)[:2])

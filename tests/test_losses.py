@@ -57,7 +57,8 @@ def test_masked_negatives_do_not_count():
 
 @pytest.fixture(scope="module")
 def batch_and_cfg():
-    cfg = override(preset("synthetic"), ["model.num_clips=16", "model.d_model=32", "model.dropout=0"])
+    cfg = override(preset("synthetic"), ["model.num_clips=16", "model.d_model=32", "model.dropout=0",
+                                         "model.head=span"])
     data = planted_data(num_videos=5, queries_per_video=3, clips=16, dim=12, sentence_dim=20)
     prepared, _ = prepare(data, 16, 32)
     groups = make_groups(prepared, data.records, multi_pair=True, max_queries=16)

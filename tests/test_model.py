@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def small():
-    cfg = override(preset("synthetic"), ["model.num_clips=16", f"model.d_model={D}", "model.dropout=0"])
+    cfg = override(preset("synthetic"), ["model.num_clips=16", f"model.d_model={D}", "model.dropout=0", "model.head=span"])
     data = planted_data(num_videos=6, queries_per_video=3, clips=16, dim=12, sentence_dim=20)
     prepared, _ = prepare(data, cfg.model.num_clips, cfg.model.max_words)
     groups = make_groups(prepared, data.records, multi_pair=True, max_queries=16)

@@ -18,7 +18,7 @@ from model.losses import build_criterion
 from model.train import TrainingAborted, build_training, train
 
 SMALL = ["model.num_clips=16", "model.d_model=32", "model.num_heads=2", "train.batch_videos=3",
-         "train.epochs=3", "train.patience=10"]
+         "train.epochs=3", "train.patience=10", "model.head=span"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,7 +30,7 @@ def data():
 
 
 def test_overfits_a_tiny_batch():
-    cfg = override(preset("synthetic"), ["model.num_clips=16", "model.d_model=64", "model.dropout=0"])
+    cfg = override(preset("synthetic"), ["model.num_clips=16", "model.d_model=64", "model.dropout=0", "model.head=span"])
     d = planted_data(num_videos=4, queries_per_video=3, clips=16, dim=12, sentence_dim=16)
     prepared, _ = prepare(d, 16, 32)
     b = collate(prepared, make_groups(prepared, d.records, multi_pair=True, max_queries=16))
