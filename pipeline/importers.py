@@ -144,6 +144,13 @@ class _Hdf5Source(FeatureSource):
     def close(self) -> None:
         self._file.close()
 
+    def _node(self, video_id: str) -> Any:
+        """The file's entry for ``video_id`` (a missing one is a per-video failure)."""
+        node = self._file.get(video_id)
+        if node is None:
+            raise VideoImportError(f"{video_id}: not in {self.path}")
+        return node
+
     def _dataset(self, video_id: str) -> Any:
         raise NotImplementedError
 
@@ -167,9 +174,7 @@ class C3DHdf5Source(_Hdf5Source):
     def _dataset(self, video_id: str) -> Any:
         import h5py
 
-        node = self._file.get(video_id)
-        if node is None:
-            raise VideoImportError(f"{video_id}: not in {self.path}")
+        node = self._node(video_id)
         if not isinstance(node, h5py.Group) or C3D_KEY not in node:
             raise VideoImportError(f"{video_id}: {node.name!r} in {self.path} has no {C3D_KEY!r} dataset")
         return node[C3D_KEY]
@@ -191,9 +196,7 @@ class Hdf5Source(_Hdf5Source):
     def _dataset(self, video_id: str) -> Any:
         import h5py
 
-        node = self._file.get(video_id)
-        if node is None:
-            raise VideoImportError(f"{video_id}: not in {self.path}")
+        node = self._node(video_id)
         if not isinstance(node, h5py.Dataset):
             raise VideoImportError(f"{video_id}: {node.name!r} in {self.path} is a group, not a [T, D] dataset")
         return node
