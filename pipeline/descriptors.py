@@ -2,10 +2,11 @@
 
 Random-init 3D-CNNs (the only networks this project can build without downloaded weights)
 carry little of what grounding needs (measured in docs/features.md). The pre-deep video
-literature described clips with hand-built histograms instead; this module computes three
+literature described clips with hand-built histograms instead; this module computes five
 families of them on the same decoded clip the backbone sees, pooled to the same
 ``grid x grid`` patches, so they join the CNN's channels as extra "layers" of any
-backbone (``--layer layer2+layer3+colour+motion+shape``):
+backbone (``--layer layer2+layer3+colour+motion+shape+objects``; the CPU default is
+``--backbone classic``, i.e. ``colour+motion+shape+objects`` alone):
 
 - ``colour`` (30-d): a soft hue histogram (12 bins) weighted by chroma plus three lightness
   bins for achromatic pixels (dark / mid / bright, e.g. a white object), each as the
@@ -28,6 +29,17 @@ backbone (``--layer layer2+layer3+colour+motion+shape``):
   change mass itself (``log1p`` of the mean weight, x 100). A red ball moving left gives
   red + leftward in one patch vector whatever its size, which binds an object's colour to
   its motion at the pixel level.
+- ``objects`` (33-d): the clip's *foreground*, the pixels that differ from the clip's own
+  background (the per-pixel temporal median of the smoothed clip, compared at the best of
+  the 3x3 shifts and above the background's own local gradient, so a camera shake of a pixel
+  or less and sensor noise are not foreground), followed
+  through the clip as a mass per frame: its colour histogram (normalised by the mass: a
+  4-px walker's shirt reads at full strength), its net displacement (centroid of the second
+  half minus the first, as a vector and an 8-bin direction histogram), path length (a loop
+  is long with no net displacement), mass, mass change (appear / leave / open), flicker (a
+  blinking light), elongation and orientation of the mass (second moments) and their turn
+  between the halves. Things that act move or change against a background that does not;
+  this family keeps them and drops the scene.
 
 Every value is a per-pixel average, so it is comparable across patch sizes and resolutions;
 square roots compress the histograms (Hellinger). The feature store's per-dimension
@@ -53,7 +65,16 @@ DESCRIPTORS: dict[str, int] = {
     "motion": DIRECTION_BINS + 6,
     "shape": ORIENTATION_BINS,
     "change": 2 * (HUE_BINS + GREY_BINS) + DIRECTION_BINS + 1,
+    "objects": (HUE_BINS + GREY_BINS) + DIRECTION_BINS + 10,
 }
+
+# foreground: a pixel's smoothed colour differs from the clip's background (its temporal
+# median, at the best of the 3x3 shifts so that a camera shake is not motion) by more
+# than FG_LOW (no weight) .. FG_HIGH (full weight), in mean-absolute RGB on [0, 1]: ~10 and
+# ~25 grey levels, above blurred sensor noise of several grey levels
+FG_LOW = 0.04
+FG_HIGH = 0.10
+FG_EPS = 0.002  # prior mass (fraction of a region) at the region's centre: no mass, no motion
 
 
 def _soft_bins(angle: torch.Tensor, bins: int, period: float) -> torch.Tensor:
@@ -229,6 +250,106 @@ class ClassicalDescriptors(nn.Module):
 
         return finish(clip), finish(patches)
 
+    def _objects(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, 3, L, H, W] -> (clip [B, 33], patches [B, P, 33]): the clip's foreground."""
+        bsz, _, n, h, w = rgb.shape
+        width = DESCRIPTORS["objects"]
+        if n < 2:
+            return rgb.new_zeros(bsz, width), rgb.new_zeros(bsz, self.grid * self.grid, width)
+        frames = rgb.permute(0, 2, 1, 3, 4).reshape(bsz * n, 3, h, w)
+        # a [1 4 6 4 1] / 16 smoothing: sensor noise and thin lines shaken by a pixel fall
+        # below FG_LOW, a small saturated actor keeps most of its contrast
+        k = (1.0 / 16, 4.0 / 16, 6.0 / 16, 4.0 / 16, 1.0 / 16)
+        p = F.pad(frames, (2, 2, 2, 2), mode="replicate")
+        rows = k[0] * p[..., 0:h, :]
+        for i in range(1, 5):
+            rows = rows + k[i] * p[..., i : i + h, :]
+        smooth = k[0] * rows[..., 0:w]
+        for i in range(1, 5):
+            smooth = smooth + k[i] * rows[..., i : i + w]
+        smooth = smooth.reshape(bsz, n, 3, h, w)
+        background = smooth.median(dim=1).values  # [B, 3, H, W] the clip's background
+        # distance to the background at the best of the 3x3 shifts: a camera shake is no motion
+        padded = F.pad(background, (1, 1, 1, 1), mode="replicate")
+        diff = smooth.new_full((bsz, n, h, w), float("inf"))
+        for dy in range(3):
+            for dx in range(3):
+                shifted = padded[:, None, :, dy : dy + h, dx : dx + w]
+                diff = torch.minimum(diff, (smooth - shifted).abs().mean(dim=2))
+        # a shake of a fraction of a pixel changes a pixel by up to its gradient: the threshold
+        # rises with the background's own gradient (largest over the 3x3 shifts), so edges and
+        # thin lines of the scene do not count, flat road or grass keeps the low threshold
+        gx, gy = _gradients(background.reshape(bsz * 3, 1, h, w))
+        slope = (gx.abs() + gy.abs()).reshape(bsz, 3, h, w).mean(dim=1)
+        slope = F.max_pool2d(slope.unsqueeze(1), 3, stride=1, padding=1)  # [B, 1, H, W]
+        mask = ((diff - FG_LOW - slope) / (FG_HIGH - FG_LOW)).clamp(0, 1)  # [B, L, H, W]
+        if min(h, w) >= 64:  # moments and colours at half resolution: a quarter of that work
+            mask = F.avg_pool2d(mask, 2)
+            frames = F.avg_pool2d(frames, 2)
+            h, w = frames.shape[-2:]
+        hist = self._hist15(frames).reshape(bsz, n, 15, h, w) * mask.unsqueeze(2)
+        ys = torch.linspace(-1.0, 1.0, h, dtype=rgb.dtype, device=rgb.device).view(1, 1, h, 1)
+        xs = torch.linspace(-1.0, 1.0, w, dtype=rgb.dtype, device=rgb.device).view(1, 1, 1, w)
+        m, mx, my = mask, mask * xs, mask * ys
+        maps = torch.cat([torch.stack([m, mx, my, mx * xs, my * ys, mx * ys], dim=2), hist], dim=2)
+        maps = maps.reshape(bsz * n, 6 + 15, h, w)
+        patches = F.adaptive_avg_pool2d(maps, self.grid)  # [B*L, 21, g, g]
+        # the whole frame's mean is the patches' mean when the grid divides the frame
+        clip = (patches.mean(dim=(2, 3)) if h % self.grid == 0 and w % self.grid == 0
+                else maps.mean(dim=(2, 3))).reshape(bsz, n, 1, 21)
+        patches = patches.reshape(bsz, n, 21, self.grid * self.grid).permute(0, 1, 3, 2)  # [B, L, P, 21]
+        centres = F.adaptive_avg_pool2d(
+            torch.stack([xs.expand(1, 1, h, w), ys.expand(1, 1, h, w)], dim=1).reshape(1, 2, h, w), self.grid
+        ).reshape(2, -1).T  # [P, 2] centre of each patch
+        return (self._finish_objects(clip, torch.zeros(1, 2, dtype=rgb.dtype, device=rgb.device))[:, 0],
+                self._finish_objects(patches, centres))
+
+    def _finish_objects(self, v: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        """Per-frame pooled moments [B, L, R, 21] of R regions (centres [R, 2]) -> [B, R, 33]."""
+        n = v.shape[1]
+        half = n // 2
+        mass = v[..., 0]  # [B, L, R] fraction of the region in the foreground
+        cx = (v[..., 1] + FG_EPS * centres[:, 0]) / (mass + FG_EPS)
+        cy = (v[..., 2] + FG_EPS * centres[:, 1]) / (mass + FG_EPS)
+
+        def halves(x: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            a = (x[:, :half] * weights[:, :half]).sum(1) / weights[:, :half].sum(1).clamp_min(1e-12)
+            b = (x[:, half:] * weights[:, half:]).sum(1) / weights[:, half:].sum(1).clamp_min(1e-12)
+            return a, b
+
+        weight = mass + FG_EPS
+        x0, x1 = halves(cx, weight)
+        y0, y1 = halves(cy, weight)
+        dx, dy = x1 - x0, y1 - y0  # net displacement, in half-frame units
+        scale = float(self.grid) if v.shape[2] > 1 else 1.0  # patch widths, comparable across grids
+        dx, dy = dx * scale, dy * scale
+        direction = _soft_bins(torch.atan2(dy, dx), DIRECTION_BINS, 2 * math.pi) * torch.hypot(dx, dy).unsqueeze(-1)
+        path = torch.hypot(cx[:, 1:] - cx[:, :-1], cy[:, 1:] - cy[:, :-1]).sum(1) * scale
+        mean_mass = mass.mean(1)
+        third = max(1, n // 3)
+        grow = (mass[:, n - third :].mean(1) - mass[:, :third].mean(1)) / (mean_mass + FG_EPS)
+        flicker = mass.std(1) / (mean_mass + FG_EPS)
+        total = v.sum(1)  # [B, R, 21]
+        tm = total[..., 0] + FG_EPS
+        colour = total[..., 6:] / tm.unsqueeze(-1)
+
+        def orientation(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            mm = s[..., 0] + FG_EPS
+            mx, my = s[..., 1] / mm, s[..., 2] / mm
+            vxx = (s[..., 3] / mm - mx * mx).clamp_min(0)
+            vyy = (s[..., 4] / mm - my * my).clamp_min(0)
+            vxy = s[..., 5] / mm - mx * my
+            spread = vxx + vyy + 1e-8
+            return (vxx - vyy) / spread, 2 * vxy / spread, spread  # elongation x (cos, sin) 2 theta
+
+        c2, s2, spread = orientation(total)
+        a2, b2, _ = orientation(v[:, :half].sum(1))
+        a3, b3, _ = orientation(v[:, half:].sum(1))
+        turn = a2 * b3 - b2 * a3  # sin of twice the turn, scaled by both elongations
+        size = torch.sqrt(spread) * scale
+        extra = torch.stack([mean_mass, dx, dy, path, grow, flicker, c2, s2, turn, size], dim=-1)
+        return torch.cat([colour, direction, extra], dim=-1)
+
     def _shape(self, rgb: torch.Tensor) -> torch.Tensor:
         """[B, 3, L, H, W] -> per-pixel maps [B, ORIENTATION_BINS, H, W]."""
         bsz, _, n, h, w = rgb.shape
@@ -254,6 +375,8 @@ class ClassicalDescriptors(nn.Module):
                 c, p = self._motion_pool(self._motion(rgb))
             elif fam == "change":
                 c, p = self._change(rgb)
+            elif fam == "objects":
+                c, p = self._objects(rgb)
             else:
                 c, p = self._pool(self._shape(rgb))
             clips.append(c)

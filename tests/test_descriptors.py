@@ -67,6 +67,55 @@ def test_change_sees_a_small_object_whole_whatever_the_patch_size() -> None:
     assert torch.isfinite(static).all() and static.abs().max() < 1e-3  # nothing changes: zeros
 
 
+def _street_like(seed: int) -> torch.Tensor:
+    """[3, 8, 64, 64]: grey asphalt with a white lane line, sensor noise and a 1-px camera shake."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.full((3, 72, 72), 0.3)
+    base[:, 40:42, :] = 0.95  # a sharp, bright lane line
+    clip = torch.empty(3, FRAMES, SIZE, SIZE)
+    for t in range(FRAMES):
+        oy, ox = int(torch.randint(3, 6, (1,), generator=g)), int(torch.randint(3, 6, (1,), generator=g))
+        clip[:, t] = base[:, oy : oy + SIZE, ox : ox + SIZE]
+    return (clip + 0.016 * torch.randn(clip.shape, generator=g)).clamp(0, 1)
+
+
+def test_objects_follow_a_small_actor_and_ignore_shake_and_noise() -> None:
+    """A 4-px purple walker moving right on a shaky, noisy street: its patch reports purple,
+    rightward and foreground mass; the lane line's patch, shaken by 1 px, reports none."""
+    width = DESCRIPTORS["objects"]
+    assert width == 33
+    walker = _street_like(0)
+    for t in range(FRAMES):
+        walker[:, t, 10:14, 6 + 2 * t : 10 + 2 * t] = torch.tensor([0.6, 0.1, 0.7])[:, None, None]
+    still = _street_like(1)
+    out = ClassicalDescriptors(["objects"], 4)(torch.stack([walker, still]))["patches"]
+    assert out.shape == (2, 16, width) and torch.isfinite(out).all()
+    colour, direction = slice(0, HUE_BINS + 3), slice(HUE_BINS + 3, HUE_BINS + 3 + DIRECTION_BINS)
+    mass = HUE_BINS + 3 + DIRECTION_BINS  # first of the scalar block
+    k = int(out[0, :, mass].argmax())
+    assert k in (0, 1)  # the top-left patches, where it walks
+    hue = out[0, k, colour][:HUE_BINS]
+    assert int(hue.argmax()) in (9, 10)  # purple (hue ~ 290-300 degrees)
+    assert int(out[0, k, direction].argmax()) == 0 and out[0, k, mass + 1] > 0  # rightwards, dx > 0
+    # shake and noise are not foreground: the lane line's patches and the still street stay empty
+    assert out[0, 8:12, mass].max() < 0.2 * out[0, k, mass]
+    assert out[1, :, mass].max() < 0.2 * out[0, k, mass]
+
+
+def test_objects_tell_appearing_from_leaving() -> None:
+    """An actor present only in the clip's second half grows the mass; only the first, shrinks."""
+    grow = HUE_BINS + 3 + DIRECTION_BINS + 4
+    clips = []
+    for first in (False, True):
+        clip = _street_like(2)
+        for t in range(FRAMES):
+            if (t < FRAMES // 2) == first:
+                clip[:, t, 20:26, 20:30] = torch.tensor([0.9, 0.8, 0.1])[:, None, None]
+        clips.append(clip)
+    out = ClassicalDescriptors(["objects"], 1)(torch.stack(clips))["clip"]
+    assert out[0, grow] > 0 > out[1, grow]
+
+
 def test_motion_direction_histogram_follows_the_motion() -> None:
     motion = _run([_moving(2, 0), _moving(-2, 0), _moving(0, 2), _moving(0, 0)], ["motion"])["clip"]
     hist = motion[:, :DIRECTION_BINS]
