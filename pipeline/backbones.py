@@ -261,8 +261,8 @@ BACKBONES: dict[str, BackboneSpec] = {
         "tiny3d",
         Tiny3D,
         layers=(("stem", 32), ("layer1", 64), ("layer2", 128), ("layer3", 256)),
-        # 384-d network channels + 52-d classical descriptors (docs/features.md)
-        default_layer="layer2+layer3+colour+motion+shape",
+        # 384-d network channels + 85-d classical descriptors (docs/features.md)
+        default_layer="layer2+layer3+colour+motion+shape+objects",
         clip_len=8,
         description="small 4-stage 3D-CNN for the CPU demo",
     ),
@@ -270,9 +270,9 @@ BACKBONES: dict[str, BackboneSpec] = {
         "classic",
         nn.Module,  # no network: only the classical descriptors of pipeline/descriptors.py
         layers=(),
-        default_layer="colour+motion+shape",  # 52-d; the CPU default (docs/features.md)
+        default_layer="colour+motion+shape+objects",  # 85-d; the CPU default (docs/features.md)
         clip_len=8,
-        description="no network: classical colour, motion and shape descriptors (CPU default)",
+        description="no network: classical colour, motion, shape and foreground-object descriptors (CPU default)",
     ),
 }
 

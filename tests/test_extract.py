@@ -183,7 +183,7 @@ def test_cli_reports_and_exit_codes(
         "t", defaults.resolved_extractor_id(), create=False
     )
     norm = group.normalization()
-    assert norm is not None and norm.frames_mean.shape == (52,) and norm.num_videos == 1
+    assert norm is not None and norm.frames_mean.shape == (85,) and norm.num_videos == 1
     rc = main(
         ["extract", "--videos", str(tmp_path / "nowhere"), "--store", str(tmp_path / "s.zarr")]
     )

@@ -38,4 +38,4 @@ def test_synth_videos_features_cover_annotated_moments(tmp_path: Path) -> None:
         np.testing.assert_allclose(np.diff(t[:, 0]), 1.0)
         assert 0.0 <= rec.start < rec.end <= t[-1, 1] + 1e-6
         z = norm.standardize_frames(feats.frames)
-        assert z.shape == (len(t), 52) and np.isfinite(z).all()
+        assert z.shape == (len(t), 85) and np.isfinite(z).all()

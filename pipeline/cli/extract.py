@@ -31,9 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layer",
         default=None,
-        help="layer to read; 'a+b' joins layers, and colour, motion, shape (classical "
-        "descriptors) join any backbone (default: the backbone's; tiny3d: "
-        "layer2+layer3+colour+motion+shape, classic: colour+motion+shape)",
+        help="layer to read; 'a+b' joins layers, and colour, motion, shape, objects, change "
+        "(classical descriptors) join any backbone (default: the backbone's; tiny3d: "
+        "layer2+layer3+colour+motion+shape+objects, classic: colour+motion+shape+objects)",
     )
     parser.add_argument(
         "--grid", type=int, default=4, help="patch grid side; P = grid^2 (default 4)"
