@@ -51,6 +51,7 @@ def test_reproduce_on_imported_npz_features_then_cached_rerun(tmp_path: Path, ca
     assert cold["metrics"]["num_queries"] > 0 and 0.0 <= cold["metrics"]["mAP"] <= 100.0
     text = Path(cold["report"]).read_text()
     assert f"npz-dir:{src}" in text and "could not be imported" in text and videos[0] in text
+    assert "| mIoU | mAP@0.5 | mAP@0.75 | mAP |" in text
 
     from storage.features import FeatureStore
 
