@@ -81,5 +81,8 @@ def test_reproduce_features_from_bad_arguments(tmp_path: Path, capsys) -> None:
     assert main(["reproduce", *work, "--features-from", f"npz-dir:{tmp_path / 'nope'}",
                  "--annotations", *specs]) == 2
     assert "no such file" in capsys.readouterr().err
+    assert main(["reproduce", *work, "--features-from", f"npz-dir:{src}", "--annotations", *specs,
+                 "--backbone", "r3d_18"]) == 2
+    assert "--backbone set(s) how videos are extracted" in capsys.readouterr().err
     assert main(["reproduce", *work, "--clip-seconds", "1", "--quick"]) == 2
     assert "apply to --features-from only" in capsys.readouterr().err

@@ -96,6 +96,12 @@ def _imported_dataset(args: argparse.Namespace) -> dict | None:
             raise ValueError("--features-from needs --annotations (train=... and test= or val=...)")
         if args.synth_domain != "shapes":
             raise ValueError("--synth-domain picks the synthetic benchmark; it does not apply to --features-from")
+        video_only = [flag for flag, value in (("--backbone", args.backbone), ("--weights", args.weights),
+                                               ("--dask", args.dask), ("--video-timeout", args.video_timeout))
+                      if value is not None]
+        if video_only:
+            raise ValueError(f"{', '.join(video_only)} set(s) how videos are extracted; "
+                             "--features-from imports features instead")
         fmt, path = parse_features_from(args.features_from)
         if not Path(path).exists():
             raise ValueError(f"--features-from {path!r}: no such file or directory")
