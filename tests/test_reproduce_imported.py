@@ -67,6 +67,16 @@ def test_reproduce_on_imported_npz_features_then_cached_rerun(tmp_path: Path, ca
     assert not again["embedding"]["embedded"] and not again["training"]["trained"]
     assert again["metrics"] == cold["metrics"]
 
+    # the store is gone: the cached import is not trusted, the videos are imported again (the same
+    # features, so the trained run is still the same one)
+    import shutil
+
+    shutil.rmtree(work / "stores" / "features.zarr")
+    assert main(argv) == 0
+    redone = json.loads(capsys.readouterr().out)
+    assert redone["extraction"]["counts"]["done"] == len(videos) - 1
+    assert redone["training"]["run_key"] == cold["training"]["run_key"]
+
 
 def test_reproduce_features_from_bad_arguments(tmp_path: Path, capsys) -> None:
     src, specs, _ = _published(tmp_path)
