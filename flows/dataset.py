@@ -30,13 +30,17 @@ MANIFEST = "dataset.json"
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One dataset: ``name`` (a store key), its videos folder and annotation files by split."""
+    """One dataset: ``name`` (a store key), its videos folder (or published ``features``) and
+    annotation files by split."""
 
     name: str
     videos_dir: str
     annotations: dict[str, str] = field(default_factory=dict)  # split -> file
     format: str = "jsonl"
     durations: str | None = None
+    # published features instead of videos (``mktn reproduce --features-from``): ``format``,
+    # ``path`` and the import options ``clip_seconds``, ``fps``, ``feature_type``
+    features: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         safe_component(self.name, what="dataset name")
@@ -60,6 +64,7 @@ class DatasetSpec:
             "annotations": dict(self.annotations),
             "format": self.format,
             "durations": self.durations,
+            "features": None if self.features is None else dict(self.features),
         }
 
     @classmethod
@@ -70,6 +75,7 @@ class DatasetSpec:
             annotations={str(k): str(v) for k, v in dict(d.get("annotations", {})).items()},
             format=str(d.get("format", "jsonl")),
             durations=None if d.get("durations") is None else str(d["durations"]),
+            features=None if d.get("features") is None else dict(d["features"]),
         )
 
     def split_file(self, split: str) -> str | None:

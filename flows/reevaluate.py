@@ -177,7 +177,7 @@ def reevaluate(
                     out_dir=str(ws.results_dir / spec.name / ckpt_digests[ckpt][:16]), **stores,
                 )
                 m = ev["metrics"]
-                row.update({k: round(float(m[k]), 2) for k in METRIC_ORDER}, status="ok",
+                row.update({k: round(float(m[k]), 2) for k in METRIC_ORDER if k in m}, status="ok",
                            num_queries=int(m["num_queries"]))
             except Exception as exc:  # noqa: BLE001 - a bad checkpoint must not stop the others
                 log.error("%s on %s failed: %s", ckpt, spec.name, exc)

@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 RECALL_KS = (1, 5)
 IOUS = (0.3, 0.5, 0.7)
-METRIC_ORDER = ("R1@0.3", "R1@0.5", "R1@0.7", "R5@0.3", "R5@0.5", "R5@0.7", "mIoU")
+# recall at IoU, mIoU, then mAP at IoU 0.5 / 0.75 / averaged over 0.5:0.05:0.95 (model.metrics)
+METRIC_ORDER = ("R1@0.3", "R1@0.5", "R1@0.7", "R5@0.3", "R5@0.5", "R5@0.7", "mIoU",
+                "mAP@0.5", "mAP@0.75", "mAP")
 
 
 @dataclass(frozen=True)
@@ -209,10 +211,21 @@ def plot_timelines(examples: Sequence[tuple[QueryMoment, Mapping[str, Any]]]) ->
 
 
 def metrics_table(rows: Sequence[Mapping[str, Any]], label: str = "variant") -> str:
-    """A markdown table with one row per entry: ``label`` then the metrics in the usual order."""
+    """A markdown table with one row per entry: ``label`` then the metrics in the usual order.
+
+    A metric column is shown when any row has it; a row without it shows an empty cell (e.g. a
+    metrics file written before mAP was computed).
+
+    >>> print(metrics_table([{"run": "a", "R1@0.5": 50.0, "mAP": 12.5}, {"run": "b", "R1@0.5": 25.0}],
+    ...                     label="run"), end="")
+    | run | R1@0.5 | mAP |
+    |---|---|---|
+    | a | 50.00 | 12.50 |
+    | b | 25.00 |  |
+    """
     if not rows:
         return ""
-    keys = [k for k in METRIC_ORDER if all(k in r for r in rows)]
+    keys = [k for k in METRIC_ORDER if any(k in r for r in rows)]
     head = f"| {label} | " + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 1) + "\n"
     body = ""
     for r in rows:

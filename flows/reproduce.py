@@ -1,7 +1,8 @@
 """The ``reproduce`` flow: raw videos to the final report in one command (``mktn reproduce``).
 
 With no dataset it generates the synthetic benchmark into ``<work>/data``
-(once; later runs reuse it), then for either dataset: ``extract-features`` ->
+(once; later runs reuse it), then for either dataset: ``extract-features`` (or, for a
+dataset given as published features, ``import-features``: ``flows/import_features.py``) ->
 ``embed-queries`` -> ``train`` -> ``evaluate`` (the test split, else val) ->
 optionally the ablation (the full model and each "w/o" variant, each its own
 cached ``train`` + ``evaluate``) -> the report (markdown + PNGs) and
@@ -28,6 +29,7 @@ from flows.dataset import DatasetSpec
 from flows.embed import embed_queries
 from flows.evaluate import evaluate
 from flows.extract import extract_features
+from flows.import_features import import_features
 from flows.report import METRIC_ORDER
 from flows.runners import DEFAULT_MAX_WORKERS
 from flows.train import train
@@ -118,10 +120,20 @@ def reproduce(
     fmt = None if spec.format in ("auto", "") else spec.format
     common: dict[str, Any] = {"work_dir": ws.root, "feature_store": ws.feature_store}
 
-    ext = extract_features(
-        videos_dir=spec.videos_dir, dataset=spec.name, extractor=extractor,
-        dask=dask, max_workers=max_workers, **common,
-    )
+    if spec.features is not None:
+        # published features: imported into the run's feature store instead of extracted
+        feat = spec.features
+        ext = import_features(
+            source=str(feat["path"]), format=str(feat["format"]), annotations=spec.annotations,
+            dataset=spec.name, annotation_format=fmt, durations=spec.durations,
+            clip_seconds=feat.get("clip_seconds"), fps=feat.get("fps"),
+            feature_type=feat.get("feature_type"), **common,
+        )
+    else:
+        ext = extract_features(
+            videos_dir=spec.videos_dir, dataset=spec.name, extractor=extractor,
+            dask=dask, max_workers=max_workers, **common,
+        )
     emb = embed_queries(
         annotations=spec.annotations, dataset=spec.name, format=fmt, durations=spec.durations,
         query_store=ws.query_store, encoder=encoder, **common,
@@ -156,8 +168,9 @@ def reproduce(
 
     warnings = []
     if ext["failed"]:
+        verb = "could not be imported" if spec.features is not None else "failed to extract"
         warnings.append(
-            f"{len(ext['failed'])} video(s) failed to extract and were left out: "
+            f"{len(ext['failed'])} video(s) {verb} and were left out: "
             + "; ".join(f"{v}: {r}" for v, r in list(ext["failed"].items())[:5])
         )
     report_issues = emb["annotations"]["report"]
@@ -165,7 +178,8 @@ def reproduce(
         warnings.append(f"annotations: {emb['annotations']['summary']}")
     details = {
         "dataset": spec.name,
-        "videos": spec.videos_dir,
+        **({"features": f"{spec.features['format']}:{spec.features['path']}"} if spec.features is not None
+           else {"videos": spec.videos_dir}),
         "annotations": spec.annotations,
         "extractor_id": ext["extractor_id"],
         "encoder_id": emb["encoder_id"],
@@ -215,7 +229,8 @@ def reproduce(
         "figures": report["figures"],
         "metrics": m,
         "controls": ev_controls,
-        "extraction": {"counts": ext["counts"], "failed": ext["failed"], "extractor_id": ext["extractor_id"]},
+        "extraction": {"counts": ext["counts"], "failed": ext["failed"], "extractor_id": ext["extractor_id"],
+                       "imported": spec.features is not None},
         "embedding": {"encoder_id": emb["encoder_id"], "num_queries": emb.get("num_queries"),
                       "embedded": not (emb["task_cached"] or emb.get("cached"))},
         "training": {"run_dir": run["run_dir"], "run_key": run["run_key"], "trained": not (run["cached"] or run["reused"])},

@@ -241,6 +241,68 @@ def file_exists(path: str | os.PathLike[str] | None) -> bool:
     return path is not None and Path(path).is_file()
 
 
+# --- published features --------------------------------------------------------------------
+
+
+def imported_extractor_id(fmt: str, source_sha256: str, feature_type: str | None,
+                          clip_seconds: float | None, fps: float | None) -> str:
+    """The store group of an import: ``<format>[-<type>]@<sha8>``, plus the time-axis option when one
+    is given (``-clip0.5s``, ``-fps2``), so imports of one source with other options never collide."""
+    from pipeline.importers import default_extractor_id
+    from storage.keys import safe_component
+
+    base = default_extractor_id(fmt, source_sha256, feature_type)
+    if clip_seconds is not None:
+        base += f"-clip{clip_seconds:g}s"
+    elif fps is not None:
+        base += f"-fps{fps:g}"
+    return safe_component(base, what="extractor id")
+
+
+@task(
+    name="import-features",
+    cache_policy=content_policy(
+        ["format", "source_sha256", "options", "feature_store", "dataset", "extractor_id",
+         "annotations_sha", "durations"],
+        EXTRACT_PACKAGES,
+    ),
+    **_RETRY,
+)
+def import_published_features(
+    format: str,
+    source: str,
+    source_sha256: str,
+    options: dict[str, Any],
+    feature_store: str,
+    dataset: str,
+    extractor_id: str,
+    annotations: dict[str, str],
+    annotations_sha: str,
+    fmt: str | None,
+    durations: str | None,
+    file_digests: dict[str, str],
+) -> dict[str, Any]:
+    """``pipeline.importers.import_features`` of the videos the annotations name (their durations
+    give the time axis where the source has none). ``options``: ``clip_seconds``, ``fps``,
+    ``feature_type``. A source that cannot be used at all fails the task (not retried)."""
+    from pipeline.importers import FeatureImportError, annotation_durations, import_features
+    from storage.features import FeatureStore
+
+    specs = [f"{split}={path}" for split, path in sorted(annotations.items())]
+    try:
+        wanted = annotation_durations(specs, fmt, [durations] if durations else None)
+        summary = import_features(
+            format, source, FeatureStore(feature_store), dataset, durations=wanted,
+            clip_seconds=options.get("clip_seconds"), fps=options.get("fps"),
+            feature_type=options.get("feature_type"), extractor_id=extractor_id, progress=False,
+            file_digests=file_digests,
+        )
+    except FeatureImportError as exc:
+        raise PermanentTaskError(str(exc)) from None
+    return {**summary.to_dict(), "done_ids": list(summary.done), "skipped_ids": list(summary.skipped),
+            "task_run_id": current_task_run_id()}
+
+
 # --- annotations and queries -------------------------------------------------------------
 
 
@@ -367,7 +429,8 @@ def features_digest(feature_store: str, dataset: str, extractor_id: str) -> str:
     parts = []
     for vid, attrs in group.committed_attrs().items():  # sorted by video id
         fp = attrs.get("source_fingerprint") or {}
-        parts.append(f"{vid}:{fp.get('sha256', '?')}")
+        # an imported video has no file of its own: the published source's sha256 stands for it
+        parts.append(f"{vid}:{fp.get('sha256') or attrs.get('source_sha256', '?')}")
     norm = group.attrs.get("normalization")
     parts.append(json.dumps(norm, sort_keys=True) if norm is not None else "no-normalization")
     return digest_strings(extractor_id, *parts)

@@ -379,15 +379,23 @@ def open_source(fmt: str, path: str | os.PathLike[str], *, feature_type: str | N
     return VideoFeaturesSource(path, feature_type)
 
 
-def source_sha256(files: Sequence[Path]) -> str:
-    """sha256 of one file's content; of several, over their names and contents' sha256."""
+def source_sha256(files: Sequence[Path], digests: Mapping[str, str] | None = None) -> str:
+    """sha256 of one file's content; of several, over their names and contents' sha256.
+
+    ``digests``: the files' own sha256 by ``str(path)`` when the caller already has them (the
+    flows' fingerprint index); a file it lacks is hashed here.
+    """
+    def one(p: Path) -> str:
+        known = None if digests is None else digests.get(str(p))
+        return known if known is not None else file_digest(p)
+
     if len(files) == 1:
-        return file_digest(files[0])
+        return one(files[0])
     h = hashlib.sha256()
     for p in sorted(files):
         h.update(p.name.encode())
         h.update(b"\0")
-        h.update(file_digest(p).encode())
+        h.update(one(p).encode())
         h.update(b"\0")
     return h.hexdigest()
 
@@ -560,10 +568,13 @@ def import_features(
     force: bool = False,
     normalize: bool = True,
     progress: bool = True,
+    file_digests: Mapping[str, str] | None = None,
 ) -> ImportSummary:
     """Import every video of ``source`` (only those ``durations`` names, when given) into
     ``store``'s ``dataset`` group; one video's problem is recorded in the summary, never raised.
 
+    ``file_digests``: the sha256 of the source's files by path, when the caller has them (see
+    :func:`source_sha256`), so a large file is not hashed twice.
     Raises ``FeatureImportError`` for a source that cannot be used at all.
     """
     t0 = time.perf_counter()
@@ -572,7 +583,7 @@ def import_features(
     if dtype not in ("float16", "float32"):
         raise FeatureImportError(f"--dtype {dtype!r}: choose float16 or float32")
     with open_source(fmt, source, feature_type=feature_type) as src:
-        digest = source_sha256(src.files())
+        digest = source_sha256(src.files(), file_digests)
         ex_id = (safe_component(extractor_id, what="extractor id") if extractor_id
                  else default_extractor_id(fmt, digest, getattr(src, "feature_type", None)))
         summary = ImportSummary(extractor_id=ex_id, dataset=dataset, source=str(source))

@@ -315,3 +315,18 @@ def test_report_shows_the_controls_and_metrics_json_carries_them(tmp_path):
     text = open(paths.markdown).read()
     assert "| prior only (no video, no query) |" in text and "order-aware prior" in text
     assert "18.62 points need the video" in text and "27.59 need the annotation order" in text
+
+
+def test_report_tables_carry_map_at_05_075_and_the_average(tmp_path):
+    from flows.report import write_report
+
+    m = {"R1@0.3": 60.0, "R1@0.5": 43.45, "R1@0.7": 20.0, "R5@0.3": 90.0, "R5@0.5": 70.0, "R5@0.7": 40.0,
+         "mIoU": 41.9, "mAP@0.5": 38.5, "mAP@0.75": 17.25, "mAP": 19.0, "num_queries": 145, "missing": 0}
+    old = {k: v for k, v in m.items() if not k.startswith("mAP")}  # e.g. a baseline computed before mAP
+    paths = write_report(tmp_path, title="t", metrics=m, baseline=old, ablation=[{"variant": "full", **m}])
+    text = open(paths.markdown).read()
+    header = "| run | R1@0.3 | R1@0.5 | R1@0.7 | R5@0.3 | R5@0.5 | R5@0.7 | mIoU | mAP@0.5 | mAP@0.75 | mAP |"
+    assert header in text
+    assert "| MKTN | 60.00 | 43.45 | 20.00 | 90.00 | 70.00 | 40.00 | 41.90 | 38.50 | 17.25 | 19.00 |" in text
+    assert "| prior only (no video, no query) | 60.00 | 43.45 | 20.00 | 90.00 | 70.00 | 40.00 | 41.90 |  |  |  |" in text
+    assert "| full | 60.00 | 43.45 | 20.00 | 90.00 | 70.00 | 40.00 | 41.90 | 38.50 | 17.25 | 19.00 |" in text

@@ -113,6 +113,8 @@ def test_format_metrics_table() -> None:
     m = evaluate_predictions([_pred(g.query_id, [[g.start, g.end]]) for g in GT], GT)
     header, values = format_metrics(m).splitlines()
     assert header.split()[0] == "R1@0.3" and header.split()[-1] == "num_queries"
+    # `mktn evaluate` prints this table: mAP at IoU 0.5, 0.75 and averaged, after mIoU
+    assert header.split()[6:10] == ["mIoU", "mAP@0.5", "mAP@0.75", "mAP"]
     assert values.split()[-1] == "4"
 
 

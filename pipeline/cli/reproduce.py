@@ -2,7 +2,9 @@
 
 With no arguments it generates the synthetic benchmark into the work directory
 on the first run and runs everything on it; with ``--dataset-videos`` and
-``--annotations`` it does the same for that dataset. Reruns reuse every cached
+``--annotations`` it does the same for that dataset, and with ``--features-from
+FORMAT:PATH`` and ``--annotations`` it imports the published features instead of
+extracting them (docs/datasets.md). Reruns reuse every cached
 step. See docs/flows.md.
 """
 
@@ -29,13 +31,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dataset-videos", default=None, metavar="DIR", help="folder of the dataset's raw videos")
     parser.add_argument(
+        "--features-from", default=None, metavar="FORMAT:PATH",
+        help="published clip features instead of videos, imported into the run's feature store "
+        "(c3d-hdf5, hdf5, npy-dir, npz-dir, video-features; see mktn import-features and "
+        "docs/datasets.md), e.g. c3d-hdf5:sub_activitynet_v1-3.c3d.hdf5",
+    )
+    t = parser.add_mutually_exclusive_group()
+    t.add_argument("--clip-seconds", type=float, default=None, metavar="S",
+                   help="with --features-from: clip i covers [i*S, (i+1)*S] seconds (default: the "
+                   "source's own time axis, else the annotated duration spread over the clips)")
+    t.add_argument("--fps", type=float, default=None, metavar="F",
+                   help="with --features-from: F feature rows per second (--clip-seconds 1/F)")
+    parser.add_argument("--feature-type", default=None,
+                        help="with --features-from video-features:...: the <type> of <name>_<type>.npy "
+                        "(rgb+flow joins i3d's streams)")
+    parser.add_argument(
         "--annotations", nargs="+", default=None, metavar="[SPLIT=]PATH",
         help="annotation files, e.g. train=charades_sta_train.txt test=charades_sta_test.txt "
         "(a bare path's split comes from its name)",
     )
     parser.add_argument("--format", default="auto", help="annotation format: charades-sta, activitynet, tacos, jsonl (default: sniffed)")
     parser.add_argument("--durations", default=None, help="video durations file (Charades_v1_*.csv or JSON) when the format lacks them")
-    parser.add_argument("--dataset-name", default=None, help="store name of the dataset (default: the videos folder's parent name)")
+    parser.add_argument("--dataset-name", default=None,
+                        help="store name of the dataset (default: the videos folder's parent name; with "
+                        "--features-from, the name of the folder holding the features)")
     parser.add_argument("--ablate", action="store_true", help="also train each 'w/o' variant and add the ablation table")
     parser.add_argument("--no-controls", action="store_true",
                         help="skip the controls in the report (video-swapped, order-shuffled: two extra "
@@ -65,11 +84,58 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run)
 
 
+def _imported_dataset(args: argparse.Namespace) -> dict | None:
+    """The ``DatasetSpec`` dict of ``--features-from``; None (after one line on stderr) when unusable."""
+    from flows.dataset import DatasetSpec, parse_annotation_args
+    from flows.import_features import parse_features_from
+
+    try:
+        if args.dataset_videos:
+            raise ValueError("give --dataset-videos or --features-from, not both")
+        if not args.annotations:
+            raise ValueError("--features-from needs --annotations (train=... and test= or val=...)")
+        if args.synth_domain != "shapes":
+            raise ValueError("--synth-domain picks the synthetic benchmark; it does not apply to --features-from")
+        video_only = [flag for flag, value in (("--backbone", args.backbone), ("--weights", args.weights),
+                                               ("--dask", args.dask), ("--video-timeout", args.video_timeout))
+                      if value is not None]
+        if video_only:
+            raise ValueError(f"{', '.join(video_only)} set(s) how videos are extracted; "
+                             "--features-from imports features instead")
+        fmt, path = parse_features_from(args.features_from)
+        if not Path(path).exists():
+            raise ValueError(f"--features-from {path!r}: no such file or directory")
+        annotations = parse_annotation_args(args.annotations)
+        missing = [p for p in annotations.values() if not Path(p).is_file()]
+        if missing:
+            raise ValueError(f"annotation file(s) not found: {missing}")
+        # default name: the folder that holds the features file or folder
+        name = args.dataset_name or Path(path).parent.name
+        features = {"format": fmt, "path": path, "clip_seconds": args.clip_seconds, "fps": args.fps,
+                    "feature_type": args.feature_type}
+        return DatasetSpec(
+            name=name, videos_dir="", annotations=annotations, format=args.format,
+            durations=str(Path(args.durations).resolve()) if args.durations else None, features=features,
+        ).to_dict()
+    except ValueError as exc:
+        print(f"mktn reproduce: {exc}", file=sys.stderr)
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     from flows.dataset import DatasetSpec, parse_annotation_args
 
     dataset = None
-    if args.dataset_videos or args.annotations:
+    if args.features_from is None and (args.clip_seconds is not None or args.fps is not None
+                                       or args.feature_type is not None):
+        print("mktn reproduce: --clip-seconds, --fps and --feature-type apply to --features-from only",
+              file=sys.stderr)
+        return 2
+    if args.features_from is not None:
+        dataset = _imported_dataset(args)
+        if dataset is None:
+            return 2
+    elif args.dataset_videos or args.annotations:
         if not (args.dataset_videos and args.annotations):
             print("mktn reproduce: give both --dataset-videos DIR and --annotations FILES", file=sys.stderr)
             return 2
@@ -157,5 +223,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"metrics: {summary['metrics_json']}")
         failed = summary["extraction"]["failed"]
         if failed:
-            print(f"warning: {len(failed)} video(s) failed to extract: {', '.join(sorted(failed))}")
+            verb = "could not be imported" if summary["extraction"].get("imported") else "failed to extract"
+            print(f"warning: {len(failed)} video(s) {verb}: {', '.join(sorted(failed))}")
     return 0

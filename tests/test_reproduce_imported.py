@@ -1,0 +1,98 @@
+"""`mktn reproduce --features-from FORMAT:PATH`: the whole chain on published features (no videos).
+
+A tiny Moment-DETR-style npz-dir (one ``<vid>.npz`` with ``features`` per video) and a JSONL
+annotation set the test writes; the run imports, embeds, trains (tiny model, 2 epochs),
+evaluates and reports, then a rerun reuses every step.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.cli import main
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--set", "model.num_clips=16", "--set", "model.d_model=32", "--set", "model.num_heads=2",
+        "--epochs", "2", "--no-controls", "--quick"]
+
+
+def _published(tmp_path: Path) -> tuple[Path, list[str], list[str]]:
+    """An npz-dir of 8 videos (one annotated video absent) and its train/val/test JSONL files."""
+    from model_fixtures import planted_data, write_stores
+
+    data = planted_data(num_videos=8, queries_per_video=2, clips=12, dim=12, sentence_dim=16)
+    _, _, ann = write_stores(data, tmp_path / "made")
+    src = tmp_path / "published" / "features"
+    src.mkdir(parents=True)
+    for vid, v in sorted(data.videos.items())[1:]:  # the first train video is not published
+        np.savez(src / f"{vid}.npz", features=v.frames)
+    specs = [f"{s}={ann / f'{s}.jsonl'}" for s in ("train", "val", "test")]
+    return src, specs, sorted(data.videos)
+
+
+def test_reproduce_on_imported_npz_features_then_cached_rerun(tmp_path: Path, capsys, one_thread) -> None:
+    src, specs, videos = _published(tmp_path)
+    work = tmp_path / "work"
+    argv = ["reproduce", "--work", str(work), "--features-from", f"npz-dir:{src}",
+            "--annotations", *specs, "--json", *TINY]
+    assert main(argv) == 0, capsys.readouterr().err[-3000:]
+    cold = json.loads(capsys.readouterr().out)
+    # the dataset is named after the folder holding the features; the group after the source
+    assert cold["dataset"] == "published"
+    ext = cold["extraction"]
+    assert ext["imported"] and ext["extractor_id"].startswith("npz-dir@")
+    assert ext["counts"]["done"] == len(videos) - 1 and list(ext["failed"]) == [videos[0]]
+    assert cold["embedding"]["embedded"] and cold["training"]["trained"]
+    assert cold["metrics"]["num_queries"] > 0 and 0.0 <= cold["metrics"]["mAP"] <= 100.0
+    text = Path(cold["report"]).read_text()
+    assert f"npz-dir:{src}" in text and "could not be imported" in text and videos[0] in text
+    assert "| mIoU | mAP@0.5 | mAP@0.75 | mAP |" in text
+
+    from storage.features import FeatureStore
+
+    group = FeatureStore(work / "stores" / "features.zarr").extractor("published", ext["extractor_id"],
+                                                                    create=False)
+    assert group.list_videos() == videos[1:] and group.attrs["num_patches"] == 1
+
+    # nothing changed: nothing imported, embedded or trained again; the same numbers
+    assert main(argv) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["extraction"]["counts"]["cached"] == len(videos) - 1
+    assert again["extraction"]["counts"]["done"] == 0
+    assert not again["embedding"]["embedded"] and not again["training"]["trained"]
+    assert again["metrics"] == cold["metrics"]
+
+    # the store is gone: the cached import is not trusted, the videos are imported again (the same
+    # features, so the trained run is still the same one)
+    import shutil
+
+    shutil.rmtree(work / "stores" / "features.zarr")
+    assert main(argv) == 0
+    redone = json.loads(capsys.readouterr().out)
+    assert redone["extraction"]["counts"]["done"] == len(videos) - 1
+    assert redone["training"]["run_key"] == cold["training"]["run_key"]
+
+
+def test_reproduce_features_from_bad_arguments(tmp_path: Path, capsys) -> None:
+    src, specs, _ = _published(tmp_path)
+    work = ["--work", str(tmp_path / "w")]
+    assert main(["reproduce", *work, "--features-from", f"npz:{src}", "--annotations", *specs]) == 2
+    assert "FORMAT:PATH" in capsys.readouterr().err
+    assert main(["reproduce", *work, "--features-from", f"npz-dir:{src}"]) == 2
+    assert "needs --annotations" in capsys.readouterr().err
+    assert main(["reproduce", *work, "--features-from", f"npz-dir:{src}", "--dataset-videos", str(src),
+                 "--annotations", *specs]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["reproduce", *work, "--features-from", f"npz-dir:{tmp_path / 'nope'}",
+                 "--annotations", *specs]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["reproduce", *work, "--features-from", f"npz-dir:{src}", "--annotations", *specs,
+                 "--backbone", "r3d_18"]) == 2
+    assert "--backbone set(s) how videos are extracted" in capsys.readouterr().err
+    assert main(["reproduce", *work, "--clip-seconds", "1", "--quick"]) == 2
+    assert "apply to --features-from only" in capsys.readouterr().err
