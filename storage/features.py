@@ -54,8 +54,8 @@ import zarr.storage
 from zarr.abc.store import Store
 from zarr.codecs import BloscCodec
 
-from pipeline.provenance import code_version
 from storage.keys import join_key, safe_component
+from storage.provenance import code_version
 
 log = logging.getLogger(__name__)
 
