@@ -58,20 +58,6 @@ def load_records(specs: Sequence[str], fmt: str | None = None,
     return res.records
 
 
-def _pick_feature_group(store: Any, dataset: str | None, extractor_id: str | None) -> tuple[str, str]:
-    pairs = store.list_extractors()
-    if dataset is not None:
-        pairs = [p for p in pairs if p[0] == dataset]
-    if extractor_id is not None:
-        pairs = [p for p in pairs if p[1] == extractor_id]
-    if len(pairs) != 1:
-        raise ValueError(
-            f"feature store {store.root!s} holds {len(pairs)} matching (dataset, extractor) groups "
-            f"{pairs or store.list_extractors()}; pass --dataset and --extractor to choose one"
-        )
-    return pairs[0]
-
-
 def load_grounding_data(features: str | os.PathLike[str], queries: str | os.PathLike[str],
                         records: Sequence[QueryMoment], *, dataset: str | None = None,
                         extractor_id: str | None = None, encoder_id: str | None = None,
@@ -80,9 +66,8 @@ def load_grounding_data(features: str | os.PathLike[str], queries: str | os.Path
     from storage.features import FeatureStore
     from storage.queries import QueryStore
 
-    fstore = FeatureStore(features)
-    ds, ex = _pick_feature_group(fstore, dataset, extractor_id)
-    group = fstore.extractor(ds, ex, create=False)
+    group = FeatureStore(features).select_group(dataset, extractor_id)
+    ds, ex = group.dataset, group.extractor_id
     qstore = QueryStore(queries)
     enc = encoder_id or qstore.latest_encoder(ds)
     qgroup = qstore.encoder(ds, enc)
