@@ -72,9 +72,6 @@ class DatasetSpec:
             durations=None if d.get("durations") is None else str(d["durations"]),
         )
 
-    def split_file(self, split: str) -> str | None:
-        return self.annotations.get(split)
-
 
 def parse_annotation_args(values: list[str]) -> dict[str, str]:
     """``["train=a.txt", "b_test.txt"]`` -> ``{"train": ".../a.txt", "test": ".../b_test.txt"}``.

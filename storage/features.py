@@ -579,14 +579,6 @@ class FeatureGroup:
         assert isinstance(vgroup, zarr.Group)
         vgroup.attrs.update(_jsonable(dict(attrs)))
 
-    def delete_video(self, video_id: str) -> None:
-        """Remove a video (complete or not); missing is not an error."""
-        safe_component(video_id, what="video id")
-        with self.writer_lock(video_id):
-            if video_id in self._group:
-                self._uncommit(video_id)
-                del self._group[video_id]
-
     # -- reading --------------------------------------------------------------------------
 
     def _video_attrs(self, video_id: str) -> dict[str, Any] | None:

@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                 timings["flow_s"] = time.perf_counter() - t_flow
                 t_stop = time.perf_counter()
         timings["drain_stop_s"] = time.perf_counter() - t_stop
-    except Exception as exc:  # noqa: BLE001 - the flow's logs above say where; name it here
+    except Exception as exc:  # the flow's logs above say where; name it here
         print(f"mktn reproduce failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         print("fix the cause and rerun the same command: finished steps are reused", file=sys.stderr)
         return 1
