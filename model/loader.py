@@ -21,32 +21,18 @@ from model.data import GroundingData, NormStats, QueryInput, VideoInput
 from pipeline.datasets.records import QueryMoment
 
 log = logging.getLogger(__name__)
-ANNOTATION_SUFFIXES = (".jsonl", ".json", ".txt")
 
 
 def annotation_paths(specs: Sequence[str]) -> dict[str, Path]:
     """``--annotations`` values -> ``{split: path}``.
 
     Each value is a directory (every ``*.jsonl``/``*.json``/``*.txt`` in it, split from
-    the file name), a file (split from its name), or ``SPLIT=PATH``.
+    the file name), a file (split from its name), or ``SPLIT=PATH``; parsed by
+    ``pipeline.datasets.parse_split_args``.
     """
-    from pipeline.datasets.registry import infer_split
+    from pipeline.datasets.registry import parse_split_args
 
-    out: dict[str, Path] = {}
-    for spec in specs:
-        split, _, path_s = spec.rpartition("=") if "=" in spec else ("", "", spec)
-        path = Path(path_s)
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix in ANNOTATION_SUFFIXES and p.is_file())
-            if not files:
-                raise FileNotFoundError(f"annotation directory {str(path)!r} holds no .jsonl/.json/.txt file")
-            for f in files:
-                out[infer_split(f)] = f
-        elif path.is_file():
-            out[split or infer_split(path)] = path
-        else:
-            raise FileNotFoundError(f"annotations {str(path)!r}: no such file or directory")
-    return out
+    return parse_split_args(specs, expand_dirs=True)
 
 
 def load_records(specs: Sequence[str], fmt: str | None = None,

@@ -459,15 +459,11 @@ def annotation_durations(specs: Sequence[str], fmt: str | None = None,
                          durations: Sequence[str] | None = None) -> dict[str, float]:
     """``{video_id: duration}`` from annotation files given as ``PATH`` or ``SPLIT=PATH``
     (the same parsers and durations tables as ``mktn embed``; the longest duration wins)."""
-    from pipeline.datasets import load_annotations
+    from pipeline.datasets import load_annotations, parse_split_arg
 
     out: dict[str, float] = {}
     seen: set[str] = set()
-    for item in specs:
-        split, path = None, item
-        name, sep, rest = item.partition("=")
-        if sep and name and "/" not in name:
-            split, path = name, rest
+    for split, path in [parse_split_arg(item) for item in specs]:  # all checked before any is read
         res = load_annotations(None if fmt in (None, "auto") else fmt, path,
                                durations=list(durations) if durations else None, split=split,
                                seen_query_ids=seen)

@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["model.spans", "model.metrics", "model.controls", "model.evaluate", "storage.keys", "storage.errors", "pipeline.synth.writer"]
+MODULES = ["model.spans", "model.metrics", "model.controls", "model.evaluate", "storage.keys", "storage.errors", "pipeline.synth.writer",
+           "pipeline.datasets.registry"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -82,10 +82,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"mktn reproduce: --dataset-videos {str(videos)!r} is not a folder", file=sys.stderr)
             return 2
         try:
-            annotations = parse_annotation_args(args.annotations)
-            missing = [p for p in annotations.values() if not Path(p).is_file()]
-            if missing:
-                raise ValueError(f"annotation file(s) not found: {missing}")
+            annotations = parse_annotation_args(args.annotations)  # one line for a missing file
             name = args.dataset_name or (videos.parent.name if videos.name == "videos" else videos.name)
             dataset = DatasetSpec(
                 name=name, videos_dir=str(videos), annotations=annotations, format=args.format,
