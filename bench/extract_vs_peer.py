@@ -149,7 +149,7 @@ def _child_mktn(videos: list[str], store: str, threads: int, grid: int) -> dict[
     }
 
 
-def _read_video_stand_in(path: str, pts_unit: str = "sec", **_: Any):  # noqa: ANN202
+def _read_video_stand_in(path: str, pts_unit: str = "sec", **_: Any):
     """torchvision<0.24 ``read_video`` with its PyAV backend: all frames, RGB, uint8 THWC."""
     import av
     import torch

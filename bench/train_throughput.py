@@ -42,12 +42,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.config import override, preset  # noqa: E402
-from model.data import GroundingData, QueryInput, VideoInput, iterate_batches, prepare  # noqa: E402
-from model.evaluate import evaluate_model  # noqa: E402
-from model.losses import build_criterion  # noqa: E402
-from model.train import build_training, make_sampler, train_step  # noqa: E402
-from pipeline.datasets.records import QueryMoment  # noqa: E402
+from model.config import override, preset
+from model.data import GroundingData, QueryInput, VideoInput, iterate_batches, prepare
+from model.evaluate import evaluate_model
+from model.losses import build_criterion
+from model.train import build_training, make_sampler, train_step
+from pipeline.datasets.records import QueryMoment
 
 
 def random_data(videos: int, qpv: float, clips: int, dim: int, patches: int, seed: int = 0) -> GroundingData:

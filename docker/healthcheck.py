@@ -26,7 +26,7 @@ import urllib.request
 def check_url(url: str, timeout: float) -> str | None:
     """Return ``None`` if ``url`` answers 2xx, else the reason."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own URL
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # our own URL
             if 200 <= resp.status < 300:
                 return None
             return f"{url} answered HTTP {resp.status}"
@@ -42,7 +42,7 @@ def check_install() -> str | None:
     for name in ("storage", "pipeline", "model", "flows", "torch"):
         try:
             importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001 - any import failure is unhealthy
+        except Exception as exc:  # any import failure is unhealthy
             return f"cannot import {name!r}: {exc}; rebuild the image (pip install .)"
     return None
 

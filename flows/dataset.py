@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.datasets import infer_split
+from pipeline.datasets import infer_split, parse_split_args
+from pipeline.datasets.registry import ANNOTATION_SUFFIXES
 from storage.keys import safe_component
 
-ANNOTATION_SUFFIXES = (".jsonl", ".json", ".txt")
 MANIFEST = "dataset.json"
 
 
@@ -78,27 +78,15 @@ class DatasetSpec:
             features=None if d.get("features") is None else dict(d["features"]),
         )
 
-    def split_file(self, split: str) -> str | None:
-        return self.annotations.get(split)
-
 
 def parse_annotation_args(values: list[str]) -> dict[str, str]:
     """``["train=a.txt", "b_test.txt"]`` -> ``{"train": ".../a.txt", "test": ".../b_test.txt"}``.
 
-    A bare path's split comes from its name (``pipeline.datasets.infer_split``).
+    Parsed by ``pipeline.datasets.parse_split_args`` (a bare path's split comes from its name;
+    a missing file or a split named twice is a one-line ``DatasetError``, a ``ValueError``);
+    the paths are made absolute.
     """
-    out: dict[str, str] = {}
-    for value in values:
-        head, sep, tail = value.partition("=")
-        if sep and "/" not in head and not Path(value).exists():
-            split, path = head, tail
-        else:
-            path = value
-            split = infer_split(value)
-        if split in out:
-            raise ValueError(f"two annotation files for split {split!r}: {out[split]!r} and {path!r}")
-        out[split] = str(Path(path).resolve())
-    return out
+    return {split: str(path.resolve()) for split, path in parse_split_args(values).items()}
 
 
 def discover(directory: str | os.PathLike[str], name: str | None = None) -> DatasetSpec:

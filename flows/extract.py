@@ -20,7 +20,6 @@ extracts only what is missing (cache hits, and the store's commit markers).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 from uuid import UUID
@@ -261,10 +260,3 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
         lines += ["", "## Failed videos", "", "| video | reason |", "|---|---|"]
         lines += [f"| {v} | {r} |" for v, r in summary["failed"].items()]
     return "\n".join(lines) + "\n"
-
-
-def video_paths(videos_dir: str | os.PathLike[str]) -> list[str]:
-    """The video files the flow would extract from ``videos_dir``."""
-    from pipeline.extract import list_videos
-
-    return [str(p) for p in list_videos(videos_dir)]

@@ -160,7 +160,7 @@ def reevaluate(
                 annotations=spec.annotations, dataset=spec.name, format=fmt,
                 durations=spec.durations, query_store=ws.query_store, encoder=encoder, **stores,
             )
-        except Exception as exc:  # noqa: BLE001 - one broken dataset must not stop the others
+        except Exception as exc:  # one broken dataset must not stop the others
             log.error("dataset %s failed: %s", spec.name, exc)
             new_rows.append({"time": now, "dataset": spec.name, "status": "failed", "error": _one_line(exc)})
             continue
@@ -179,7 +179,7 @@ def reevaluate(
                 m = ev["metrics"]
                 row.update({k: round(float(m[k]), 2) for k in METRIC_ORDER if k in m}, status="ok",
                            num_queries=int(m["num_queries"]))
-            except Exception as exc:  # noqa: BLE001 - a bad checkpoint must not stop the others
+            except Exception as exc:  # a bad checkpoint must not stop the others
                 log.error("%s on %s failed: %s", ckpt, spec.name, exc)
                 row.update(status="failed", error=_one_line(exc))
             new_rows.append(row)

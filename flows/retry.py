@@ -72,7 +72,7 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     if not isinstance(exc, BaseException):
         try:
             state.result(raise_on_failure=True)
-        except BaseException as raised:  # noqa: BLE001 - we only classify it
+        except BaseException as raised:  # we only classify it
             exc = raised
         else:
             return False

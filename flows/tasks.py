@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, cast
 
@@ -235,10 +234,6 @@ def current_task_run_id() -> str:
 def was_cached(future: Any, result: dict[str, Any]) -> bool:
     """True when ``result`` came from the cache, not from running ``future``'s task."""
     return result.get("task_run_id") not in (None, str(future.task_run_id))
-
-
-def file_exists(path: str | os.PathLike[str] | None) -> bool:
-    return path is not None and Path(path).is_file()
 
 
 # --- published features --------------------------------------------------------------------

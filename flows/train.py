@@ -76,13 +76,9 @@ def train(
 def _only_extractor(feature_store: str, dataset: str) -> str:
     from storage.features import FeatureStore
 
-    ids = [ex for ds, ex in FeatureStore(feature_store).list_extractors() if ds == dataset]
-    if len(ids) != 1:
-        raise ValueError(
-            f"feature store {feature_store!r} has {len(ids)} extractor groups for dataset {dataset!r} "
-            f"({ids}); pass extractor_id (run extract-features first if there are none)"
-        )
-    return ids[0]
+    group = FeatureStore(feature_store).select_group(
+        dataset, hint="pass extractor_id (run extract-features first if there are none)")
+    return group.extractor_id
 
 
 def _latest_encoder(query_store: str, dataset: str) -> str:

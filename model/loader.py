@@ -21,32 +21,18 @@ from model.data import GroundingData, NormStats, QueryInput, VideoInput
 from pipeline.datasets.records import QueryMoment
 
 log = logging.getLogger(__name__)
-ANNOTATION_SUFFIXES = (".jsonl", ".json", ".txt")
 
 
 def annotation_paths(specs: Sequence[str]) -> dict[str, Path]:
     """``--annotations`` values -> ``{split: path}``.
 
     Each value is a directory (every ``*.jsonl``/``*.json``/``*.txt`` in it, split from
-    the file name), a file (split from its name), or ``SPLIT=PATH``.
+    the file name), a file (split from its name), or ``SPLIT=PATH``; parsed by
+    ``pipeline.datasets.parse_split_args``.
     """
-    from pipeline.datasets.registry import infer_split
+    from pipeline.datasets.registry import parse_split_args
 
-    out: dict[str, Path] = {}
-    for spec in specs:
-        split, _, path_s = spec.rpartition("=") if "=" in spec else ("", "", spec)
-        path = Path(path_s)
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix in ANNOTATION_SUFFIXES and p.is_file())
-            if not files:
-                raise FileNotFoundError(f"annotation directory {str(path)!r} holds no .jsonl/.json/.txt file")
-            for f in files:
-                out[infer_split(f)] = f
-        elif path.is_file():
-            out[split or infer_split(path)] = path
-        else:
-            raise FileNotFoundError(f"annotations {str(path)!r}: no such file or directory")
-    return out
+    return parse_split_args(specs, expand_dirs=True)
 
 
 def load_records(specs: Sequence[str], fmt: str | None = None,
@@ -58,20 +44,6 @@ def load_records(specs: Sequence[str], fmt: str | None = None,
     return res.records
 
 
-def _pick_feature_group(store: Any, dataset: str | None, extractor_id: str | None) -> tuple[str, str]:
-    pairs = store.list_extractors()
-    if dataset is not None:
-        pairs = [p for p in pairs if p[0] == dataset]
-    if extractor_id is not None:
-        pairs = [p for p in pairs if p[1] == extractor_id]
-    if len(pairs) != 1:
-        raise ValueError(
-            f"feature store {store.root!s} holds {len(pairs)} matching (dataset, extractor) groups "
-            f"{pairs or store.list_extractors()}; pass --dataset and --extractor to choose one"
-        )
-    return pairs[0]
-
-
 def load_grounding_data(features: str | os.PathLike[str], queries: str | os.PathLike[str],
                         records: Sequence[QueryMoment], *, dataset: str | None = None,
                         extractor_id: str | None = None, encoder_id: str | None = None,
@@ -80,9 +52,8 @@ def load_grounding_data(features: str | os.PathLike[str], queries: str | os.Path
     from storage.features import FeatureStore
     from storage.queries import QueryStore
 
-    fstore = FeatureStore(features)
-    ds, ex = _pick_feature_group(fstore, dataset, extractor_id)
-    group = fstore.extractor(ds, ex, create=False)
+    group = FeatureStore(features).select_group(dataset, extractor_id)
+    ds, ex = group.dataset, group.extractor_id
     qstore = QueryStore(queries)
     enc = encoder_id or qstore.latest_encoder(ds)
     qgroup = qstore.encoder(ds, enc)

@@ -37,7 +37,6 @@ from model.moment_map import band_iou
 from model.spans import pairwise_temporal_iou, temporal_iou
 
 Outputs = dict[str, torch.Tensor]
-ALIGNMENT_TERMS = ("rince", "contrast", "align", "segment")
 
 
 def rince(pos: torch.Tensor, neg: torch.Tensor, neg_mask: torch.Tensor, q: float, lam: float) -> torch.Tensor:

@@ -1,3 +1,5 @@
 """MKTN feature pipeline: dataset adapters, video decoding, 3D-CNN features, text features."""
 
-__version__ = "0.1.0"
+from storage.provenance import __version__
+
+__all__ = ["__version__"]

@@ -467,15 +467,11 @@ def annotation_durations(specs: Sequence[str], fmt: str | None = None,
                          durations: Sequence[str] | None = None) -> dict[str, float]:
     """``{video_id: duration}`` from annotation files given as ``PATH`` or ``SPLIT=PATH``
     (the same parsers and durations tables as ``mktn embed``; the longest duration wins)."""
-    from pipeline.datasets import load_annotations
+    from pipeline.datasets import load_annotations, parse_split_arg
 
     out: dict[str, float] = {}
     seen: set[str] = set()
-    for item in specs:
-        split, path = None, item
-        name, sep, rest = item.partition("=")
-        if sep and name and "/" not in name:
-            split, path = name, rest
+    for split, path in [parse_split_arg(item) for item in specs]:  # all checked before any is read
         res = load_annotations(None if fmt in (None, "auto") else fmt, path,
                                durations=list(durations) if durations else None, split=split,
                                seen_query_ids=seen)
@@ -688,15 +684,10 @@ def export_features(store: FeatureStore, dataset: str, out: str | os.PathLike[st
     in ``clip_times.npz`` beside them); ``import-features`` reads either back unchanged."""
     if fmt not in EXPORT_FORMATS:
         raise FeatureImportError(f"--format {fmt!r}: export writes one of {list(EXPORT_FORMATS)}")
-    pairs = [p for p in store.list_extractors() if p[0] == dataset]
-    if extractor_id is not None:
-        pairs = [p for p in pairs if p[1] == extractor_id]
-    if len(pairs) != 1:
-        raise FeatureImportError(
-            f"feature store {store.root!s} holds {len(pairs)} matching groups for dataset {dataset!r} "
-            f"({[p[1] for p in pairs] or store.list_extractors()}); pass --extractor to choose one"
-        )
-    group = store.extractor(*pairs[0], create=False)
+    try:
+        group = store.select_group(dataset, extractor_id, hint="pass --extractor to choose one")
+    except ValueError as exc:
+        raise FeatureImportError(str(exc)) from None
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)
     summary = ExportSummary(str(dest), fmt)

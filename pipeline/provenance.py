@@ -1,47 +1,9 @@
-"""Code version and source digests recorded in every artifact's metadata.
+"""Re-export of :mod:`storage.provenance` (code version, source digests).
 
-``code_version()`` is the package version; ``source_digest()`` hashes the
-project's Python sources so cache keys change when any helper a task calls is
-edited (Prefect's ``TASK_SOURCE`` only sees the task function itself).
+The stores at the bottom layer stamp ``code_version()`` on what they commit, so the
+definitions live in ``storage``; this module keeps ``pipeline.provenance`` imports working.
 """
 
-from __future__ import annotations
+from storage.provenance import PROJECT_PACKAGES, code_version, source_digest
 
-import functools
-import hashlib
-import importlib
-from collections.abc import Iterable
-from pathlib import Path
-
-from pipeline import __version__
-
-PROJECT_PACKAGES = ("pipeline", "model", "flows", "storage")
-
-
-def code_version() -> str:
-    """The installed package version, e.g. ``"0.1.0"``."""
-    return __version__
-
-
-@functools.cache
-def _package_digest(package: str) -> str:
-    module = importlib.import_module(package)
-    if module.__file__ is None:
-        raise ValueError(f"package {package!r} has no source files to digest")
-    root = Path(module.__file__).resolve().parent
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        h.update(str(path.relative_to(root)).encode())
-        h.update(b"\0")
-        h.update(path.read_bytes())
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def source_digest(packages: Iterable[str] = PROJECT_PACKAGES) -> str:
-    """A sha256 over the ``.py`` files of ``packages`` (first 16 hex digits)."""
-    h = hashlib.sha256()
-    for package in sorted(packages):
-        h.update(package.encode())
-        h.update(_package_digest(package).encode())
-    return h.hexdigest()[:16]
+__all__ = ["PROJECT_PACKAGES", "code_version", "source_digest"]

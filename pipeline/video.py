@@ -126,7 +126,7 @@ class ClipBatch:
     frames: np.ndarray
 
 
-def _open_reader(path: str, width: int = -1, height: int = -1, threads: int = 1):  # noqa: ANN202
+def _open_reader(path: str, width: int = -1, height: int = -1, threads: int = 1):
     import decord
 
     p = Path(path)
@@ -164,7 +164,7 @@ def _diagnose(path: str, exc: BaseException) -> str:
                 kinds: list[str] = sorted({str(s.type) for s in container.streams}) or ["none"]
                 return f"no video stream (streams: {', '.join(kinds)}); is this an audio file?"
             fmt = container.format.name
-    except Exception as av_exc:  # noqa: BLE001 - we only want its message
+    except Exception as av_exc:  # we only want its message
         return (
             f"not a decodable video: {_clean(str(av_exc)) or type(av_exc).__name__} "
             "(corrupt, truncated, or not a video file)"
@@ -180,7 +180,7 @@ def _container_duration(path: str) -> float | None:
         with av.open(path) as container:
             if container.duration is not None and container.duration > 0:
                 return float(container.duration) / 1_000_000.0
-    except Exception:  # noqa: BLE001 - the decord probe already vouched for the file
+    except Exception:  # the decord probe already vouched for the file
         return None
     return None
 
@@ -334,7 +334,7 @@ class ClipStream:
         self.chunk_frames = max(chunk_frames, sampling.clip_len)
         self.decode_threads = decode_threads
 
-    def _read(self, vr, lo: int, hi: int) -> np.ndarray:  # noqa: ANN001
+    def _read(self, vr, lo: int, hi: int) -> np.ndarray:
         """Sampled frames ``[lo, hi)`` as uint8 [n, crop, crop, 3]."""
         idx = self.plan.source_frames[lo:hi]
         unique, inverse = np.unique(idx, return_inverse=True)

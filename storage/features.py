@@ -54,8 +54,8 @@ import zarr.storage
 from zarr.abc.store import Store
 from zarr.codecs import BloscCodec
 
-from pipeline.provenance import code_version
 from storage.keys import join_key, safe_component
+from storage.provenance import code_version
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +328,32 @@ class FeatureStore:
                 out.append((ds_name, ex_name))
         return out
 
+    def select_group(
+        self,
+        dataset: str | None = None,
+        extractor_id: str | None = None,
+        *,
+        hint: str = "pass --dataset and --extractor to choose one",
+    ) -> FeatureGroup:
+        """The one existing group matching ``dataset`` and ``extractor_id`` (None matches any).
+
+        The only place a reader picks a (dataset, extractor) group. No match, or more than
+        one, is a one-line ``ValueError`` naming the matches (or, when none match, every
+        group in the store) and ending with ``hint``, the caller's way to choose.
+        """
+        every = self.list_extractors()
+        pairs = [p for p in every
+                 if (dataset is None or p[0] == dataset) and (extractor_id is None or p[1] == extractor_id)]
+        if len(pairs) != 1:
+            wanted = ", ".join(f"{k}={v!r}" for k, v in (("dataset", dataset), ("extractor", extractor_id))
+                               if v is not None)
+            found = f"{pairs}" if pairs else f"none (the store holds {every or 'no groups'})"
+            raise ValueError(
+                f"feature store {self.root!s} holds {len(pairs)} (dataset, extractor) groups"
+                f"{' for ' + wanted if wanted else ''}: {found}; {hint}"
+            )
+        return self.extractor(*pairs[0], create=False)
+
 
 class FeatureGroup:
     """The videos of one dataset and extractor. Build with ``FeatureStore.extractor``."""
@@ -552,14 +578,6 @@ class FeatureGroup:
         vgroup = self._group[video_id]
         assert isinstance(vgroup, zarr.Group)
         vgroup.attrs.update(_jsonable(dict(attrs)))
-
-    def delete_video(self, video_id: str) -> None:
-        """Remove a video (complete or not); missing is not an error."""
-        safe_component(video_id, what="video id")
-        with self.writer_lock(video_id):
-            if video_id in self._group:
-                self._uncommit(video_id)
-                del self._group[video_id]
 
     # -- reading --------------------------------------------------------------------------
 

@@ -47,10 +47,6 @@ class FileFingerprint:
     def from_dict(cls, d: dict[str, Any]) -> FileFingerprint:
         return cls(path=str(d["path"]), size=int(d["size"]), mtime_ns=int(d["mtime_ns"]), sha256=str(d["sha256"]))
 
-    def same_content(self, other: FileFingerprint) -> bool:
-        """True when size and content hash agree (the path and mtime may differ)."""
-        return self.size == other.size and self.sha256 == other.sha256
-
 
 def fingerprint_file(path: str | os.PathLike[str]) -> FileFingerprint:
     """Fingerprint a file: stat it and hash its content."""

@@ -34,8 +34,8 @@ import numpy as np
 import zarr
 from zarr.abc.store import Store
 
-from pipeline.provenance import code_version
 from storage.keys import join_key, safe_component
+from storage.provenance import code_version
 
 logger = logging.getLogger(__name__)
 

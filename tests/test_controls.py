@@ -53,7 +53,7 @@ class TextOnly(torch.nn.Module):
         self.read_video = read_video
         self.batches: list[torch.Tensor] = []  # group_index of every batch it saw
 
-    def forward(self, batch, progress: float = 1.0):  # noqa: ANN001, ANN201
+    def forward(self, batch, progress: float = 1.0):
         self.batches.append(batch.group_index.clone())
         q, length = batch.sentence.shape[0], batch.frames.shape[1]
         pos = torch.arange(length, dtype=torch.float32)

@@ -48,7 +48,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def client():  # noqa: ANN201 - a distributed.Client
+def client():  # a distributed.Client
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     )
@@ -60,7 +60,7 @@ def client():  # noqa: ANN201 - a distributed.Client
         cluster.close()
 
 
-def test_dask_extraction_matches_single_process(videos: list[Path], client, tmp_path: Path) -> None:  # noqa: ANN001
+def test_dask_extraction_matches_single_process(videos: list[Path], client, tmp_path: Path) -> None:
     good = [p.stem for p in videos if p.stem != "broken"]
     url = (tmp_path / "dist.zarr").as_uri()
     assert url.startswith("file://")
@@ -100,7 +100,7 @@ def test_dask_extraction_matches_single_process(videos: list[Path], client, tmp_
     assert [r.status for r in again.results] == ["skipped"] * len(good)
 
 
-def test_crash_leftover_is_reported_then_replaced(videos: list[Path], client, tmp_path: Path) -> None:  # noqa: ANN001
+def test_crash_leftover_is_reported_then_replaced(videos: list[Path], client, tmp_path: Path) -> None:
     url = (tmp_path / "store.zarr").as_uri()
     summary = extract_on_dask(videos[:2], url, CONFIG, client=client, progress=False)
     assert len(summary.done) == 2
@@ -118,7 +118,7 @@ def test_crash_leftover_is_reported_then_replaced(videos: list[Path], client, tm
     assert verify_store(url, CONFIG.dataset, eid, expected=rerun.results).ok
 
 
-def test_bad_inputs_are_named_before_any_work(videos: list[Path], client, tmp_path: Path) -> None:  # noqa: ANN001
+def test_bad_inputs_are_named_before_any_work(videos: list[Path], client, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="in-memory and private to one process"):
         extract_on_dask(videos, "memory://features.zarr", CONFIG, client=client, progress=False)
     dup = tmp_path / "other"
@@ -130,7 +130,7 @@ def test_bad_inputs_are_named_before_any_work(videos: list[Path], client, tmp_pa
     assert "duplicate video id 'vid0'" in bad.reason and str(videos[0]) in bad.reason
 
 
-def test_mktn_extract_dask_option(videos: list[Path], client, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_mktn_extract_dask_option(videos: list[Path], client, tmp_path: Path, capsys) -> None:
     from pipeline.cli import main
 
     args = ["extract", "--videos", str(videos[0].parent), "--backbone", "tiny3d", "--fps", "4",

@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_sizing():  # noqa: ANN202 - a module
+def _load_sizing():  # a module
     spec = importlib.util.spec_from_file_location("mktn_bench_sizing", ROOT / "bench" / "sizing.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

@@ -326,7 +326,7 @@ def test_build_context_keeps_every_copied_path(dockerfile: Path) -> None:
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:  # http.server's name
         self.send_response(200 if self.path.endswith("/health") else 503)
         self.end_headers()
         self.wfile.write(b"true")

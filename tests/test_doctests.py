@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["model.spans", "model.metrics", "model.controls", "model.evaluate", "storage.keys", "storage.errors", "pipeline.synth.writer",
-           "flows.report", "flows.import_features"]
+           "flows.report", "flows.import_features", "pipeline.datasets.registry"]
 
 
 @pytest.mark.parametrize("name", MODULES)

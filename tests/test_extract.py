@@ -130,7 +130,7 @@ def test_kill_9_then_rerun_equals_uninterrupted_run(tmp_path: Path) -> None:
         while time.monotonic() < deadline and proc.poll() is None:
             try:
                 n = len(store.extractor("t", CONFIG.resolved_extractor_id(), create=False))
-            except Exception:  # noqa: BLE001 - not created yet
+            except Exception:  # not created yet
                 n = 0
             if n >= 2:
                 break

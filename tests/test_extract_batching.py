@@ -24,7 +24,7 @@ from storage.features import FeatureStore
 def test_the_batch_size_comes_from_the_injected_measurement() -> None:
     calls: list[int] = []
 
-    def fast_at(best: int):  # noqa: ANN202
+    def fast_at(best: int):
         def seconds(b: int) -> float:
             calls.append(b)
             return b * (1.0 if b == best else 1.5)

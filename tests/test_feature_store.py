@@ -142,3 +142,26 @@ def test_concurrent_writers_of_different_videos(tmp_path) -> None:
     assert group.list_videos() == [f"v{i:02d}" for i in range(12)]
     assert [group.read_video(f"v{i:02d}").attrs["i"] for i in range(12)] == list(range(12))
     assert group.attrs["backbone"] == "x"
+
+
+def test_select_group_picks_the_one_match_or_names_the_choices(tmp_path) -> None:
+    store = FeatureStore(tmp_path / "store.zarr")
+    with pytest.raises(ValueError, match=r"holds 0 .*none \(the store holds no groups\); pass --dataset"):
+        store.select_group()
+    store.extractor("synth", "a")
+    group = store.select_group()
+    assert (group.dataset, group.extractor_id) == ("synth", "a")
+    store.extractor("synth", "b")
+    store.extractor("other", "a")
+    with pytest.raises(ValueError, match=r"holds 2 .* for dataset='synth': \[\('synth', 'a'\), \('synth', 'b'\)\]"):
+        store.select_group("synth")
+    assert store.select_group("synth", "b").extractor_id == "b"
+    assert store.select_group(extractor_id="b").dataset == "synth"
+    with pytest.raises(ValueError, match=r"for dataset='nope': none \(the store holds .*\('other', 'a'\).*; try this$"):
+        store.select_group("nope", hint="try this")
+    message = ""
+    try:
+        store.select_group("synth")
+    except ValueError as exc:
+        message = str(exc)
+    assert "\n" not in message

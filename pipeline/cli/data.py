@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
@@ -21,9 +20,10 @@ from pipeline.datasets import (
     REJECTION_REASONS,
     DatasetError,
     LoadResult,
-    infer_split,
     load_annotations,
     load_splits,
+    parse_split_arg,
+    parse_split_args,
 )
 
 
@@ -101,7 +101,7 @@ def _load(args: argparse.Namespace) -> LoadResult:
     fmt = None if args.format == "auto" else args.format
     paths: list[str] = args.annotations
     if len(paths) == 1:
-        split, path = _split_and_path(paths[0])
+        split, path = parse_split_arg(paths[0])
         return load_annotations(
             fmt,
             path,
@@ -114,26 +114,13 @@ def _load(args: argparse.Namespace) -> LoadResult:
         raise DatasetError(
             "--split names the split of a single file; with several files write SPLIT=PATH"
         )
-    by_split: dict[str, str] = {}
-    for value in paths:
-        named, p = _split_and_path(value)
-        name = named or infer_split(p)
-        if name in by_split:
-            raise DatasetError(
-                f"{by_split[name]} and {p} both look like split {name!r}; load them one at a time"
-            )
-        by_split[name] = p
     return load_splits(
-        fmt, by_split, durations=args.durations, inverted=args.inverted, strict=args.strict
+        fmt,
+        parse_split_args(paths),
+        durations=args.durations,
+        inverted=args.inverted,
+        strict=args.strict,
     )
-
-
-def _split_and_path(value: str) -> tuple[str | None, str]:
-    """``"val=val_1.json"`` -> ``("val", "val_1.json")``; a bare path -> ``(None, path)``."""
-    head, sep, tail = value.partition("=")
-    if sep and head and "/" not in head and not os.path.exists(value):
-        return head, tail
-    return None, value
 
 
 def stats_dict(result: LoadResult, max_issues_per_reason: int | None = 20) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 
-from pipeline.datasets import FORMATS, DatasetError, load_annotations, sniff_format
+from pipeline.datasets import FORMATS, DatasetError, load_annotations, parse_split_arg, sniff_format
 from pipeline.datasets.records import QueryMoment
 
 logger = logging.getLogger(__name__)
@@ -121,11 +121,8 @@ def _load(args: argparse.Namespace) -> tuple[list[QueryMoment], str]:
     args.rejections = {}  # reason -> count of annotation entries dropped while loading
     seen: set[str] = set()
     fmt = args.format
-    for item in args.annotations:
-        split, path = None, item
-        name, sep, rest = item.partition("=")
-        if sep and name and "/" not in name:
-            split, path = name, rest
+    # every value parsed (and its file checked) before any is loaded
+    for split, path in [parse_split_arg(item) for item in args.annotations]:
         if fmt == "auto":
             fmt = sniff_format(path)
         res = load_annotations(

@@ -15,6 +15,8 @@ from pipeline.datasets.registry import (
     infer_split,
     load_annotations,
     load_splits,
+    parse_split_arg,
+    parse_split_args,
     sniff_format,
 )
 from pipeline.datasets.report import (
@@ -40,5 +42,7 @@ __all__ = [
     "load_annotations",
     "load_durations",
     "load_splits",
+    "parse_split_arg",
+    "parse_split_args",
     "sniff_format",
 ]

@@ -1,5 +1,6 @@
 """The registry of annotation formats and the functions that load them: ``load_annotations``,
-``load_splits``, ``sniff_format``.
+``load_splits``, ``sniff_format``; and the one parser of ``--annotations [SPLIT=]PATH``
+values, ``parse_split_arg`` / ``parse_split_args``, which every command and flow calls.
 
 >>> sorted(FORMATS)
 ['activitynet', 'charades-sta', 'jsonl', 'tacos']
@@ -12,7 +13,7 @@ import logging
 import os
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from pipeline.datasets.durations import (
     find_charades_durations,
     load_durations,
 )
-from pipeline.datasets.errors import DatasetError
+from pipeline.datasets.errors import AnnotationFileNotFoundError, DatasetError
 from pipeline.datasets.jsonl import parse_jsonl
 from pipeline.datasets.parsing import require_file
 from pipeline.datasets.records import QueryMoment
@@ -136,6 +137,70 @@ def infer_split(path: str | os.PathLike[str]) -> str:
         name = m.group(1)
         return _SPLIT_NAMES.get(name, name)
     return re.sub(r"[^A-Za-z0-9_.=,@+-]", "_", Path(path).stem) or "all"
+
+
+ANNOTATION_SUFFIXES = (".jsonl", ".json", ".txt")
+
+
+def parse_split_arg(value: str, *, allow_dir: bool = False) -> tuple[str | None, Path]:
+    """One ``--annotations`` value -> ``(split, path)``; ``split`` is None for a bare path.
+
+    ``SPLIT=PATH`` names the split. The value is a bare path instead when it exists as
+    written, or when a ``/`` comes before its first ``=`` (``runs/lr=0.1/train.jsonl``);
+    ``=PATH`` (nothing before the ``=``) names no split. The path must be a file (or, with
+    ``allow_dir``, a directory); otherwise one line, an ``AnnotationFileNotFoundError``
+    (a ``DatasetError`` and a ``FileNotFoundError``).
+
+    >>> parse_split_arg("dev=no/such.jsonl")
+    Traceback (most recent call last):
+    pipeline.datasets.errors.AnnotationFileNotFoundError: annotation file 'no/such.jsonl' (from 'dev=no/such.jsonl') \
+does not exist; check the path
+    """
+    split: str | None = None
+    path_s = value
+    head, sep, tail = value.partition("=")
+    if sep and "/" not in head and os.sep not in head and not os.path.exists(value):
+        split, path_s = (head or None), tail
+    path = Path(path_s)
+    if path.is_file() or (allow_dir and path.is_dir()):
+        return split, path
+    origin = f" (from {value!r})" if path_s != value else ""
+    if path.is_dir():
+        raise AnnotationFileNotFoundError(
+            f"annotation file {path_s!r}{origin} is a directory; name the annotation file inside it")
+    what = "annotation file or directory" if allow_dir else "annotation file"
+    raise AnnotationFileNotFoundError(f"{what} {path_s!r}{origin} does not exist; check the path")
+
+
+def parse_split_args(values: Sequence[str], *, expand_dirs: bool = False) -> dict[str, Path]:
+    """``--annotations`` values -> ``{split: path}`` (each value parsed by ``parse_split_arg``).
+
+    A bare path's split comes from its name (``infer_split``). With ``expand_dirs`` a value
+    may be a directory: every ``*.jsonl``/``*.json``/``*.txt`` in it, each split from its
+    name. Two files for one split is a one-line ``DatasetError``.
+    """
+    out: dict[str, Path] = {}
+
+    def add(split: str, path: Path) -> None:
+        if split in out and out[split] != path:
+            raise DatasetError(
+                f"two annotation files for split {split!r}: {str(out[split])!r} and {str(path)!r}; "
+                "name the split of each with SPLIT=PATH"
+            )
+        out[split] = path
+
+    for value in values:
+        split, path = parse_split_arg(value, allow_dir=expand_dirs)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix in ANNOTATION_SUFFIXES and p.is_file())
+            if not files:
+                raise AnnotationFileNotFoundError(
+                    f"annotation directory {str(path)!r} holds no .jsonl/.json/.txt file")
+            for f in files:
+                add(infer_split(f), f)
+        else:
+            add(split or infer_split(path), path)
+    return out
 
 
 def sniff_format(path: str | os.PathLike[str]) -> str:
