@@ -97,6 +97,19 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, 2, 2), mode="replicate"), k.view(1, 1, 5, 1))
 
 
+def _lower_median(x: torch.Tensor) -> torch.Tensor:
+    """``x.median(dim=1).values`` (the lower median) of [B, N, ...], by an odd-even
+    transposition sorting network of elementwise min / max: several times faster on CPU
+    than ``torch.median`` along a non-contiguous dimension, and exactly the same values."""
+    vals = list(x.unbind(1))
+    n = len(vals)
+    for r in range(n):
+        for i in range(r % 2, n - 1, 2):
+            a, b = vals[i], vals[i + 1]
+            vals[i], vals[i + 1] = torch.minimum(a, b), torch.maximum(a, b)
+    return vals[(n - 1) // 2]
+
+
 def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Central differences of [N, 1, H, W] (replicate padding): (d/dx, d/dy)."""
     p = F.pad(x, (1, 1, 1, 1), mode="replicate")
@@ -259,16 +272,14 @@ class ClassicalDescriptors(nn.Module):
         frames = rgb.permute(0, 2, 1, 3, 4).reshape(bsz * n, 3, h, w)
         # a [1 4 6 4 1] / 16 smoothing: sensor noise and thin lines shaken by a pixel fall
         # below FG_LOW, a small saturated actor keeps most of its contrast
-        k = (1.0 / 16, 4.0 / 16, 6.0 / 16, 4.0 / 16, 1.0 / 16)
-        p = F.pad(frames, (2, 2, 2, 2), mode="replicate")
-        rows = k[0] * p[..., 0:h, :]
-        for i in range(1, 5):
-            rows = rows + k[i] * p[..., i : i + h, :]
-        smooth = k[0] * rows[..., 0:w]
-        for i in range(1, 5):
-            smooth = smooth + k[i] * rows[..., i : i + w]
-        smooth = smooth.reshape(bsz, n, 3, h, w)
-        background = smooth.median(dim=1).values  # [B, 3, H, W] the clip's background
+        # (four passes of the 2-tap sum per axis: [1 1]^4 = [1 4 6 4 1], 5x cheaper than 5 taps)
+        smooth = F.pad(frames, (2, 2, 2, 2), mode="replicate")
+        for _ in range(4):
+            smooth = smooth[..., :-1, :] + smooth[..., 1:, :]
+        for _ in range(4):
+            smooth = smooth[..., :-1] + smooth[..., 1:]
+        smooth = (smooth * (1.0 / 256)).reshape(bsz, n, 3, h, w)
+        background = _lower_median(smooth)  # [B, 3, H, W] the clip's background
         # distance to the background at the best of the 3x3 shifts: a camera shake is no motion
         padded = F.pad(background, (1, 1, 1, 1), mode="replicate")
         diff = smooth.new_full((bsz, n, h, w), float("inf"))

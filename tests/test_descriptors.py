@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from pipeline.backbones import build_extractor
-from pipeline.descriptors import DESCRIPTORS, DIRECTION_BINS, HUE_BINS, ClassicalDescriptors
+from pipeline.descriptors import (
+    DESCRIPTORS,
+    DIRECTION_BINS,
+    HUE_BINS,
+    ClassicalDescriptors,
+    _lower_median,
+)
 
 SIZE = 64
 FRAMES = 8
@@ -100,6 +106,13 @@ def test_objects_follow_a_small_actor_and_ignore_shake_and_noise() -> None:
     # shake and noise are not foreground: the lane line's patches and the still street stay empty
     assert out[0, 8:12, mass].max() < 0.2 * out[0, k, mass]
     assert out[1, :, mass].max() < 0.2 * out[0, k, mass]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 9, 16])
+def test_the_background_median_is_torch_median(n: int) -> None:
+    x = torch.rand(2, n, 3, 7, 5, generator=torch.Generator().manual_seed(n))
+    x[:, :, 0, 0, 0] = 0.5  # ties
+    assert torch.equal(_lower_median(x), x.median(dim=1).values)
 
 
 def test_objects_tell_appearing_from_leaving() -> None:
