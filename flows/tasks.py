@@ -170,7 +170,9 @@ def extract_video_group(
         # of other content (a same-size file put back with its old mtime) are redone
         recorded = (committed.get(job["video_id"], {}).get("source_fingerprint") or {}).get("sha256")
         force = recorded is not None and recorded != job["sha256"]
-        res = extract_one(job["path"], group, cfg, video_id=job["video_id"], force=force)
+        # the flow hashed the file once (fingerprint index): its digest is passed down, not recomputed
+        res = extract_one(job["path"], group, cfg, video_id=job["video_id"], force=force,
+                          sha256=job["sha256"])
         row = {"video_id": job["video_id"], "path": job["path"], "status": res.status,
                "num_clips": int(res.num_clips), "seconds": float(res.seconds), "sha256": job["sha256"]}
         if res.status == "failed":
