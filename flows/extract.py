@@ -83,7 +83,8 @@ def extract_videos_subflow(
     in_store = {
         j["video_id"]: j["video_id"] in committed
         and (committed[j["video_id"]].get("source_fingerprint") or {}).get("sha256") == j["sha256"]
-        and up_to_date(store_group, j["video_id"], j["path"], attrs=committed[j["video_id"]])
+        and up_to_date(store_group, j["video_id"], j["path"], attrs=committed[j["video_id"]],
+                       sha256=j["sha256"])
         for j in jobs
     }
     futures = {}

@@ -4,8 +4,8 @@ the ablation table when asked) and the metrics as JSON, written atomically into 
 Pure presentation over the project's contracts: the metrics dict of
 ``model.metrics.evaluate_predictions``, prediction records (``query_id``,
 ``video_id``, ranked ``spans``), ``QueryMoment`` ground truth, and the
-trainer's per-epoch history (a list of dicts with ``epoch`` and any number of
-``loss*`` / validation metric keys).
+trainer's per-epoch history (``result.json["history"]``, turned by ``history_rows``
+into dicts with ``epoch`` and any number of ``loss*`` / ``val_*`` keys).
 """
 
 from __future__ import annotations
@@ -62,8 +62,43 @@ _STEP_META = {"kind", "epoch", "step", "videos", "queries"}
 _NOT_LOSSES = {"lr", "grad_norm", "tau", "temperature"}  # logged per step, but not loss terms
 
 
+def history_rows(history: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
+    """The trainer's per-epoch history (``result.json["history"]``, ``TrainResult.history``: ``epoch``,
+    ``train`` loss means, ``diag``, ``val`` metrics) -> plot rows: ``epoch``, ``loss/<term>`` (a term
+    named ``loss...`` keeps its name) and ``val_<metric>``.
+
+    >>> history_rows([{"epoch": 1, "train": {"total": 2.0, "lr": 1e-3}, "diag": {}, "val": {"mIoU": 30.0}}])
+    [{'epoch': 1.0, 'loss/total': 2.0, 'val_mIoU': 30.0}]
+    """
+    rows = []
+    for i, h in enumerate(history):
+        row: dict[str, float] = {"epoch": float(h.get("epoch", i + 1))}
+        for k, v in dict(h.get("train") or {}).items():
+            if k not in _NOT_LOSSES and isinstance(v, (int, float)):
+                row[k if k.startswith("loss") else f"loss/{k}"] = float(v)
+        for k, v in dict(h.get("val") or {}).items():
+            if k != "num_queries" and isinstance(v, (int, float)):
+                row[f"val_{k}"] = float(v)
+        rows.append(row)
+    return rows
+
+
+def run_history(run_dir: str | os.PathLike[str]) -> list[dict[str, float]]:
+    """A training run's per-epoch plot rows, from its ``result.json`` (the trainer's own history);
+    a run written before ``result.json`` held the history falls back to parsing ``log.jsonl``."""
+    result = Path(run_dir) / "result.json"
+    try:
+        history = json.loads(result.read_text(encoding="utf-8")).get("history")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        history = None
+    if history:
+        return history_rows(history)
+    return history_from_log(Path(run_dir) / "log.jsonl")
+
+
 def history_from_log(path: str | os.PathLike[str]) -> list[dict[str, float]]:
-    """Per-epoch history from the trainer's ``log.jsonl``: mean of each step loss, plus val metrics.
+    """Per-epoch history from the trainer's ``log.jsonl``: mean of each step loss, plus val metrics
+    (the fallback of :func:`run_history` for a run whose ``result.json`` has no history).
 
     Step lines (``{"kind": "step", "epoch": e, <loss terms>...}``, epoch counted from 0)
     become ``loss/<term>`` means for epoch ``e + 1``; epoch lines

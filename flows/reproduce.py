@@ -27,7 +27,7 @@ from flows import tasks
 from flows.caching import persisted
 from flows.dataset import DatasetSpec
 from flows.embed import embed_queries
-from flows.evaluate import evaluate
+from flows.evaluate import TRAINED_KEYS, evaluate
 from flows.extract import extract_features
 from flows.import_features import import_features
 from flows.report import METRIC_ORDER
@@ -145,9 +145,12 @@ def reproduce(
         "encoder_id": emb["encoder_id"],
     }
     run = train(preset=preset, overrides=overrides, epochs=epochs, **data_args, **stores)
+    # train() evaluated its best checkpoint on the test split already: the evaluate flow reuses that
+    # evaluation (one per checkpoint and split) and evaluates only what training did not (e.g. val)
     ev = evaluate(
         checkpoint=run["best_checkpoint"], split=eval_split,
-        out_dir=str(Path(run["run_dir"]) / f"eval-{spec.name}"), controls=controls, **data_args, **stores,
+        out_dir=str(Path(run["run_dir"]) / f"eval-{spec.name}"), controls=controls,
+        trained={k: run[k] for k in TRAINED_KEYS}, **data_args, **stores,
     )
     ev_controls = ev.get("controls") if controls else None
 
@@ -198,7 +201,7 @@ def reproduce(
     report = persisted(tasks.write_report, ws.root, refresh=not (out_dir / "report.md").is_file())(
         out_dir=str(out_dir), inputs_sha=inputs_sha,
         title=f"MKTN on {spec.name}: reproduction report", metrics=ev["metrics"],
-        log_path=run["log"], predictions_path=ev["predictions"], annotations=spec.annotations,
+        run_dir=run["run_dir"], predictions_path=ev["predictions"], annotations=spec.annotations,
         fmt=fmt, durations=spec.durations, split=eval_split, ablation=ablation, baseline=baseline,
         details=details, warnings=warnings, controls=ev_controls,
     )
@@ -234,6 +237,6 @@ def reproduce(
         "embedding": {"encoder_id": emb["encoder_id"], "num_queries": emb.get("num_queries"),
                       "embedded": not (emb["task_cached"] or emb.get("cached"))},
         "training": {"run_dir": run["run_dir"], "run_key": run["run_key"], "trained": not (run["cached"] or run["reused"])},
-        "evaluation": {"cached": ev["cached"]},
+        "evaluation": {"cached": ev["cached"], "reused_from": ev.get("reused_from")},
         "ablation": ablation,
     }

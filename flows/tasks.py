@@ -170,7 +170,9 @@ def extract_video_group(
         # of other content (a same-size file put back with its old mtime) are redone
         recorded = (committed.get(job["video_id"], {}).get("source_fingerprint") or {}).get("sha256")
         force = recorded is not None and recorded != job["sha256"]
-        res = extract_one(job["path"], group, cfg, video_id=job["video_id"], force=force)
+        # the flow hashed the file once (fingerprint index): its digest is passed down, not recomputed
+        res = extract_one(job["path"], group, cfg, video_id=job["video_id"], force=force,
+                          sha256=job["sha256"])
         row = {"video_id": job["video_id"], "path": job["path"], "status": res.status,
                "num_clips": int(res.num_clips), "seconds": float(res.seconds), "sha256": job["sha256"]}
         if res.status == "failed":
@@ -517,19 +519,31 @@ def evaluate_checkpoint(
     split: str,
     out_dir: str,
     controls: bool = True,
+    reuse_from: str | None = None,
 ) -> dict[str, Any]:
     """Predict every query of ``split`` with ``checkpoint`` (``model.evaluate.evaluate_split``), with
-    the controls (``model.controls``; the priors fit on the train records) unless ``controls`` is off."""
-    from model.controls import controls_summary
-    from model.evaluate import evaluate_split
+    the controls (``model.controls``; the priors fit on the train records) unless ``controls`` is off.
 
-    all_records = load_records(annotations, fmt, durations).records
-    records = [r for r in all_records if r.split == split]
-    if not records:
-        raise PermanentTaskError(f"dataset {dataset!r} has no {split!r} records to evaluate on")
-    data = grounding_data(records, feature_store, query_store, dataset, extractor_id, encoder_id)
-    ev = evaluate_split(checkpoint, data, split=split, out_dir=out_dir, controls=controls,
-                        train_records=[r for r in all_records if r.split == "train"])
+    ``reuse_from``: the training run folder that wrote ``checkpoint`` on these same features, queries
+    and annotations (the evaluate flow checks the digests): its own evaluation of ``split`` (``train()``
+    evaluates the best checkpoint on the test split) is copied to ``out_dir`` instead of evaluating
+    the checkpoint again (``model.evaluate.reuse_split_evaluation``); ``reused_from`` in the result
+    names it. Not part of the cache key: either way the result is this checkpoint on this split."""
+    from model.controls import controls_summary
+    from model.evaluate import evaluate_split, reuse_split_evaluation
+
+    ev = None
+    if reuse_from is not None:
+        ev = reuse_split_evaluation(reuse_from, checkpoint, split=split, out_dir=out_dir, controls=controls)
+    if ev is None:
+        all_records = load_records(annotations, fmt, durations).records
+        records = [r for r in all_records if r.split == split]
+        if not records:
+            raise PermanentTaskError(f"dataset {dataset!r} has no {split!r} records to evaluate on")
+        data = grounding_data(records, feature_store, query_store, dataset, extractor_id, encoder_id)
+        ev = evaluate_split(checkpoint, data, split=split, out_dir=out_dir, controls=controls,
+                            train_records=[r for r in all_records if r.split == "train"])
+        reuse_from = None
     metrics = ev.metrics
     return {
         "checkpoint": checkpoint,
@@ -540,6 +554,7 @@ def evaluate_checkpoint(
         "controls_summary": controls_summary(metrics, ev.controls) if ev.controls else None,
         "predictions": str(Path(out_dir) / f"predictions_{split}.jsonl"),
         "metrics_file": str(Path(out_dir) / f"metrics_{split}.json"),
+        "reused_from": str(Path(reuse_from) / f"metrics_{split}.json") if reuse_from else None,
     }
 
 
@@ -571,7 +586,7 @@ def write_report(
     inputs_sha: str,
     title: str,
     metrics: dict[str, float],
-    log_path: str,
+    run_dir: str,
     predictions_path: str,
     annotations: dict[str, str],
     fmt: str | None,
@@ -583,15 +598,16 @@ def write_report(
     warnings: list[str],
     controls: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, Any]:
-    """``flows.report.write_report`` from the run's files (trainer log, predictions JSONL, annotations)."""
-    from flows.report import history_from_log
+    """``flows.report.write_report`` from the run's files (the training history in ``run_dir``'s
+    ``result.json``, the predictions JSONL, the annotations)."""
+    from flows.report import run_history
     from flows.report import write_report as render
 
     records = [r for r in load_records(annotations, fmt, durations).records if r.split == split]
     with open(predictions_path, encoding="utf-8") as fh:
         predictions = [json.loads(line) for line in fh if line.strip()]
     paths = render(
-        out_dir, title=title, metrics=metrics, history=history_from_log(log_path),
+        out_dir, title=title, metrics=metrics, history=run_history(run_dir),
         predictions=predictions, ground_truth=records, ablation=ablation, baseline=baseline,
         details=details, warnings=warnings, controls=controls,
     )

@@ -242,18 +242,10 @@ def evaluate_split(checkpoint: str | os.PathLike[str], data: GroundingData, *, s
     if prepared.skipped:
         log.warning("skipped during evaluation: %s", prepared.skipped)
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_predictions(out / f"predictions_{split}.jsonl", result.predictions)
-        write_moment_detr_predictions(out / f"predictions_{split}_moment_detr.jsonl", result.predictions,
-                                      {r.query_id: r.sentence for r in records})
-        payload: dict[str, Any] = {"split": split, "checkpoint": str(checkpoint), "metrics": result.metrics,
-                                   "skipped": prepared.skipped, "config_digest": ckpt.get("config_digest"),
-                                   "multi_pair": cfg.train.multi_pair, "query_order": cfg.model.query_order}
-        if ctrl is not None:
-            payload["controls"] = ctrl
-            payload["controls_summary"] = controls_summary(result.metrics, ctrl)
-        atomic_write_json(out / f"metrics_{split}.json", payload)
+        write_split_evaluation(out_dir, split, checkpoint=checkpoint, metrics=result.metrics,
+                               predictions=result.predictions, records=records, skipped=prepared.skipped,
+                               controls=ctrl, config_digest=ckpt.get("config_digest"),
+                               multi_pair=cfg.train.multi_pair, query_order=cfg.model.query_order)
     log.info("%s\n%s", split, format_metrics(result.metrics))
     if ctrl is not None:
         log.info("%s", controls_summary(result.metrics, ctrl))
@@ -268,3 +260,68 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], data: GroundingData,
     """``evaluate_split`` -> the metrics only (the controls are in ``metrics_<split>.json``)."""
     return evaluate_split(checkpoint, data, split=split, out_dir=out_dir, device=device,
                           batch_videos=batch_videos, controls=controls, train_records=train_records).metrics
+
+
+def write_split_evaluation(out_dir: str | os.PathLike[str], split: str, *, checkpoint: str | os.PathLike[str],
+                           metrics: dict[str, float], predictions: Sequence[dict[str, Any]],
+                           records: Sequence[QueryMoment], skipped: dict[str, int],
+                           controls: dict[str, dict[str, float]] | None, **extra: Any) -> None:
+    """The files of one checkpoint's evaluation on ``split`` (``evaluate_split`` and ``train()``'s test
+    evaluation write the same ones): ``predictions_<split>.jsonl``, the same in Moment-DETR/Lighthouse's
+    format and ``metrics_<split>.json`` (``split``, ``checkpoint``, ``metrics``, ``skipped``, the
+    ``extra`` keys, and ``controls`` with their summary when computed)."""
+    from model.controls import controls_summary
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_predictions(out / f"predictions_{split}.jsonl", predictions)
+    write_moment_detr_predictions(out / f"predictions_{split}_moment_detr.jsonl", predictions,
+                                  {r.query_id: r.sentence for r in records})
+    payload: dict[str, Any] = {"split": split, "checkpoint": str(checkpoint), "metrics": metrics,
+                               "skipped": skipped, **extra}
+    if controls is not None:
+        payload["controls"] = controls
+        payload["controls_summary"] = controls_summary(metrics, controls)
+    atomic_write_json(out / f"metrics_{split}.json", payload)
+
+
+def reuse_split_evaluation(source_dir: str | os.PathLike[str], checkpoint: str | os.PathLike[str], *,
+                           split: str = "test", out_dir: str | os.PathLike[str] | None = None,
+                           controls: bool = True) -> CheckpointEval | None:
+    """The evaluation of ``checkpoint`` on ``split`` already written under ``source_dir`` (by
+    ``train()``, which evaluates its best checkpoint on the test split, or ``evaluate_split``), copied
+    to ``out_dir`` when given; ``None`` when there is none for this checkpoint and split (or it lacks
+    the controls and ``controls`` asks for them): then evaluate it (``evaluate_split``).
+
+    The caller vouches that the features, queries and annotations are the ones that evaluation
+    read (the evaluate flow compares the training run's digests with its own)."""
+    import json
+    import shutil
+
+    src = Path(source_dir)
+    metrics_file = src / f"metrics_{split}.json"
+    preds_file = src / f"predictions_{split}.jsonl"
+    if not (metrics_file.is_file() and preds_file.is_file()):
+        return None
+    try:
+        payload = json.loads(metrics_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    recorded = payload.get("checkpoint")
+    if payload.get("split") != split or not recorded or Path(recorded).resolve() != Path(checkpoint).resolve():
+        return None
+    ctrl = payload.get("controls")
+    if controls and ctrl is None:
+        return None
+    if out_dir is not None and Path(out_dir).resolve() != src.resolve():
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (preds_file.name, f"predictions_{split}_moment_detr.jsonl"):
+            if (src / name).is_file():
+                shutil.copyfile(src / name, out / name)
+        atomic_write_json(out / metrics_file.name, {**payload, "reused_from": str(metrics_file)})
+    with preds_file.open(encoding="utf-8") as fh:  # written by write_predictions: one record a line
+        predictions = [json.loads(line) for line in fh if line.strip()]
+    log.debug("%s of %s: the evaluation in %s (reused, not evaluated again)", split, checkpoint, metrics_file)
+    return CheckpointEval(split, dict(payload["metrics"]), ctrl if controls else None, predictions,
+                          dict(payload.get("skipped") or {}), bool(payload.get("multi_pair", True)))

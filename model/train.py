@@ -44,10 +44,9 @@ from model.data import (
     prepare,
 )
 from model.distributed import DistributedContext, all_reduce_metrics, wrap_model
-from model.evaluate import _autocast, evaluate_model
+from model.evaluate import _autocast, evaluate_model, write_split_evaluation
 from model.losses import MKTNCriterion, build_criterion
 from model.matching import DIAGNOSTICS, embedding_diagnostics
-from model.metrics import write_moment_detr_predictions, write_predictions
 from model.mktn import MKTN, build_model
 from storage.atomic import atomic_write_json, atomic_write_text
 
@@ -424,15 +423,13 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
         if controls:
             test_controls = compute_controls(model, prepared, test_records, data.split("train"), **eval_kwargs)
             log.info("test: %s", controls_summary(test_metrics, test_controls))
-        write_predictions(out / "predictions_test.jsonl", res.predictions)
-        write_moment_detr_predictions(out / "predictions_test_moment_detr.jsonl", res.predictions,
-                                      {r.query_id: r.sentence for r in test_records})
-        payload = {"split": "test", "checkpoint": str(best_path), "metrics": test_metrics,
-                   "skipped": prepared.skipped, "selection_split": selection_split}
-        if test_controls is not None:
-            payload["controls"] = test_controls
-            payload["controls_summary"] = controls_summary(test_metrics, test_controls)
-        atomic_write_json(out / "metrics_test.json", payload)
+        # the same files as model.evaluate.evaluate_split writes: the evaluate flow reuses them
+        # (reuse_split_evaluation) rather than evaluate this checkpoint on the test split again
+        write_split_evaluation(out, "test", checkpoint=best_path, metrics=test_metrics,
+                               predictions=res.predictions, records=test_records, skipped=prepared.skipped,
+                               controls=test_controls, selection_split=selection_split,
+                               config_digest=cfg.digest(), multi_pair=cfg.train.multi_pair,
+                               query_order=cfg.model.query_order)
     train_groups = make_groups(prepared, data.split("train"), multi_pair=True, max_queries=10**9)
     result = TrainResult(
         out_dir=str(out), best_checkpoint=str(best_path), last_checkpoint=str(last_path),

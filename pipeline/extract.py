@@ -243,6 +243,7 @@ def up_to_date(
     *,
     verify_content: bool = False,
     attrs: dict[str, Any] | None = None,
+    sha256: str | None = None,
 ) -> bool:
     """True when ``video_id`` is committed and its source file is unchanged.
 
@@ -251,6 +252,8 @@ def up_to_date(
     same content keeps its features and its recorded mtime is refreshed.
     ``attrs``: the video's committed attributes when the caller has read them already
     (``FeatureGroup.committed_attrs()``); ``None`` reads them from the store.
+    ``sha256``: the file's content digest when the caller has computed it (the flows hash every
+    file once, up front); the file is then not hashed again here.
     """
     if attrs is None:
         if not group.is_complete(video_id):
@@ -267,7 +270,7 @@ def up_to_date(
         return False
     if quick is True and not verify_content:
         return True
-    current = fingerprint_file(path)
+    current = fingerprint_file(path, sha256=sha256)
     if current.sha256 != recorded.sha256:
         return False
     if current.mtime_ns != recorded.mtime_ns:  # touched, same content: remember the new mtime
@@ -488,6 +491,7 @@ class _Job:
     video_id: str
     path: str
     force: bool = False
+    sha256: str | None = None  # the content digest when the caller computed it (not hashed again)
 
 
 @dataclass
@@ -615,12 +619,13 @@ class _Reader(threading.Thread):
             return
         try:
             if not job.force and up_to_date(
-                self.group, job.video_id, job.path, verify_content=self.config.verify_content
+                self.group, job.video_id, job.path, verify_content=self.config.verify_content,
+                sha256=job.sha256,
             ):
                 self._put(_Skip(job))
                 return
             info = probe(job.path)
-            fingerprint = fingerprint_file(job.path)
+            fingerprint = fingerprint_file(job.path, sha256=job.sha256)
             stream = ClipStream(
                 job.path, self.sampling, info=info, decode_threads=self.config.decode_threads
             )
@@ -994,16 +999,20 @@ def extract_one(
     *,
     video_id: str | None = None,
     force: bool = False,
+    sha256: str | None = None,
 ) -> VideoResult:
     """Extract one video (skipped when up to date); never raises for a bad video file.
 
     ``group`` is an extractor group, or a store/root in which the group for ``config``
     is opened (created on first use). Safe to call concurrently for different videos
-    writing to one store.
+    writing to one store. ``sha256``: the file's content digest when the caller computed it
+    (the extract-features flow hashes every file once, up front): used for the up-to-date
+    check and the recorded fingerprint instead of hashing the file again; without it the
+    file is hashed here (once).
     """
     if not isinstance(group, FeatureGroup | FeatureStore):
         group = FeatureStore(group)
     path = os.fspath(path)
     vid = safe_component(video_id, what="video id") if video_id else video_id_for(path)
-    summary = _run([_Job(vid, path, force)], group, config, progress=False)
+    summary = _run([_Job(vid, path, force, sha256)], group, config, progress=False)
     return summary.results[0]

@@ -48,10 +48,14 @@ class FileFingerprint:
         return cls(path=str(d["path"]), size=int(d["size"]), mtime_ns=int(d["mtime_ns"]), sha256=str(d["sha256"]))
 
 
-def fingerprint_file(path: str | os.PathLike[str]) -> FileFingerprint:
-    """Fingerprint a file: stat it and hash its content."""
+def fingerprint_file(path: str | os.PathLike[str], sha256: str | None = None) -> FileFingerprint:
+    """Fingerprint a file: stat it and hash its content.
+
+    ``sha256``: the content digest when the caller computed it already (the flows' fingerprint
+    index): it is taken as it is and the file is not read again.
+    """
     p = Path(path)
-    digest = file_digest(p)
+    digest = sha256 if sha256 else file_digest(p)
     st = p.stat()
     return FileFingerprint(path=str(p.resolve()), size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=digest)
 

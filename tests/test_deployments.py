@@ -202,6 +202,8 @@ def test_mktn_reproduce_quick_cold_rerun_and_model_change(
     # everything ran: synthetic data generated, 12 videos extracted, queries embedded, model trained
     assert cold["extraction"]["counts"]["done"] == 12 and not cold["extraction"]["failed"]
     assert cold["embedding"]["embedded"] and cold["training"]["trained"]
+    # the test split evaluated once: the evaluate step reused train()'s evaluation of best.pt
+    assert cold["evaluation"]["reused_from"] == str(Path(cold["training"]["run_dir"]) / "metrics_test.json")
     report = Path(cold["report"])
     assert report.parent == work / "report" / "synthetic-quick"
     for png in ("loss_curves", "recall", "timelines"):

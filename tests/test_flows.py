@@ -59,7 +59,26 @@ def _run_extract(videos_dir: Path, work: Path, **kw: object) -> tuple[object, di
     return state, (state.result(raise_on_failure=False) if state.is_completed() else {})
 
 
-def test_extract_failures_cache_and_one_video_change(prefect_harness: str, videos: Path, tmp_path: Path) -> None:
+def _count_hashes(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count the sha256 computations of each file (file name -> count) from now on."""
+    import flows.fingerprints
+    import storage.fingerprint
+
+    counts: dict[str, int] = {}
+    real = storage.fingerprint.file_digest
+
+    def counting(path: object, algorithm: str = "sha256") -> str:
+        counts[Path(str(path)).name] = counts.get(Path(str(path)).name, 0) + 1
+        return real(path, algorithm)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(storage.fingerprint, "file_digest", counting)
+    monkeypatch.setattr(flows.fingerprints, "file_digest", counting)
+    return counts
+
+
+def test_extract_failures_cache_and_one_video_change(
+    prefect_harness: str, videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pipeline.extract import ExtractionConfig
     from storage.features import FeatureStore
 
@@ -67,8 +86,12 @@ def test_extract_failures_cache_and_one_video_change(prefect_harness: str, video
     shutil.copytree(videos, vdir)
     work = tmp_path / "work"
 
-    # cold: the three good videos extracted, the corrupt one failed and named, the flow Completed
+    # cold: the three good videos extracted, the corrupt one failed and named, the flow Completed;
+    # each file hashed once (the flow's fingerprint index; the digest is passed down to extract_one)
+    hashed = _count_hashes(monkeypatch)
     state, s = _run_extract(vdir, work)
+    assert hashed == {f"synth_000{i}.mp4": 1 for i in range(3)} | {"corrupt.mp4": 1}, hashed
+    monkeypatch.undo()
     assert state.is_completed(), state
     assert s["counts"] == {"done": 3, "skipped": 0, "cached": 0, "failed": 1}
     assert set(s["failed"]) == {"corrupt"} and "corrupt" in state.message and "1 failed" in state.message
@@ -87,7 +110,10 @@ def test_extract_failures_cache_and_one_video_change(prefect_harness: str, video
 
     # one video's content changes (another video's bytes): that video alone is re-extracted
     shutil.copyfile(vdir / "synth_0002.mp4", vdir / "synth_0000.mp4")
+    hashed = _count_hashes(monkeypatch)
     state, s = _run_extract(vdir, work)
+    assert hashed == {"synth_0000.mp4": 1}, hashed  # only the changed file, once
+    monkeypatch.undo()
     assert s["counts"] == {"done": 1, "skipped": 0, "cached": 2, "failed": 0 + 1}
     by_id = {r["video_id"]: r["status"] for r in s["videos"]}
     assert by_id == {"synth_0000": "done", "synth_0001": "cached", "synth_0002": "cached", "corrupt": "failed"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,13 +36,50 @@ def _published(tmp_path: Path) -> tuple[Path, list[str], list[str]]:
     return src, specs, sorted(data.videos)
 
 
-def test_reproduce_on_imported_npz_features_then_cached_rerun(tmp_path: Path, capsys, one_thread) -> None:
+def _count_test_evaluations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record each evaluation pass of a checkpoint on the test split (``train()``'s and
+    ``evaluate_split``'s; the controls' extra passes are not counted): the caller's module each."""
+    import model.evaluate
+    import model.train
+
+    calls: list[str] = []
+    for module in (model.train, model.evaluate):
+        real = module.evaluate_model
+
+        def counting(*args: Any, _real: Any = real, _name: str = module.__name__, **kwargs: Any) -> Any:
+            records = args[2] if len(args) > 2 else kwargs["records"]
+            if records and all(r.split == "test" for r in records):
+                calls.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(module, "evaluate_model", counting)
+    return calls
+
+
+def test_reproduce_on_imported_npz_features_then_cached_rerun(
+    tmp_path: Path, capsys, one_thread, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src, specs, videos = _published(tmp_path)
     work = tmp_path / "work"
     argv = ["reproduce", "--work", str(work), "--features-from", f"npz-dir:{src}",
             "--annotations", *specs, "--json", *TINY]
+    evaluations = _count_test_evaluations(monkeypatch)
     assert main(argv) == 0, capsys.readouterr().err[-3000:]
     cold = json.loads(capsys.readouterr().out)
+    # the test split is evaluated once, by train(); the evaluate step reuses that evaluation
+    assert evaluations == ["model.train"], evaluations
+    run_dir = Path(cold["training"]["run_dir"])
+    assert cold["evaluation"]["reused_from"] == str(run_dir / "metrics_test.json")
+    reused = json.loads((run_dir / "eval-published" / "metrics_test.json").read_text())
+    assert reused["metrics"] == cold["metrics"] == json.loads((run_dir / "result.json").read_text())["test"]
+    # the report's history is result.json's, the same per-epoch means as log.jsonl's steps
+    from flows.report import history_from_log, run_history
+
+    rows, from_log = run_history(run_dir), history_from_log(run_dir / "log.jsonl")
+    assert [r["epoch"] for r in rows] == [1.0, 2.0] and "loss/total" in rows[0] and "val_R1@0.5" in rows[0]
+    for row, logged in zip(rows, from_log, strict=True):
+        assert {k: v for k, v in row.items() if k.startswith("loss")} == pytest.approx(
+            {k: v for k, v in logged.items() if k in row and k.startswith("loss")}, abs=1e-5)
     # the dataset is named after the folder holding the features; the group after the source
     assert cold["dataset"] == "published"
     ext = cold["extraction"]
@@ -51,7 +89,7 @@ def test_reproduce_on_imported_npz_features_then_cached_rerun(tmp_path: Path, ca
     assert cold["metrics"]["num_queries"] > 0 and 0.0 <= cold["metrics"]["mAP"] <= 100.0
     text = Path(cold["report"]).read_text()
     assert f"npz-dir:{src}" in text and "could not be imported" in text and videos[0] in text
-    assert "| mIoU | mAP@0.5 | mAP@0.75 | mAP |" in text
+    assert "| mIoU | mAP@0.5 | mAP@0.75 | mAP |" in text and "![loss curves](loss_curves.png)" in text
 
     from storage.features import FeatureStore
 
