@@ -63,6 +63,18 @@ def _first_command(argv: list[str]) -> str | None:
     return None
 
 
+# third-party loggers that log one INFO line per HTTP call (a Prefect client polling its
+# server: dozens a minute while idle); kept at WARNING unless -vv asks for debug output
+CHATTY_LOGGERS = ("httpx", "httpcore")
+
+
+def quiet_third_party(verbose: int = 0) -> None:
+    """Keep :data:`CHATTY_LOGGERS` at WARNING unless ``verbose >= 2`` (``-vv``). Called at start-up
+    and again by commands that start Prefect, whose logging set-up may reset them."""
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING if verbose < 2 else logging.NOTSET)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # No telemetry from the Prefect servers our commands start (reproduce's temporary
@@ -75,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose + 1, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    quiet_third_party(args.verbose)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -161,9 +161,8 @@ def run(args: argparse.Namespace) -> int:
                                     "video_timeout_s": args.video_timeout}.items() if v}
     encoder = {"vectors": {"path": str(Path(args.glove).resolve())}} if args.glove else None
 
-    import logging
-
     from flows.server import start_if_needed, using_api
+    from pipeline.cli import quiet_third_party
 
     if args.rehash:
         from flows.workspace import Workspace
@@ -183,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         timings["imports_s"] = time.perf_counter() - t0
         with using_api(server):
             timings["server_wait_s"] = time.perf_counter() - t0 - timings["imports_s"]
-            logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call otherwise
+            quiet_third_party(getattr(args, "verbose", 0))  # Prefect's logging set-up may have reset them
             t_flow = time.perf_counter()
             try:
                 summary = reproduce(

@@ -82,5 +82,8 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+    from pipeline.cli import quiet_third_party
+
+    quiet_third_party(getattr(args, "verbose", 0))  # no httpx line per poll of the server
     serve(cfg, limit=args.limit)
     return 0
