@@ -75,6 +75,20 @@ def quiet_third_party(verbose: int = 0) -> None:
         logging.getLogger(name).setLevel(logging.WARNING if verbose < 2 else logging.NOTSET)
 
 
+def store_write_exit(command: str, exc: OSError, store: object, *, what: str,
+                     doing: str = "writing", note: str = "") -> int:
+    """For a command's ``except OSError``: print the one line that names an unwritable or full
+    store location (:func:`storage.errors.store_write_problem`) and return exit status 2; any
+    other ``OSError`` is raised again."""
+    from storage.errors import store_write_problem
+
+    problem = store_write_problem(exc, store, what=what, doing=doing)
+    if problem is None:
+        raise exc
+    print(f"mktn {command}: error: {problem}{note}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # No telemetry from the Prefect servers our commands start (reproduce's temporary

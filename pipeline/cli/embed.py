@@ -135,11 +135,12 @@ def _load(args: argparse.Namespace) -> tuple[list[QueryMoment], str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.cli import store_write_exit
     from pipeline.embed import EmbedConfig, embed_queries
     from pipeline.glove import GloveFormatError, WordVectorsConfig
     from pipeline.skipthought import build_skipthought_config
     from pipeline.text import QueryTextError, TextConfig
-    from storage.errors import probe_writable, store_write_problem
+    from storage.errors import probe_writable
     from storage.queries import QueryStore
 
     if getattr(args, "verbose", 0) < 2:  # gensim logs every word2vec epoch at INFO
@@ -182,11 +183,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"mktn embed: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a read-only or full store location: one line, not a traceback
-        problem = store_write_problem(exc, args.store, what="query store")
-        if problem is None:
-            raise
-        print(f"mktn embed: error: {problem}", file=sys.stderr)
-        return 2
+        return store_write_exit("embed", exc, args.store, what="query store")
     rejected = sum(args.rejections.values())
     if args.json:
         out = dataclasses.asdict(summary)

@@ -109,8 +109,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.cli import store_write_exit
     from pipeline.extract import ExtractionConfig, extract_videos, list_videos
-    from storage.errors import store_write_problem
     from storage.features import FeatureStore
 
     try:
@@ -163,11 +163,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"mktn extract: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a read-only or full store location: one line, not a traceback
-        problem = store_write_problem(exc, args.store, what="feature store")
-        if problem is None:
-            raise
-        print(f"mktn extract: error: {problem}", file=sys.stderr)
-        return 2
+        return store_write_exit("extract", exc, args.store, what="feature store")
     print(summary.format())
     if not args.no_normalization:
         try:
@@ -180,17 +176,11 @@ def run(args: argparse.Namespace) -> int:
             try:
                 norm = group.compute_normalization()
             except OSError as exc:
-                problem = store_write_problem(
-                    exc, args.store, what="feature store", doing="writing the normalisation statistics to"
+                return store_write_exit(
+                    "extract", exc, args.store, what="feature store",
+                    doing="writing the normalisation statistics to",
+                    note=" (the extracted videos are stored; the rerun skips them and only writes the statistics)",
                 )
-                if problem is None:
-                    raise
-                print(
-                    f"mktn extract: error: {problem} (the extracted videos are stored; the rerun "
-                    "skips them and only writes the statistics)",
-                    file=sys.stderr,
-                )
-                return 2
             print(
                 f"normalisation statistics over {norm.num_videos} videos / {norm.num_clips} clips "
                 f"stored in {store.root}/features/{config.dataset}/{summary.extractor_id}"
