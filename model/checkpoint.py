@@ -84,7 +84,8 @@ def config_with_defaults_of_its_time(config: dict[str, Any]) -> dict[str, Any]:
     """A stored config dict with the keys added since it was written set to what that code did:
     ``model.query_order`` did not exist and CSM read the annotation order -> ``"annotation"``;
     ``model.patch_attention`` and ``model.highlight`` did not exist -> ``False``;
-    ``model.head`` did not exist -> ``"span"``."""
+    ``model.head`` did not exist -> ``"span"``; ``model.word_pooling`` and
+    ``model.map_evidence`` -> ``False``."""
     model = dict(config.get("model", {}))
     if "query_order" not in model:
         model["query_order"] = "annotation"
@@ -94,6 +95,10 @@ def config_with_defaults_of_its_time(config: dict[str, Any]) -> dict[str, Any]:
         model["highlight"] = False
     if "head" not in model:
         model["head"] = "span"
+    if "word_pooling" not in model:
+        model["word_pooling"] = False
+    if "map_evidence" not in model:
+        model["map_evidence"] = False
     return {**config, "model": model}
 
 

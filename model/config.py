@@ -83,6 +83,10 @@ class ModelConfig:
     # Query-guided highlighting (not in the paper; VSLNet): a per-clip "inside the moment" head
     # trained on every clip, whose sigmoid scales the fused features before the span predictor
     highlight: bool = True
+    # Query vector from the query's own words (not in the paper): an attention-pooled sum of its
+    # encoded words is added to the sentence-encoder vector, so a query is also the sum of what
+    # its words say (a skip-thought encoder trained on a few hundred sentences memorises them)
+    word_pooling: bool = True
     # Grounding head: "span" (start/end logits, the paper's), "tan2d" (2D-TAN's moment map over the
     # per-query fused clips) or "mmn" (MMN's video-only moment map matched to the sentence);
     # see model/moment_map.py. Default "mmn" since 2026-12-03: measured on both synthetic domains
@@ -97,6 +101,12 @@ class ModelConfig:
     map_layers: int = 2  # masked 2D convolutions over the map
     map_kernel: int = 3  # odd
     mmn_temperature: float = 0.1  # MMN: scores are cosine / temperature
+    # MMN + query evidence (not in MMN): each query attends over its video's patches (the query-
+    # guided patch attention), a per-clip "inside the moment" logit is read from that and trained
+    # with the highlight loss, and its mean over a moment's clips is added to the moment's score.
+    # MMN's moment embeddings are built from the video alone, so a moment where two objects act
+    # holds both; the evidence is what binds the query's object to its action
+    map_evidence: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +156,11 @@ class TrainConfig:
     # augmentation: probability that a training video is cut to a random window still holding
     # all its queries' moments (absolute position then no longer identifies a moment)
     temporal_crop: float = 0.8
+    # augmentation: probability that each word of a training query is hidden (at least one stays)
+    word_dropout: float = 0.0
+    # augmentation: probability that another training video's clips are spliced beside a training
+    # video's own (in the room its padding leaves): distractor events, moments moved
+    splice: float = 0.0
     nms_iou: float = 0.5
 
 

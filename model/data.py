@@ -476,10 +476,50 @@ def crop_windows(prepared: PreparedData, groups: Sequence[Group], rng: np.random
     return out
 
 
+@dataclass(frozen=True)
+class Splice:
+    """Clips ``first .. first + count - 1`` of another training video, put ``before`` (or after)
+    an item's own clips (:func:`splice_plans`)."""
+
+    video_id: str
+    first: int
+    count: int
+    before: bool
+
+
+def splice_plans(prepared: PreparedData, groups: Sequence[Group], crops: Sequence[tuple[int, int]],
+                 rng: np.random.Generator, probability: float, pool: Sequence[str]) -> list[Splice | None]:
+    """Training augmentation: with ``probability`` an item gets a stretch of another video
+    spliced before or after its own (cropped) clips, in the room its padding leaves.
+
+    The other video comes from ``pool`` (the training videos) and is never one of the batch's
+    own videos; its events are distractors the item's queries must not pick, and the item's
+    moments move to another place in a longer sequence, so neither a moment's position nor
+    the video's length says where it is. The stretch is 25-100 % of the room, at least one clip.
+    """
+    own = {g.video_id for g in groups}
+    others = [v for v in pool if v not in own and v in prepared.videos]
+    out: list[Splice | None] = []
+    for (_, kept) in crops:
+        room = prepared.num_clips - kept
+        if probability <= 0 or not others or room < 1 or rng.random() >= probability:
+            out.append(None)
+            continue
+        other = prepared.videos[others[int(rng.integers(0, len(others)))]]
+        longest = min(room, other.valid)
+        count = int(rng.integers(max(1, longest // 4), longest + 1))
+        first = int(rng.integers(0, other.valid - count + 1))
+        out.append(Splice(other.video_id, first, count, bool(rng.random() < 0.5)))
+    return out
+
+
 def collate(prepared: PreparedData, groups: Sequence[Group],
-            crops: Sequence[tuple[int, int]] | None = None) -> Batch:
+            crops: Sequence[tuple[int, int]] | None = None,
+            splices: Sequence[Splice | None] | None = None) -> Batch:
     """Stack groups into one ``Batch`` (see its docstring for shapes); ``crops`` (training
-    augmentation, :func:`crop_windows`): per item the first clip and number of clips kept."""
+    augmentation, :func:`crop_windows`): per item the first clip and number of clips kept;
+    ``splices`` (training augmentation, :func:`splice_plans`): per item another video's clips
+    before or after its own, or None."""
     vids = [prepared.videos[g.video_id] for g in groups]
     queries = [prepared.queries[q] for g in groups for q in g.query_ids]
     b, q = len(vids), len(queries)
@@ -487,18 +527,33 @@ def collate(prepared: PreparedData, groups: Sequence[Group],
     g_max = max(len(g.query_ids) for g in groups)
     if crops is None:
         crops = [(0, v.valid) for v in vids]
-    if all(c == (0, v.valid) for c, v in zip(crops, vids, strict=True)):
+    if splices is None:
+        splices = [None] * b
+    offsets = [0] * b  # where each item's own first kept clip lands
+    lengths = [kept for _, kept in crops]
+    if all(c == (0, v.valid) for c, v in zip(crops, vids, strict=True)) and not any(splices):
         frames = torch.stack([v.frames for v in vids])
         patches = torch.stack([v.patches for v in vids])
     else:
         frames = torch.zeros(b, *vids[0].frames.shape)
         patches = torch.zeros(b, *vids[0].patches.shape)
-        for i, (v, (first, kept)) in enumerate(zip(vids, crops, strict=True)):
-            frames[i, :kept] = v.frames[first : first + kept]
-            patches[i, :kept] = v.patches[first : first + kept]
+        for i, (v, (first, kept), sp) in enumerate(zip(vids, crops, splices, strict=True)):
+            at = 0
+            if sp is not None:
+                ov = prepared.videos[sp.video_id]
+                if kept + sp.count > prepared.num_clips:
+                    raise ValueError(f"splice of {sp.count} clips does not fit beside {kept} clips")
+                other_at = 0 if sp.before else kept
+                at = sp.count if sp.before else 0
+                frames[i, other_at:other_at + sp.count] = ov.frames[sp.first : sp.first + sp.count]
+                patches[i, other_at:other_at + sp.count] = ov.patches[sp.first : sp.first + sp.count]
+                lengths[i] = kept + sp.count
+            offsets[i] = at
+            frames[i, at:at + kept] = v.frames[first : first + kept]
+            patches[i, at:at + kept] = v.patches[first : first + kept]
     video_mask = torch.zeros(b, prepared.num_clips, dtype=torch.bool)
-    for i, (_, kept) in enumerate(crops):
-        video_mask[i, :kept] = True
+    for i, length in enumerate(lengths):
+        video_mask[i, :length] = True
     words = torch.zeros(q, n, queries[0].words.shape[1])
     word_mask = torch.zeros(q, n, dtype=torch.bool)
     for j, pq in enumerate(queries):
@@ -512,8 +567,8 @@ def collate(prepared: PreparedData, groups: Sequence[Group],
         group_index[i, : len(g.query_ids)] = torch.arange(k, k + len(g.query_ids))
         k += len(g.query_ids)
     query_order = torch.tensor([pq.order for pq in queries], dtype=torch.long)
-    valid = torch.tensor([crops[i][1] for i in query_video.tolist()], dtype=torch.float32)
-    shift = torch.tensor([crops[i][0] for i in query_video.tolist()], dtype=torch.long)
+    valid = torch.tensor([lengths[i] for i in query_video.tolist()], dtype=torch.float32)
+    shift = torch.tensor([crops[i][0] - offsets[i] for i in query_video.tolist()], dtype=torch.long)
     start_idx = torch.tensor([pq.start_idx for pq in queries], dtype=torch.long) - shift
     end_idx = torch.tensor([pq.end_idx for pq in queries], dtype=torch.long) - shift
     start_frac = torch.tensor([pq.start_frac for pq in queries], dtype=torch.float32)
@@ -527,16 +582,42 @@ def collate(prepared: PreparedData, groups: Sequence[Group],
                  start_idx, end_idx, start_frac, end_frac, span_norm.clamp(0, 1), same_video)
 
 
+def drop_words(word_mask: torch.Tensor, rng: np.random.Generator, probability: float) -> torch.Tensor:
+    """Training augmentation: each real word is hidden with ``probability`` (its mask set to
+    False); a query keeps at least one word (its first is restored when all were drawn)."""
+    drop = torch.from_numpy(rng.random(tuple(word_mask.shape)) < probability)
+    kept = word_mask & ~drop
+    empty = ~kept.any(dim=1)
+    if bool(empty.any()):
+        first = word_mask.float().argmax(dim=1)
+        kept[empty, first[empty]] = True
+    return kept
+
+
 def iterate_batches(prepared: PreparedData, sampler: GroupSampler, epoch: int,
-                    skip: int = 0, *, crop_probability: float = 0.0) -> Iterator[Batch]:
+                    skip: int = 0, *, crop_probability: float = 0.0,
+                    word_dropout: float = 0.0, splice_probability: float = 0.0) -> Iterator[Batch]:
     """Batches of one epoch in the sampler's order, skipping the first ``skip`` (resume).
 
-    ``crop_probability`` > 0 crops items at random (:func:`crop_windows`), from a generator
-    seeded by (sampler seed, epoch, batch index), so a resumed run draws the same crops."""
+    ``crop_probability`` > 0 crops items at random (:func:`crop_windows`), ``splice_probability``
+    > 0 splices other training videos' clips beside them (:func:`splice_plans`, from the
+    sampler's own videos) and ``word_dropout`` > 0 hides words at random (:func:`drop_words`),
+    from generators seeded by (sampler seed, epoch, batch index), so a resumed run draws the
+    same crops, splices and words."""
+    pool = sorted({g.video_id for g in sampler.groups}) if splice_probability > 0 else []
     for i, groups in enumerate(sampler.batches(epoch)):
         if i >= skip:
             crops = None
+            splices = None
             if crop_probability > 0:
                 rng = np.random.default_rng([sampler.seed, epoch, i, 7])
                 crops = crop_windows(prepared, groups, rng, crop_probability)
-            yield collate(prepared, groups, crops)
+            if splice_probability > 0:
+                crops = crops or [(0, prepared.videos[g.video_id].valid) for g in groups]
+                splices = splice_plans(prepared, groups, crops, np.random.default_rng([sampler.seed, epoch, i, 13]),
+                                       splice_probability, pool)
+            batch = collate(prepared, groups, crops, splices)
+            if word_dropout > 0:
+                batch.word_mask = drop_words(batch.word_mask, np.random.default_rng([sampler.seed, epoch, i, 11]),
+                                             word_dropout)
+            yield batch

@@ -69,3 +69,20 @@ class TextEncoder(nn.Module):
         x = self.word_proj(words) + self.pos[: words.shape[1]]
         x = self.encoder(x, src_key_padding_mask=padding_mask(word_mask))
         return x, self.sentence_proj(sentence)
+
+
+class WordPooling(nn.Module):
+    """A query vector from its own encoded words: attention pooling (one learnt score per word,
+    softmax over the real words), a linear map, added to the sentence vector and normalised."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(d_model, 1)
+        self.out = nn.Linear(d_model, d_model)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, words: torch.Tensor, word_mask: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+        """words [Q, N, d], word_mask [Q, N] (True = word), sentence [Q, d] -> [Q, d]."""
+        logits = self.score(words).squeeze(-1).masked_fill(~word_mask, float("-inf"))
+        pooled = torch.einsum("qn,qnd->qd", torch.softmax(logits, dim=-1), words)
+        return self.norm(sentence + self.out(pooled))

@@ -60,3 +60,19 @@ class HighlightHead(nn.Module):
         """fused [Q, L, d], mask [Q, L] -> (logits [Q, L] (padding = NEG), highlighted fused [Q, L, d])."""
         logits = self.net(fused).squeeze(-1)
         return logits.masked_fill(~mask, NEG), fused * torch.sigmoid(logits)[..., None]
+
+
+class ClipEvidence(nn.Module):
+    """Per query and clip, an "inside the moment" logit from the query's own view of the clip
+    (clip feature plus its query-attended patches) and the query vector (``model.map_evidence``)."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(d_model, d_model)
+        self.net = nn.Sequential(nn.Linear(2 * d_model, d_model // 2), nn.ReLU(), nn.Linear(d_model // 2, 1))
+
+    def forward(self, clips: torch.Tensor, query: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """clips [Q, L, d], query [Q, d], mask [Q, L] -> logits [Q, L] (padding = NEG)."""
+        q = self.query(query)[:, None]
+        logits = self.net(torch.cat([clips, clips * q], dim=-1)).squeeze(-1)
+        return logits.masked_fill(~mask, NEG)

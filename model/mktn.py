@@ -16,9 +16,9 @@ from torch import nn
 from model.config import ModelConfig
 from model.csm import CrossSentenceMining
 from model.data import Batch
-from model.encoders import TextEncoder, VideoEncoder
+from model.encoders import TextEncoder, VideoEncoder, WordPooling
 from model.fusion import CoAttentionFusion, QueryPatchAttention
-from model.heads import FloatPredictor, HighlightHead, SpanPredictor
+from model.heads import ClipEvidence, FloatPredictor, HighlightHead, SpanPredictor
 from model.matching import GlobalAlignment, SelfWeightedContrast, select_negatives, tau_schedule
 from model.moment_map import MMNHead, TAN2DHead
 from model.prototypes import (
@@ -72,6 +72,7 @@ class MKTN(nn.Module):
         self.video_encoder = VideoEncoder(frame_dim, patch_dim, d, h, cfg.video_layers, cfg.num_clips, p,
                                           input_dropout=cfg.input_dropout)
         self.text_encoder = TextEncoder(word_dim, sentence_dim, d, h, cfg.text_layers, cfg.max_words, p)
+        self.word_pooling = WordPooling(d) if cfg.word_pooling else None
         self.global_align = GlobalAlignment(d, centering=cfg.embed_centering)
         self.logit_scale = nn.Parameter(torch.tensor(float(-torch.log(torch.tensor(temperature)))))
         self.csm = (CrossSentenceMining(d, h, cfg.csm_layers, cfg.max_queries_per_video, p,
@@ -87,7 +88,10 @@ class MKTN(nn.Module):
         # "w/o OPM" keeps APA's own object prototypes (no matching, no fusion of them)
         self.apa_objects = SparseAggregator(d, cfg.num_objects) if self.apa is not None and self.opm is None else None
         per_query = cfg.head != "mmn"  # MMN matches the sentence to a video-only map: no fusion
-        self.patch_attention = QueryPatchAttention(d, h, p) if cfg.patch_attention and per_query else None
+        evidence = cfg.head == "mmn" and cfg.map_evidence  # ... but may add per-query clip evidence
+        self.patch_attention = (QueryPatchAttention(d, h, p)
+                                if cfg.patch_attention and (per_query or evidence) else None)
+        self.clip_evidence = ClipEvidence(d) if evidence else None
         self.fusion = CoAttentionFusion(d, p) if per_query else None
         self.highlight_head = HighlightHead(d) if cfg.highlight and per_query else None
         map_kw = dict(max_clips=cfg.map_max_clips, dense=cfg.map_dense_clips, layers=cfg.map_layers,
@@ -116,6 +120,8 @@ class MKTN(nn.Module):
         c = self.cfg
         clips, patches = self.video_encoder(batch.frames, batch.patches, batch.video_mask)  # (B,L,d), (B,L,P,d)
         words, sentence = self.text_encoder(batch.words, batch.word_mask, batch.sentence)  # (Q,N,d), (Q,d)
+        if self.word_pooling is not None:
+            sentence = self.word_pooling(words, batch.word_mask, sentence)
         qv = batch.query_video
         out: dict[str, Any] = {}
 
@@ -178,7 +184,15 @@ class MKTN(nn.Module):
         clip_mask = batch.video_mask[qv]  # (Q, L)
         out["clip_mask"] = clip_mask
         if isinstance(self.map_head, MMNHead):  # moments of each video once, shared by its queries
-            out.update(self.map_head(video_feats, batch.video_mask, query_vec, qv))
+            evidence = None
+            if self.clip_evidence is not None:  # per query: its clips, plus its attended patches
+                own_view = video_feats[qv]
+                if self.patch_attention is not None:
+                    attended, out["patch_weights"] = self.patch_attention(patches[qv], words, batch.word_mask,
+                                                                          query_vec)
+                    own_view = own_view + attended
+                evidence = out["highlight_logits"] = self.clip_evidence(own_view, query_vec, clip_mask)
+            out.update(self.map_head(video_feats, batch.video_mask, query_vec, qv, clip_evidence=evidence))
             return out
         assert self.fusion is not None
         query_video = video_feats[qv]  # (Q, L, d)

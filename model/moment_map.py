@@ -70,6 +70,16 @@ def window_max(x: torch.Tensor, lengths: list[int]) -> torch.Tensor:
     return torch.stack(rows, dim=1)
 
 
+def window_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """x [N, L] -> [N, R, L]: cell (r, i) = mean of x[i : i + lengths[r]] (prefix sums; windows
+    running past the end count the missing clips as zeros, and such cells are masked)."""
+    n, length = x.shape
+    c = F.pad(torch.cumsum(x, dim=1), (1, 0))  # (N, L + 1)
+    i = torch.arange(length, device=x.device)[None, :]
+    j = (i + lengths[:, None]).clamp(max=length)  # (R, L)
+    return (c[:, j] - c[:, i.expand_as(j)]) / lengths[None, :, None].to(x.dtype)
+
+
 def band_mask(valid: torch.Tensor, lengths: torch.Tensor, num_clips: int) -> torch.Tensor:
     """valid [N] (real clips of each video), lengths [R] -> [N, R, L]: cell (r, i) is a moment
     inside the valid clips (``i + lengths[r] <= valid``)."""
@@ -175,10 +185,12 @@ class MMNHead(_MapHead):
         self.scale = 1.0 / temperature
 
     def forward(self, video: torch.Tensor, video_mask: torch.Tensor, sentence: torch.Tensor,
-                query_video: torch.Tensor) -> dict[str, torch.Tensor]:
-        """video [B, L, d] (once per video), video_mask [B, L], sentence [Q, d], query_video [Q]
+                query_video: torch.Tensor, clip_evidence: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """video [B, L, d] (once per video), video_mask [B, L], sentence [Q, d], query_video [Q],
+        optional ``clip_evidence`` [Q, L] (per-clip logits of each query, padding masked)
         -> the map outputs of ``TAN2DHead`` plus ``moment_sim`` [Q, B, R, L] (cosine of every
-        query with every moment of every video) and ``moment_mask`` [B, R, L]."""
+        query with every moment of every video) and ``moment_mask`` [B, R, L]. With evidence,
+        a moment's score adds the mean evidence over its clips."""
         length = video.shape[1]
         moments = window_max(self.clip_proj(video), self.lengths_list).permute(0, 3, 1, 2)  # (B, d, R, L)
         vmask = band_mask(video_mask.sum(1), self.lengths, length)
@@ -187,7 +199,11 @@ class MMNHead(_MapHead):
         sim = torch.einsum("qe,berl->qbrl", s_embed, m_embed)  # (Q, B, R, L)
         own = sim[torch.arange(len(query_video), device=sim.device), query_video]  # (Q, R, L)
         mask = vmask[query_video]
-        out = self._outputs((own * self.scale).masked_fill(~mask, NEG), mask)
+        logits = own * self.scale
+        if clip_evidence is not None:
+            valid = video_mask[query_video]
+            logits = logits + window_mean(clip_evidence.masked_fill(~valid, 0.0), self.lengths)
+        out = self._outputs(logits.masked_fill(~mask, NEG), mask)
         out.update(moment_sim=sim, moment_mask=vmask)
         return out
 

@@ -346,7 +346,9 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
         bar = tqdm(total=steps_per_epoch, initial=state["step_in_epoch"], desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                    disable=not (show_progress and main), leave=False)
         for batch in iterate_batches(prepared, sampler, epoch, skip=state["step_in_epoch"],
-                                     crop_probability=cfg.train.temporal_crop):
+                                     crop_probability=cfg.train.temporal_crop,
+                                     word_dropout=cfg.train.word_dropout,
+                                     splice_probability=cfg.train.splice):
             progress = state["global_step"] / max(1, total_steps)
             logs = train_step(step_model, criterion, optimizer, scheduler, batch.to(dev), progress, cfg, dev,
                               scaler, distributed=distributed is not None and distributed.is_distributed)

@@ -672,6 +672,8 @@ def train_default_vectors(
         "corpus_digest": digest_strings(*(" ".join(s) for s in sents)),
         "comparable_to_published": False,
     }
+    logger.info("word2vec: %d-d skip-gram vectors for %d words, %d epochs over %d sentences (%d tokens)",
+             w2v_dim, len(model.wv.index_to_key), epochs, len(sents), n_tokens)
     if identity_dim == 0:
         return model.wv, info
     wv = model.wv

@@ -12,8 +12,11 @@ from model.data import (
     GroupSampler,
     NormStats,
     QueryInput,
+    Splice,
     VideoInput,
     collate,
+    drop_words,
+    iterate_batches,
     make_groups,
     prepare,
     prepare_video,
@@ -84,6 +87,60 @@ def test_collate_shapes_and_same_video():
     assert b.query_video.tolist() == [0, 1, 1, 2] and b.query_order.tolist() == [0, 1, 2, 0]
     assert b.same_video[0].tolist() == [True, True, False]  # the other item shows the same video
     assert bool((b.span_norm[:, 1] >= b.span_norm[:, 0]).all())
+
+
+def test_splice_puts_other_clips_beside_and_moves_targets():
+    data = planted_data(num_videos=3, queries_per_video=2, clips=10, dim=4)
+    prepared, _ = prepare(data, 16, 32)
+    groups = make_groups(prepared, data.records, multi_pair=True, max_queries=4)[:2]
+    own = collate(prepared, groups)
+    crops = [(0, 10), (0, 10)]
+    sp = [Splice("vid002", 3, 5, before=True), Splice("vid002", 0, 6, before=False)]
+    b = collate(prepared, groups, crops, sp)
+    other = prepared.videos["vid002"].frames
+    assert torch.equal(b.frames[0, :5], other[3:8]) and torch.equal(b.frames[0, 5:15], own.frames[0, :10])
+    assert torch.equal(b.frames[1, :10], own.frames[1, :10]) and torch.equal(b.frames[1, 10:16], other[:6])
+    assert b.video_mask.sum(1).tolist() == [15, 16]
+    q0 = [k for k, v in enumerate(b.query_video.tolist()) if v == 0]
+    q1 = [k for k, v in enumerate(b.query_video.tolist()) if v == 1]
+    # the moments move with their clips (item 0: 5 clips later) and stay in place after
+    assert (b.start_idx[q0] == own.start_idx[q0] + 5).all() and (b.end_idx[q0] == own.end_idx[q0] + 5).all()
+    assert torch.equal(b.start_idx[q1], own.start_idx[q1])
+    # normalised spans are over the longer sequence
+    ref = (own.start_idx[q0] + 5 + own.start_frac[q0]) / 15
+    assert torch.allclose(b.span_norm[q0, 0], ref)
+    with pytest.raises(ValueError, match="does not fit"):
+        collate(prepared, groups, crops, [Splice("vid002", 0, 7, before=True), None])
+
+
+def test_splice_draws_only_other_training_videos_and_is_seeded():
+    data = planted_data(num_videos=6, queries_per_video=2, clips=10, dim=4)
+    prepared, _ = prepare(data, 16, 32)
+    train = [r for r in data.records if r.video_id in {"vid000", "vid001", "vid002", "vid003"}]
+    groups = make_groups(prepared, train, multi_pair=True, max_queries=4)
+    sampler = GroupSampler(groups, 2, seed=1)
+    runs = [list(iterate_batches(prepared, sampler, 0, splice_probability=1.0)) for _ in range(2)]
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a.frames, b.frames) and torch.equal(a.start_idx, b.start_idx)
+    train_frames = {v: prepared.videos[v].frames[:10] for v in ("vid000", "vid001", "vid002", "vid003")}
+    for batch in runs[0]:
+        assert bool((batch.video_mask.sum(1) > 10).all())  # every item got a stretch
+        for i, vid in enumerate(batch.video_ids):
+            length = int(batch.video_mask[i].sum())
+            extra = [batch.frames[i, :length - 10], batch.frames[i, 10:length]]
+            sources = [v for v, f in train_frames.items() if v not in batch.video_ids
+                       and any(torch.equal(x, f[k:k + len(x)]) for x in extra if len(x)
+                               for k in range(0, 11 - len(x)))]
+            assert sources, f"item {vid}: spliced clips come from no other training video"
+
+
+def test_word_dropout_keeps_one_word_per_query():
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        kept = drop_words(mask, rng, 0.9)
+        assert bool((kept <= mask).all()) and bool(kept.any(dim=1).all())
+    assert torch.equal(drop_words(mask, rng, 0.0), mask)
 
 
 def test_sampler_seeded_and_sharded():

@@ -26,6 +26,7 @@ from model.moment_map import (
     decode_map,
     map_lengths,
     window_max,
+    window_mean,
 )
 from model.spans import pairwise_temporal_iou
 from pipeline.cli import main
@@ -67,6 +68,16 @@ def test_window_max_matches_brute_force():
     for r, n in enumerate(lengths):
         for i in range(13 - n + 1):
             assert torch.equal(got[:, r, i], x[:, i:i + n].max(dim=1).values)
+
+
+def test_window_mean_matches_brute_force():
+    torch.manual_seed(0)
+    x = torch.randn(2, 13)
+    lengths = torch.tensor([1, 2, 3, 5, 8, 13])
+    got = window_mean(x, lengths)
+    for r, n in enumerate(lengths.tolist()):
+        for i in range(13 - n + 1):
+            assert torch.allclose(got[:, r, i], x[:, i:i + n].mean(dim=1), atol=1e-5)
 
 
 def test_band_to_dense_and_iou():
@@ -113,6 +124,29 @@ def test_shapes_and_mask(head, tiny):
         assert bool((out["map_scores"][k][out["map_mask"][k]] > NEG / 2).all())
     assert bool((out["map_logits"][~out["map_band_mask"]] == NEG).all())
     assert build_criterion(cfg.loss, cfg.model).active(out)[0] == "map"
+
+
+def test_mmn_evidence_adds_its_window_mean_and_is_trained(tiny):
+    _, _, b = tiny
+    torch.manual_seed(0)
+    cfg = _cfg("mmn", "model.map_evidence=true")
+    model = build_model(cfg.model, 12, 12, 300, 16).eval()
+    out = model(b, 1.0)
+    assert out["highlight_logits"].shape == (b.num_queries, 16) and "patch_weights" in out
+    assert "highlight" in build_criterion(cfg.loss, cfg.model).active(out)
+    # the map's logits are MMN's cosine scores plus the mean evidence over each moment's clips
+    head = model.map_head
+    sim = out["moment_sim"][torch.arange(b.num_queries), b.query_video] * head.scale
+    valid = b.video_mask[b.query_video]
+    ev = window_mean(out["highlight_logits"].masked_fill(~valid, 0.0), head.lengths)
+    m = out["map_band_mask"]
+    assert torch.allclose(out["map_logits"][m], (sim + ev)[m], atol=1e-4)
+    # off (the old checkpoints' setting): no evidence, no patch attention
+    plain = build_model(_cfg("mmn", "model.map_evidence=false").model, 12, 12, 300, 16)
+    assert plain.clip_evidence is None and plain.patch_attention is None
+    old = preset("synthetic").to_dict()
+    del old["model"]["map_evidence"]
+    assert MKTNConfig.from_dict(config_with_defaults_of_its_time(old)).model.map_evidence is False
 
 
 def test_map_loss_is_lowest_at_the_scaled_iou(tiny):

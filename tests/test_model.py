@@ -9,7 +9,7 @@ from model_fixtures import planted_data
 from model.config import VARIANTS, MKTNConfig, override, preset, variant
 from model.csm import CrossSentenceMining
 from model.data import collate, make_groups, prepare
-from model.encoders import TextEncoder, VideoEncoder
+from model.encoders import TextEncoder, VideoEncoder, WordPooling
 from model.fusion import CoAttentionFusion
 from model.heads import FloatPredictor, SpanPredictor
 from model.losses import build_criterion
@@ -127,6 +127,31 @@ def test_csm_contextual_switch():
         other[1] = torch.randn(D)  # (a constant shift would vanish in LayerNorm)
         b, _ = csm(other, gi, order, clips, cmask, words, wmask)
         assert torch.allclose(a[0], b[0], atol=1e-6) is (not contextual)
+
+
+def test_word_pooling_reads_own_words_not_padding():
+    torch.manual_seed(0)
+    pool = WordPooling(D).eval()
+    sent, words = torch.randn(2, D), torch.randn(2, 4, D)
+    wmask = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    a = pool(words, wmask, sent)
+    padded = words.clone()
+    padded[0, 3] = 100.0  # padding never reaches the vector
+    assert torch.allclose(pool(padded, wmask, sent)[0], a[0], atol=1e-6)
+    changed = words.clone()
+    changed[0, 1] = torch.randn(D)  # one real word changes the query vector, and only its own
+    b = pool(changed, wmask, sent)
+    assert not torch.allclose(b[0], a[0], atol=1e-3)
+    assert torch.allclose(b[1], a[1], atol=1e-6)
+    # the same sentence vector with other words gives another query vector
+    assert not torch.allclose(pool(words[[1, 0]], wmask.flip(0), sent)[0], a[0], atol=1e-3)
+
+
+def test_old_checkpoint_config_has_no_word_pooling():
+    from model.checkpoint import config_with_defaults_of_its_time
+    old = preset("synthetic").to_dict()
+    del old["model"]["word_pooling"]
+    assert MKTNConfig.from_dict(config_with_defaults_of_its_time(old)).model.word_pooling is False
 
 
 def test_fusion_ignores_padding():

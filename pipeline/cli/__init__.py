@@ -63,9 +63,11 @@ def _first_command(argv: list[str]) -> str | None:
     return None
 
 
-# third-party loggers that log one INFO line per HTTP call (a Prefect client polling its
-# server: dozens a minute while idle); kept at WARNING unless -vv asks for debug output
-CHATTY_LOGGERS = ("httpx", "httpcore")
+# third-party loggers that log one INFO line per HTTP call (httpx, httpcore: a Prefect client
+# polling its server, dozens a minute while idle) or per training epoch (gensim's word2vec: 40
+# lines per embed); kept at WARNING unless -vv asks for debug output (the project logs its own
+# summary of each)
+CHATTY_LOGGERS = ("httpx", "httpcore", "gensim")
 
 
 def quiet_third_party(verbose: int = 0) -> None:
