@@ -107,8 +107,7 @@ def model_from_checkpoint(path: str | os.PathLike[str], device: str | torch.devi
     ckpt = load_checkpoint(path, map_location="cpu")
     cfg = MKTNConfig.from_dict(config_with_defaults_of_its_time(ckpt["config"]))
     dims = ckpt["dims"]
-    model = build_model(cfg.model, dims["frame"], dims["patch"], dims["word"], dims["sentence"],
-                        cfg.loss.temperature)
+    model = build_model(cfg.model, dims["frame"], dims["patch"], dims["word"], dims["sentence"])
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
     return model, ckpt, cfg, NormStats.from_dict(ckpt["norm"])
