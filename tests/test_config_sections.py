@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from model.config import MOVED_KEYS, SECTIONS, EvalConfig, MKTNConfig, migrate_dict, override, preset
+from model.config import (
+    MOVED_KEYS,
+    SECTIONS,
+    EvalConfig,
+    MKTNConfig,
+    migrate_dict,
+    override,
+    preset,
+)
 
 # A config dict as code before the move stored it (checkpoints, result.json): the synthetic preset
 # with train.nms_iou=0.3, model.apa_aa=false, loss.temperature=0.05, model.max_span_clips=8.
