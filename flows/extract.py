@@ -166,11 +166,12 @@ def extract_features(
     Returns a ``Completed``/``Failed`` state whose data is the summary dict, so a caller
     (or a subflow call) gets the summary, and the run's state message names the failures.
     """
-    from pipeline.extract import list_videos, video_id_for
+    from pipeline.extract import build_extraction_config, list_videos, video_id_for
 
     log = get_run_logger()
     ws = Workspace.at(work_dir, feature_store=feature_store)
-    config = tasks.extraction_config(extractor, dataset, _torch_threads(dask, max_workers))
+    config = build_extraction_config(extractor, dataset=dataset, defaults={
+        "video_timeout_s": tasks.DEFAULT_VIDEO_TIMEOUT_S, "threads": _torch_threads(dask, max_workers)})
     cfg_dict = _config_dict(config)
     extractor_id = config.resolved_extractor_id()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from prefect import task
 
@@ -67,6 +67,7 @@ class _ThreadTimeoutWarningFilter(logging.Filter):
 
 logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutWarningFilter())
 EMBED_PACKAGES = ("pipeline", "storage")
+EMBED_DEFAULTS: dict[str, Any] = {"progress": False}  # pipeline.embed.build_embed_config(defaults=)
 MODEL_PACKAGES = ("pipeline", "storage", "model")
 
 
@@ -83,28 +84,6 @@ def fingerprint_files(paths: list[str], index_path: str) -> dict[str, str]:
 
 
 # --- extraction ------------------------------------------------------------------------
-
-
-def extraction_config(overrides: dict[str, Any] | None, dataset: str, threads: int | None) -> Any:
-    """``pipeline.extract.ExtractionConfig`` from JSON-able overrides; unknown keys are an error."""
-    import dataclasses
-
-    from pipeline.extract import ExtractionConfig
-
-    overrides = dict(overrides or {})
-    known = {f.name for f in dataclasses.fields(ExtractionConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown extractor setting(s) {unknown}; known: {sorted(known)}"
-        )
-    overrides["dataset"] = dataset
-    overrides.setdefault("video_timeout_s", DEFAULT_VIDEO_TIMEOUT_S)
-    if threads is not None and "threads" not in overrides:
-        overrides["threads"] = threads
-    config = ExtractionConfig(**overrides)
-    config.sampling()  # validates fps / clip / crop before any video is touched
-    return config
 
 
 @task(name="open-feature-group", **_RETRY)
@@ -346,37 +325,6 @@ def validate_annotations(
     }
 
 
-def embed_config(dataset: str, overrides: dict[str, Any] | None) -> Any:
-    """``pipeline.embed.EmbedConfig`` from JSON-able overrides.
-
-    Top-level fields by name (``skipthought``, ``train_split``...); the nested
-    ``text``, ``vectors`` (e.g. ``{"path": "glove.840B.300d.txt"}``) and
-    ``skipthought_config`` sections as dicts of their fields. Unknown keys are an error.
-    """
-    import dataclasses
-
-    from pipeline.embed import EmbedConfig
-
-    overrides = dict(overrides or {})
-    base = EmbedConfig(dataset=dataset, progress=False)
-    known = {f.name for f in dataclasses.fields(EmbedConfig)} - {"dataset"}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown encoder setting(s) {unknown}; known: {sorted(known)}")
-    changes: dict[str, Any] = {}
-    for key, value in overrides.items():
-        current = getattr(base, key)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            sub_known = {f.name for f in dataclasses.fields(current)}
-            bad = sorted(set(value) - sub_known)
-            if bad:
-                raise ValueError(f"unknown {key} setting(s) {bad}; known: {sorted(sub_known)}")
-            changes[key] = dataclasses.replace(cast(Any, current), **value)
-        else:
-            changes[key] = value
-    return dataclasses.replace(base, **changes)
-
-
 @task(
     name="embed-queries",
     cache_policy=content_policy(
@@ -395,11 +343,12 @@ def embed_dataset_queries(
     encoder_hash: str,
 ) -> dict[str, Any]:
     """Tokenize and embed every query of the dataset (``pipeline.embed.embed_queries``)."""
-    from pipeline.embed import embed_queries
+    from pipeline.embed import build_embed_config, embed_queries
     from storage.queries import QueryStore
 
     records = load_records(annotations, fmt, durations).records
-    summary = embed_queries(records, QueryStore(query_store), embed_config(dataset, encoder))
+    config = build_embed_config(encoder, dataset=dataset, defaults=EMBED_DEFAULTS)
+    summary = embed_queries(records, QueryStore(query_store), config)
     return {**summary.to_dict(), "task_run_id": current_task_run_id()}
 
 

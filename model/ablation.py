@@ -50,7 +50,7 @@ def train_or_reuse(cfg: MKTNConfig, data: GroundingData, run_dir: Path, *, devic
     result_path = run_dir / "result.json"
     if result_path.is_file():
         res = json.loads(result_path.read_text())
-        if res.get("config_digest") != cfg.digest():
+        if not cfg.matches_digest(res.get("config_digest")):
             raise ValueError(f"{run_dir} holds a run of another config ({res.get('config_digest')}); "
                              "choose another --out")
         log.info("reusing %s", run_dir)

@@ -84,8 +84,10 @@ def config_with_defaults_of_its_time(config: dict[str, Any]) -> dict[str, Any]:
     """A stored config dict with the keys added since it was written set to what that code did:
     ``model.query_order`` did not exist and CSM read the annotation order -> ``"annotation"``;
     ``model.patch_attention`` and ``model.highlight`` did not exist -> ``False``;
-    ``model.head`` did not exist -> ``"span"``; ``model.word_pooling`` and
-    ``model.map_evidence`` -> ``False``."""
+    ``model.head`` did not exist -> ``"span"``; the later ones are ``model.config.ADDED_KEYS``
+    (``model.word_pooling``, ``model.map_evidence``, ``train.splice`` ...)."""
+    from model.config import ADDED_KEYS
+
     model = dict(config.get("model", {}))
     if "query_order" not in model:
         model["query_order"] = "annotation"
@@ -95,11 +97,12 @@ def config_with_defaults_of_its_time(config: dict[str, Any]) -> dict[str, Any]:
         model["highlight"] = False
     if "head" not in model:
         model["head"] = "span"
-    if "word_pooling" not in model:
-        model["word_pooling"] = False
-    if "map_evidence" not in model:
-        model["map_evidence"] = False
-    return {**config, "model": model}
+    out = {**config, "model": model}
+    for key, old_value in ADDED_KEYS.items():
+        section, name = key.split(".")
+        if section in out and name not in out[section]:
+            out[section] = {**out[section], name: old_value}
+    return out
 
 
 def model_from_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[
@@ -112,8 +115,7 @@ def model_from_checkpoint(path: str | os.PathLike[str], device: str | torch.devi
     ckpt = load_checkpoint(path, map_location="cpu")
     cfg = MKTNConfig.from_dict(config_with_defaults_of_its_time(ckpt["config"]))
     dims = ckpt["dims"]
-    model = build_model(cfg.model, dims["frame"], dims["patch"], dims["word"], dims["sentence"],
-                        cfg.loss.temperature)
+    model = build_model(cfg.model, dims["frame"], dims["patch"], dims["word"], dims["sentence"])
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
     return model, ckpt, cfg, NormStats.from_dict(ckpt["norm"])

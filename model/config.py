@@ -1,9 +1,14 @@
 """MKTN configuration: frozen dataclasses, named presets, module switches, a stable digest.
 
-Layered like the rest of the project: ``ModelConfig`` (widths and module switches),
-``LossConfig`` (the weight table of Eq. 11 and the contrast/alignment knobs),
-``TrainConfig`` (optimiser, schedule, batching), gathered in ``MKTNConfig``.
+Layered like the rest of the project: ``ModelConfig`` (widths and module switches: what the
+network computes), ``LossConfig`` (the weight table of Eq. 11, the switches of the terms and
+their knobs: what the criterion reads), ``TrainConfig`` (optimiser, schedule, batching) and
+``EvalConfig`` (how predictions are decoded and scored), gathered in ``MKTNConfig``.
 Only ``build_*`` factories read these; modules take plain typed arguments.
+
+Keys that moved between sections keep working under their old names: ``MOVED_KEYS`` maps
+them, for ``--set`` (``override``) and for stored dicts (``MKTNConfig.from_dict``: checkpoints,
+``result.json``, flow parameters).
 
 >>> cfg = preset("synthetic")
 >>> cfg.model.d_model
@@ -12,6 +17,8 @@ Only ``build_*`` factories read these; modules take plain typed arguments.
 False
 >>> MKTNConfig.from_dict(cfg.to_dict()) == cfg
 True
+>>> override(cfg, ["train.nms_iou=0.4"]).eval.nms_iou  # the key's old name
+0.4
 """
 
 from __future__ import annotations
@@ -19,8 +26,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from pipeline.overrides import check_keys, field_names, strict_build
 
 # ---------------------------------------------------------------- sections
 
@@ -63,18 +73,17 @@ class ModelConfig:
     tau_start: float = 1.0
     tau_end: float = 0.7  # tau(1): by then true negatives sit well below it
     tau_fixed: float = 0.85  # the "fixed threshold" ablation of Table 5
-    contrast_video_negatives: bool = True  # Table 5 "visual feature": (q, v+, v-) triplets
-    contrast_query_negatives: bool = True  # Table 5 "textual feature": (v, q+, q-) triplets
+    # initial temperature of the contrastive logits (``logit_scale``, learned; read by ``align``
+    # and ``segment``); ``loss.temperature`` before 2027
+    logit_temperature: float = 0.07
     # Object-phrase prototype matching (OPM, Table 6)
     use_opm: bool = True
     opm_cap: bool = True  # CAP: sparse learned weights (3 FC + ReLU); off -> plain mean of patches
-    opm_oca: bool = True  # OCA: object-phrase cross-modal alignment loss over S_op
     num_objects: int = 4  # K object prototypes per clip
     num_phrases: int = 4  # phrase prototypes per query
     # Activity-sentence prototype alignment (APA, Table 7)
     use_apa: bool = True
     apa_bmp: bool = True  # BMP: masked frame decoder + activity decoder; off -> mean-pooled clips
-    apa_aa: bool = True  # AA: activity-sentence alignment loss over S_as
     num_activities: int = 4  # A activity prototypes per video
     # Query-guided patch attention (not in the paper): every query attends over the P patches
     # of each clip of its video, so "the red ball moves left" can bind the colour and the motion
@@ -93,7 +102,6 @@ class ModelConfig:
     # (docs/model.md "Grounding heads"). Checkpoints written before the key existed are "span".
     head: str = "mmn"
     head_layers: int = 2  # transformer blocks of the span predictor (paper: two)
-    max_span_clips: int = 0  # 0 = any length; otherwise the longest span considered at inference
     # moment maps (tan2d, mmn): longest moment in clips (0 = the whole video); lengths up to
     # map_dense_clips are all in the map, longer ones at strides doubling (2D-TAN's sparse sampling)
     map_max_clips: int = 0
@@ -111,7 +119,10 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """The weight table of Eq. 11 and the knobs of the contrastive terms."""
+    """The weight table of Eq. 11, the switches of the terms and their knobs: all the criterion reads.
+
+    A term ``<name>`` of ``model.losses.MKTNCriterion`` is weighted by ``w_<name>``.
+    """
 
     w_span: float = 1.0  # Eq. 9, start/end cross-entropy
     w_float: float = 1.0  # Eq. 10, smooth L1 on fractional boundaries
@@ -132,7 +143,10 @@ class LossConfig:
     rince_temperature: float = 0.2  # fixed: with a learned scale RINCE is unbounded below (e^{q s+})
     contrast_margin: float = 0.2  # hinge margin of Eq. 3
     contrast_balance: float = 1.0  # lambda of Eq. 3: weight of video negatives vs query negatives
-    temperature: float = 0.07  # initial temperature of the InfoNCE/RINCE logits (learned)
+    contrast_video_negatives: bool = True  # Table 5 "visual feature": (q, v+, v-) triplets
+    contrast_query_negatives: bool = True  # Table 5 "textual feature": (v, q+, q-) triplets
+    opm_oca: bool = True  # OCA (Table 6): the object-phrase alignment over S_op (part of ``align``)
+    apa_aa: bool = True  # AA (Table 7): the activity-sentence alignment over S_as (part of ``align``)
 
 
 @dataclass(frozen=True)
@@ -151,8 +165,7 @@ class TrainConfig:
     # on one noisy validation epoch while validation mIoU was still rising (docs/model.md)
     max_bad_steps: int = 20  # NaN/inf losses tolerated before the run aborts
     seed: int = 0
-    amp: bool = True  # CUDA autocast when a GPU is used; ignored on CPU
-    eval_top_k: int = 5
+    amp: bool = True  # CUDA autocast when a GPU is used; ignored on CPU (evaluation follows it)
     # augmentation: probability that a training video is cut to a random window still holding
     # all its queries' moments (absolute position then no longer identifies a moment)
     temporal_crop: float = 0.8
@@ -161,7 +174,37 @@ class TrainConfig:
     # augmentation: probability that another training video's clips are spliced beside a training
     # video's own (in the room its padding leaves): distractor events, moments moved
     splice: float = 0.0
-    nms_iou: float = 0.5
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How predictions are decoded and scored: validation, test, ``mktn evaluate``, ``mktn predict``.
+
+    Evaluation also follows three training settings: ``train.batch_videos``, ``train.amp`` and
+    ``train.multi_pair`` (a model is evaluated with the query groups it was trained on).
+    """
+
+    top_k: int = 5  # spans kept per query (R@5 needs 5); ``train.eval_top_k`` before 2027
+    nms_iou: float = 0.5  # temporal NMS of the candidates before top-k; ``train.nms_iou`` before
+    # 0 = any length; otherwise the longest span (clips) considered; ``model.max_span_clips`` before
+    max_span_clips: int = 0
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig,
+                             "eval": EvalConfig}
+
+# Keys that moved to another section: old "section.key" -> new. ``override`` (``--set``) and
+# ``MKTNConfig.from_dict`` (checkpoints, result.json, flow parameters) accept the old names.
+MOVED_KEYS: dict[str, str] = {
+    "train.eval_top_k": "eval.top_k",
+    "train.nms_iou": "eval.nms_iou",
+    "model.max_span_clips": "eval.max_span_clips",
+    "model.contrast_video_negatives": "loss.contrast_video_negatives",
+    "model.contrast_query_negatives": "loss.contrast_query_negatives",
+    "model.opm_oca": "loss.opm_oca",
+    "model.apa_aa": "loss.apa_aa",
+    "loss.temperature": "model.logit_temperature",
+}
 
 
 @dataclass(frozen=True)
@@ -170,38 +213,84 @@ class MKTNConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MKTNConfig:
-        """Build from a dict; unknown sections or keys raise ``ValueError`` naming them."""
-        known = {"name", "model", "loss", "train"}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown config sections {sorted(unknown)}; expected {sorted(known)}")
-        return cls(
-            name=str(d.get("name", "custom")),
-            model=_section(ModelConfig, d.get("model", {}), "model"),
-            loss=_section(LossConfig, d.get("loss", {}), "loss"),
-            train=_section(TrainConfig, d.get("train", {}), "train"),
-        )
+    def from_dict(cls, d: Mapping[str, Any]) -> MKTNConfig:
+        """Build from a dict; keys under their old names (``MOVED_KEYS``) are moved; unknown
+        sections or keys raise ``ValueError`` naming them."""
+        d = migrate_dict(d)
+        check_keys(cls, d, "config sections")
+        sections: dict[str, Any] = {name: strict_build(kind, d.get(name, {}), f"{name} config keys")
+                                    for name, kind in SECTIONS.items()}
+        return cls(name=str(d.get("name", "custom")), **sections)
 
     def digest(self) -> str:
         """sha256 (16 hex digits) of the canonical JSON: names artifacts, keys caches."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return _digest(self.to_dict())
+
+    def matches_digest(self, digest: str | None) -> bool:
+        """Whether a stored ``config_digest`` is this config's: today's ``digest()``, or the one
+        code before ``MOVED_KEYS`` gave it (so ``--resume`` and a reused ablation run written
+        before the move still match)."""
+        return digest is not None and digest in (self.digest(), _digest(_legacy_dict(self.to_dict())))
 
 
-def _section(cls: type, values: dict[str, Any], name: str) -> Any:
-    names = {f.name for f in fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise ValueError(
-            f"unknown {name} config keys {sorted(unknown)}; valid keys are {sorted(names)}"
-        )
-    return cls(**values)
+def _digest(d: Mapping[str, Any]) -> str:
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def migrate_dict(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored config dict with the keys of ``MOVED_KEYS`` under their new names.
+
+    >>> migrate_dict({"train": {"nms_iou": 0.3, "lr": 1e-3}})
+    {'train': {'lr': 0.001}, 'eval': {'nms_iou': 0.3}}
+    """
+    out: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in d.items()}
+    for old, new in MOVED_KEYS.items():
+        old_section, old_key = old.split(".")
+        if old_key not in out.get(old_section, {}):
+            continue
+        value = out[old_section].pop(old_key)
+        new_section, new_key = new.split(".")
+        target = out.setdefault(new_section, {})
+        if new_key in target and target[new_key] != value:
+            raise ValueError(f"config sets both {old} ({value!r}) and its new name {new} "
+                             f"({target[new_key]!r}); keep {new}")
+        target[new_key] = value
+    return out
+
+
+# Keys added since the layout of ``MOVED_KEYS``, with the value that does what the code did
+# before they existed: a config holding those values has the digest it had then; stored
+# configs without them load with those values (``model.checkpoint``).
+ADDED_KEYS: dict[str, Any] = {
+    "model.word_pooling": False,
+    "model.map_evidence": False,
+    "train.word_dropout": 0.0,
+    "train.splice": 0.0,
+}
+
+
+def _legacy_dict(d: Mapping[str, Any]) -> dict[str, Any]:
+    """``to_dict()`` laid out as before ``MOVED_KEYS`` (the inverse of ``migrate_dict``), without
+    the ``ADDED_KEYS`` that hold their old-behaviour value."""
+    out: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in d.items()}
+    for key, old_value in ADDED_KEYS.items():
+        section, name = key.split(".")
+        if out.get(section, {}).get(name, old_value) == old_value:
+            out.get(section, {}).pop(name, None)
+    for old, new in MOVED_KEYS.items():
+        new_section, new_key = new.split(".")
+        old_section, old_key = old.split(".")
+        out[old_section][old_key] = out[new_section].pop(new_key)
+    if not out.get("eval"):
+        out.pop("eval", None)
+    return out
 
 
 # ---------------------------------------------------------------- presets
@@ -250,16 +339,16 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "w/o Contextual relationship": ("model.csm_contextual=false",),
     "w/o Semantic relationship": ("model.csm_semantic=false",),
     # Table 5 (cross-modal contrast, adaptive negative selection)
-    "CC w/o visual feature": ("model.contrast_video_negatives=false",),
-    "CC w/o textual feature": ("model.contrast_query_negatives=false",),
+    "CC w/o visual feature": ("loss.contrast_video_negatives=false",),
+    "CC w/o textual feature": ("loss.contrast_query_negatives=false",),
     "ANS fixed threshold": ("model.negative_selection=fixed",),
     "ANS w/o": ("model.negative_selection=none",),
     # Table 6 (OPM)
     "w/o CAP": ("model.opm_cap=false",),
-    "w/o OCA": ("model.opm_oca=false",),
+    "w/o OCA": ("loss.opm_oca=false",),
     # Table 7 (APA)
     "w/o BMP": ("model.apa_bmp=false",),
-    "w/o AA": ("model.apa_aa=false",),
+    "w/o AA": ("loss.apa_aa=false",),
 }
 MAIN_VARIANTS = ("w/o CSM", "w/o OPM", "w/o APA", "w/o AVM", "Full")
 
@@ -292,22 +381,26 @@ def _parse_value(raw: str, current: Any, key: str) -> Any:
     return raw
 
 
+_SECTION_LIST = ", ".join(SECTIONS)
+
+
 def override(cfg: MKTNConfig, assignments: list[str] | tuple[str, ...]) -> MKTNConfig:
-    """Apply ``section.key=value`` strings (``--set``); unknown keys raise ``ValueError``."""
+    """Apply ``section.key=value`` strings (``--set``); unknown keys raise ``ValueError``.
+    A key under its old name (``MOVED_KEYS``, e.g. ``train.nms_iou``) sets its new one."""
     for item in assignments:
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected section.key=value, e.g. model.d_model=256")
         key, raw = item.split("=", 1)
-        key = key.strip()
+        key = MOVED_KEYS.get(key.strip(), key.strip())
         if "." not in key:
-            raise ValueError(f"--set {item!r}: the key needs a section: model., loss. or train.")
+            raise ValueError(f"--set {item!r}: the key needs a section: {_SECTION_LIST}")
         section_name, attr = key.split(".", 1)
-        if section_name not in ("model", "loss", "train"):
-            raise ValueError(f"--set {item!r}: unknown section {section_name!r}; use model, loss or train")
+        if section_name not in SECTIONS:
+            raise ValueError(f"--set {item!r}: unknown section {section_name!r}; use {_SECTION_LIST}")
         section = getattr(cfg, section_name)
-        names = {f.name for f in fields(section)}
-        if attr not in names:
-            raise ValueError(f"--set {item!r}: unknown key {attr!r} in {section_name}; valid: {sorted(names)}")
+        if attr not in field_names(section):
+            raise ValueError(f"--set {item!r}: unknown key {attr!r} in {section_name}; "
+                             f"valid: {sorted(field_names(section))}")
         value = _parse_value(raw, getattr(section, attr), key)
         cfg = replace(cfg, **{section_name: replace(section, **{attr: value})})
     validate(cfg)

@@ -118,7 +118,7 @@ def compute_controls(model: torch.nn.Module, prepared: PreparedData, records: Se
                      train: Sequence[QueryMoment], *, seed: int = 0, **eval_kwargs: Any
                      ) -> dict[str, dict[str, float]]:
     """Every control of ``CONTROL_KEYS`` on ``records`` (``eval_kwargs`` go to ``evaluate_model``:
-    batch_videos, top_k, nms_iou, max_span_clips, device, amp, multi_pair). A control that cannot
+    the run's ``cfg``, ``device``, ``batch_videos``, ``multi_pair``). A control that cannot
     be computed is left out: the priors without training records, the swap with fewer than two
     videos."""
     out = prior_controls(train, records)

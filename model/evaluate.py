@@ -6,7 +6,9 @@ candidate is refined by the float predictor's offsets and mapped to seconds
 through the clip windows (``model.spans.clip_indices_to_span``); temporal NMS
 keeps the top ``top_k``. The moment-map heads (``model.head = tan2d | mmn``) are decoded by
 ``model.moment_map.decode_map`` instead (``decode_outputs`` picks by the outputs present), into the
-same records. Metrics come from ``model.metrics.evaluate_predictions``.
+same records. Metrics come from ``model.metrics.evaluate_predictions``. ``top_k``, ``nms_iou`` and
+``max_span_clips`` are the config's ``eval`` section (``model.config.EvalConfig``); ``evaluate_model``
+takes the whole config and reads that section plus the three training settings evaluation follows.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 from model.checkpoint import model_from_checkpoint
+from model.config import EvalConfig, MKTNConfig
 from model.data import (
     Batch,
     GroundingData,
@@ -40,6 +43,7 @@ from model.metrics import (
 from model.moment_map import decode_map
 from model.spans import clip_edges, temporal_nms
 from pipeline.datasets.records import QueryMoment
+from pipeline.overrides import strict_replace
 from storage.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -91,25 +95,28 @@ def decoded_outputs(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return {k: outputs[k].detach().cpu() for k in keys}
 
 
-def decode_outputs(outputs: dict[str, torch.Tensor], j: int, clip_times: np.ndarray, *, top_k: int = 5,
-                   nms_iou: float = 0.5, max_span_clips: int = 0) -> tuple[list[list[float]], list[float]]:
-    """Query ``j`` of a batch's outputs -> (spans in seconds best first, scores), by the head's decoder."""
+def decode_outputs(outputs: dict[str, torch.Tensor], j: int, clip_times: np.ndarray,
+                   settings: EvalConfig = EvalConfig()) -> tuple[list[list[float]], list[float]]:
+    """Query ``j`` of a batch's outputs -> (spans in seconds best first, scores), by the head's decoder
+    with ``settings`` (``top_k``, ``nms_iou``, ``max_span_clips``)."""
+    kw: dict[str, Any] = dict(top_k=settings.top_k, nms_iou=settings.nms_iou,
+                              max_span_clips=settings.max_span_clips)
     if "map_scores" in outputs:
-        return decode_map(outputs["map_scores"][j], outputs["map_mask"][j], clip_times, top_k=top_k,
-                          nms_iou=nms_iou, max_span_clips=max_span_clips)
+        return decode_map(outputs["map_scores"][j], outputs["map_mask"][j], clip_times, **kw)
     return decode_query(outputs["start_logits"][j], outputs["end_logits"][j], outputs["float_offsets"][j],
-                        clip_times, top_k=top_k, nms_iou=nms_iou, max_span_clips=max_span_clips)
+                        clip_times, **kw)
 
 
-def predict_batch(outputs: dict[str, torch.Tensor], batch: Batch, prepared: PreparedData, *,
-                  top_k: int = 5, nms_iou: float = 0.5, max_span_clips: int = 0) -> list[dict[str, Any]]:
-    """Prediction records for every query of a batch (span head or moment map, by the outputs)."""
+def predict_batch(outputs: dict[str, torch.Tensor], batch: Batch, prepared: PreparedData,
+                  settings: EvalConfig = EvalConfig(), **changes: Any) -> list[dict[str, Any]]:
+    """Prediction records for every query of a batch (span head or moment map, by the outputs),
+    decoded with ``settings``; ``changes`` replace some of its fields (``top_k=1``)."""
+    settings = strict_replace(settings, changes, "eval setting(s)")
     records = []
     out = decoded_outputs(outputs)
     for j, qid in enumerate(batch.query_ids):
         vid = batch.video_ids[int(batch.query_video[j])]
-        spans, scores = decode_outputs(out, j, prepared.videos[vid].clip_times,
-                                       top_k=top_k, nms_iou=nms_iou, max_span_clips=max_span_clips)
+        spans, scores = decode_outputs(out, j, prepared.videos[vid].clip_times, settings)
         records.append({"query_id": qid, "video_id": vid, "spans": spans, "scores": scores})
     return records
 
@@ -123,18 +130,27 @@ class EvalOutput:
 
 
 @torch.inference_mode()
-def evaluate_model(model: torch.nn.Module, prepared: PreparedData, records: Sequence[QueryMoment], *,
-                   batch_videos: int = 8, top_k: int = 5, nms_iou: float = 0.5, max_span_clips: int = 0,
-                   device: torch.device | str = "cpu", amp: bool = False,
-                   multi_pair: bool = True) -> EvalOutput:
+def evaluate_model(model: torch.nn.Module, prepared: PreparedData, records: Sequence[QueryMoment],
+                   cfg: MKTNConfig | None = None, *, device: torch.device | str = "cpu",
+                   batch_videos: int | None = None, multi_pair: bool | None = None) -> EvalOutput:
     """Run the network on every query of ``records`` (no shuffling) and score it.
 
-    ``multi_pair`` (``cfg.train.multi_pair``): evaluate the way the model was trained, with
-    whole-video groups or one query per group (a single-pair model never saw other queries of
-    its video in CSM). Groups follow the model's ``query_order`` (``"none"``: a fixed seeded
+    ``cfg`` (the run's config) decides everything config-derived: decoding and scoring by
+    ``cfg.eval`` (top_k, nms_iou, max_span_clips), ``cfg.train.batch_videos`` videos per batch,
+    CUDA autocast by ``cfg.train.amp``, and ``cfg.train.multi_pair``: evaluate the way the model
+    was trained, with whole-video groups or one query per group (a single-pair model never saw
+    other queries of its video in CSM). ``batch_videos``/``multi_pair`` override the config's;
+    without a config: ``EvalConfig()``, 8 videos, no autocast, multi-pair.
+    Groups follow the model's ``query_order`` (``"none"``: a fixed seeded
     order, seed 0). A query of ``records`` without features (``prepared`` skipped it) counts
     as a miss: it stays in the denominator (IoU 0) and ``metrics["missing"]`` counts it.
     """
+    settings = cfg.eval if cfg is not None else EvalConfig()
+    amp = cfg.train.amp if cfg is not None else False
+    if batch_videos is None:
+        batch_videos = cfg.train.batch_videos if cfg is not None else 8
+    if multi_pair is None:
+        multi_pair = cfg.train.multi_pair if cfg is not None else True
     was_training = model.training
     model.eval()
     device = torch.device(device)
@@ -154,8 +170,7 @@ def evaluate_model(model: torch.nn.Module, prepared: PreparedData, records: Sequ
         b = collate(prepared, groups_b).to(device)
         with _autocast(device, amp):
             out = model(b, 1.0)
-        preds.extend(predict_batch(out, b, prepared, top_k=top_k, nms_iou=nms_iou,
-                                   max_span_clips=max_span_clips))
+        preds.extend(predict_batch(out, b, prepared, settings))
         for i, vid in enumerate(b.video_ids):
             v_emb[vid] = out["video_embed"][i].float().cpu().numpy()
         for j, qid in enumerate(b.query_ids):
@@ -164,7 +179,7 @@ def evaluate_model(model: torch.nn.Module, prepared: PreparedData, records: Sequ
     gt = [r for r in records if r.query_id in prepared.queries]
     if not gt:
         raise ValueError("no query of these records has features; nothing to evaluate")
-    metrics = count_missing_as_misses(evaluate_predictions(preds, gt, nms_iou=nms_iou), len(records))
+    metrics = count_missing_as_misses(evaluate_predictions(preds, gt, nms_iou=settings.nms_iou), len(records))
     return EvalOutput(metrics, preds, v_emb, q_emb)
 
 
@@ -230,15 +245,12 @@ def evaluate_split(checkpoint: str | os.PathLike[str], data: GroundingData, *, s
         raise ValueError(f"no records in split {split!r}; the annotations have splits {splits}")
     prepared, _ = prepare(GroundingData(data.videos, data.queries, records), cfg.model.num_clips,
                           cfg.model.max_words, norm=norm)
-    kwargs: dict[str, Any] = dict(batch_videos=batch_videos or cfg.train.batch_videos,
-                                  top_k=cfg.train.eval_top_k, nms_iou=cfg.train.nms_iou,
-                                  max_span_clips=cfg.model.max_span_clips, device=dev, amp=cfg.train.amp,
-                                  multi_pair=cfg.train.multi_pair)
-    result = evaluate_model(model, prepared, records, **kwargs)
+    how: dict[str, Any] = dict(cfg=cfg, device=dev, batch_videos=batch_videos or None)
+    result = evaluate_model(model, prepared, records, **how)
     ctrl = None
     if controls:
         train = list(train_records) if train_records is not None else data.split("train")
-        ctrl = compute_controls(model, prepared, records, train, **kwargs)
+        ctrl = compute_controls(model, prepared, records, train, **how)
     if prepared.skipped:
         log.warning("skipped during evaluation: %s", prepared.skipped)
     if out_dir is not None:

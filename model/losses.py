@@ -1,4 +1,4 @@
-"""The MKTN criterion: one ``loss_<name>`` method per term, a ``loss_map`` and a weight table (Eq. 11).
+"""The MKTN criterion: one ``@term`` method per term, weighted by ``LossConfig.w_<name>`` (Eq. 11).
 
 Terms (each reads only named network outputs and batch targets):
 
@@ -17,7 +17,12 @@ Terms (each reads only named network outputs and batch targets):
   cell against the other moments of its video and every moment of the other videos) and
   moment -> sentences (against the batch's other sentences)
 
-``span`` and ``float`` apply to the span head only (they read its start/end logits).
+``span`` and ``float`` apply to the span head only (they read its start/end logits). A term runs
+when the network's outputs hold what it reads (a module switched off in ``ModelConfig`` produces
+nothing for it) and the loss config's switches allow (``segment_alignment``; ``apa_aa`` and
+``opm_oca`` for ``align``; ``contrast_video_negatives``/``contrast_query_negatives`` inside
+``contrast``). Adding a term: a method decorated ``@term("name", *outputs_it_reads)`` and a
+weight ``w_name`` in ``LossConfig``; it is logged as ``name``.
 
 Negatives everywhere are the ANS selection ``outputs["negatives"]``. The
 alignment-strength factor multiplies ``rince``, ``contrast``, ``align`` and ``segment``.
@@ -27,6 +32,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -87,46 +94,76 @@ def both_ways(sim: torch.Tensor, batch: Batch, negatives: torch.Tensor,
     return (q2v + v2q) / 2
 
 
-class MKTNCriterion:
-    """Computes every named loss and their weighted sum (Eq. 11)."""
+@dataclass(frozen=True)
+class Term:
+    """A loss term: its name (the log key and ``w_<name>``), the method computing it, the outputs
+    it reads (it applies only when all are present), whether ``alignment_strength`` scales it,
+    and an optional ``when(loss_cfg, outputs)`` switch."""
 
-    def __init__(self, loss: LossConfig, model: ModelConfig) -> None:
+    name: str
+    method: str
+    needs: tuple[str, ...]
+    aligned: bool = False
+    when: Callable[[LossConfig, Outputs], bool] | None = None
+
+
+def term(name: str, *needs: str, aligned: bool = False,
+         when: Callable[[LossConfig, Outputs], bool] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a criterion method as the loss term ``name`` (see ``Term``)."""
+    def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.loss_term = Term(name, fn.__name__, tuple(needs), aligned, when)  # type: ignore[attr-defined]
+        return fn
+    return mark
+
+
+def loss_terms(cls: type) -> dict[str, Term]:
+    """The ``@term`` methods of a criterion class by name, in definition order (base classes first)."""
+    terms: dict[str, Term] = {}
+    for klass in reversed(cls.__mro__):
+        for attr in vars(klass).values():
+            t = getattr(attr, "loss_term", None)
+            if isinstance(t, Term):
+                terms[t.name] = t
+    return terms
+
+
+def _weight(loss: LossConfig, name: str) -> float:
+    try:
+        return float(getattr(loss, f"w_{name}"))
+    except AttributeError:
+        raise AttributeError(f"loss term {name!r} has no weight: add w_{name} to LossConfig") from None
+
+
+def _aligns(cfg: LossConfig, out: Outputs) -> bool:
+    """``align`` runs when AA has S_as or OCA has S_op to align."""
+    return ("sim_as" in out and cfg.apa_aa) or ("sim_op" in out and cfg.opm_oca)
+
+
+class MKTNCriterion:
+    """Computes every named loss and their weighted sum (Eq. 11).
+
+    The terms are the ``@term`` methods, summed in the order they are defined here; term
+    ``<name>`` is weighted by ``LossConfig.w_<name>`` (times ``alignment_strength`` for the
+    ``aligned`` ones) and runs when the outputs hold what it reads and its ``when`` (a switch of
+    the loss config) allows. A new loss term is one ``@term`` method and one ``w_<name>`` weight.
+    The criterion reads only the loss config, plus MMN's score temperature (a model setting the
+    MMN head divides by too), given as a number.
+    """
+
+    def __init__(self, loss: LossConfig, *, mmn_temperature: float = 0.1) -> None:
         self.cfg = loss
-        self.model_cfg = model
+        self.mmn_temperature = float(mmn_temperature)
+        self.terms = loss_terms(type(self))
         s = loss.alignment_strength
-        self.weights = {
-            "span": loss.w_span, "float": loss.w_float, "csm": loss.w_csm,
-            "rince": loss.w_rince * s, "contrast": loss.w_contrast * s,
-            "align": loss.w_align * s, "segment": loss.w_segment * s,
-            "highlight": loss.w_highlight, "map": loss.w_map, "mmn_contrast": loss.w_mmn_contrast,
-        }
+        self.weights = {name: _weight(loss, name) * (s if t.aligned else 1.0) for name, t in self.terms.items()}
         self.loss_map: dict[str, Callable[[Outputs, Batch], torch.Tensor]] = {
-            "span": self.loss_span, "float": self.loss_float, "csm": self.loss_csm,
-            "rince": self.loss_rince, "contrast": self.loss_contrast,
-            "align": self.loss_align, "segment": self.loss_segment,
-            "highlight": self.loss_highlight, "map": self.loss_moment_map,
-            "mmn_contrast": self.loss_mmn_contrast,
-        }
+            name: getattr(self, t.method) for name, t in self.terms.items()}
 
     def active(self, outputs: Outputs) -> list[str]:
-        """Terms that apply to these outputs (switched-off modules contribute nothing)."""
-        names = ["span", "float"] if "start_logits" in outputs else []
-        if "map_logits" in outputs:
-            names.append("map")
-        if "moment_sim" in outputs:
-            names.append("mmn_contrast")
-        names.append("rince")
-        if "csm_spans" in outputs:
-            names.append("csm")
-        if "sim_match" in outputs:
-            names.append("contrast")
-        if ("sim_as" in outputs and self.model_cfg.apa_aa) or ("sim_op" in outputs and self.model_cfg.opm_oca):
-            names.append("align")
-        if self.cfg.segment_alignment:
-            names.append("segment")
-        if "highlight_logits" in outputs:
-            names.append("highlight")
-        return [n for n in names if self.weights[n] != 0.0]
+        """Terms that apply to these outputs (switched-off modules and terms contribute nothing)."""
+        return [name for name, t in self.terms.items()
+                if self.weights[name] != 0.0 and all(k in outputs for k in t.needs)
+                and (t.when is None or t.when(self.cfg, outputs))]
 
     def __call__(self, outputs: Outputs, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """-> (weighted total, {name: value} for logging, including ``total``)."""
@@ -139,29 +176,18 @@ class MKTNCriterion:
         logs["total"] = float(total.detach())
         return total, logs
 
-    # -- grounding
+    # -- the terms, in the order they are summed (and logged)
+    @term("span", "start_logits")
     def loss_span(self, out: Outputs, batch: Batch) -> torch.Tensor:
         return (F.cross_entropy(out["start_logits"].float(), batch.start_idx)
                 + F.cross_entropy(out["end_logits"].float(), batch.end_idx))
 
+    @term("float", "float_offsets")
     def loss_float(self, out: Outputs, batch: Batch) -> torch.Tensor:
         off = out["float_offsets"].float()
         ar = torch.arange(off.shape[0], device=off.device)
         pred = torch.stack([off[ar, batch.start_idx, 0], off[ar, batch.end_idx, 1]], dim=1)
         return F.smooth_l1_loss(pred, torch.stack([batch.start_frac, batch.end_frac], dim=1), beta=0.1)
-
-    def loss_highlight(self, out: Outputs, batch: Batch) -> torch.Tensor:
-        """Binary cross-entropy of every valid clip being inside its query's moment, the
-        inside and outside clips weighted equally (moments are short beside their videos)."""
-        logits = out["highlight_logits"].float()
-        mask = out["clip_mask"]
-        ar = torch.arange(logits.shape[1], device=logits.device)
-        inside = ((ar[None] >= batch.start_idx[:, None]) & (ar[None] <= batch.end_idx[:, None])).float()
-        per = F.binary_cross_entropy_with_logits(logits, inside, reduction="none")
-        pos = (inside * mask).sum(1).clamp_min(1.0)
-        neg = ((1 - inside) * mask).sum(1).clamp_min(1.0)
-        w = (inside / pos[:, None] + (1 - inside) / neg[:, None]) * mask * 0.5
-        return (per * w).sum(1).mean()
 
     def _map_iou(self, out: Outputs, batch: Batch) -> torch.Tensor:
         """IoU [Q, R, L] of every band cell of each query's own video with its ground truth (clips)."""
@@ -169,6 +195,7 @@ class MKTNCriterion:
         return band_iou(batch.start_idx + batch.start_frac, batch.end_idx + batch.end_frac,
                         out["map_lengths"], length)
 
+    @term("map", "map_logits")
     def loss_moment_map(self, out: Outputs, batch: Batch) -> torch.Tensor:
         """2D-TAN's loss: binary cross-entropy of every valid cell against its scaled IoU
         ``clamp((iou - min_iou) / (max_iou - min_iou), 0, 1)``, averaged per query."""
@@ -179,13 +206,14 @@ class MKTNCriterion:
         bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * mask
         return (bce.sum((1, 2)) / mask.sum((1, 2)).clamp(min=1.0)).mean()
 
+    @term("mmn_contrast", "moment_sim")
     def loss_mmn_contrast(self, out: Outputs, batch: Batch) -> torch.Tensor:
         """MMN's mutual matching. Sentence -> moment: the positive is the best-IoU cell of the
         query's video; negatives are that video's cells with IoU below ``map_min_iou`` and every
         cell of the other videos (items showing the same video are left out). Moment -> sentence:
         the positive moment against the batch's other sentences, except sentences of the same
         video whose moments overlap (IoU > 0.5) this one."""
-        sim = out["moment_sim"].float() / self.model_cfg.mmn_temperature  # (Q, B, R, L)
+        sim = out["moment_sim"].float() / self.mmn_temperature  # (Q, B, R, L)
         q, b = sim.shape[:2]
         flat = sim.reshape(q, b, -1)
         qv = batch.query_video
@@ -204,16 +232,18 @@ class MKTNCriterion:
         neg_s = ~torch.eye(q, dtype=torch.bool, device=sim.device) & ~(same_video & overlap)
         return (s2m + info_nce(pos, m2s, neg_s)) / 2
 
-    def loss_csm(self, out: Outputs, batch: Batch) -> torch.Tensor:
-        pred = out["csm_spans"].float()
-        return F.l1_loss(pred, batch.span_norm) + (1 - temporal_iou(pred, batch.span_norm)).mean()
-
-    # -- alignment
+    @term("rince", "sim_global", aligned=True)
     def loss_rince(self, out: Outputs, batch: Batch) -> torch.Tensor:
         logits = out["sim_global"].float() / self.cfg.rince_temperature
         q, lam = self.cfg.rince_q, self.cfg.rince_lambda
         return both_ways(logits, batch, out["negatives"], lambda p, n, m: rince(p, n, m, q, lam))
 
+    @term("csm", "csm_spans")
+    def loss_csm(self, out: Outputs, batch: Batch) -> torch.Tensor:
+        pred = out["csm_spans"].float()
+        return F.l1_loss(pred, batch.span_norm) + (1 - temporal_iou(pred, batch.span_norm)).mean()
+
+    @term("contrast", "sim_match", aligned=True)
     def loss_contrast(self, out: Outputs, batch: Batch) -> torch.Tensor:
         s = out["sim_match"].float()  # (Q, B)
         neg = out["negatives"]
@@ -221,26 +251,28 @@ class MKTNCriterion:
         pos = s.gather(1, qv[:, None])  # (Q, 1): s(v+, q)
         margin = self.cfg.contrast_margin
         terms = []
-        if self.model_cfg.contrast_video_negatives:  # (q, v+, v-)
+        if self.cfg.contrast_video_negatives:  # (q, v+, v-)
             hinge = F.relu(margin - pos + s) * neg
             terms.append(self.cfg.contrast_balance * hinge.sum() / neg.sum().clamp(min=1))
-        if self.model_cfg.contrast_query_negatives:  # (v, q+, q-): q- are queries for which v is a negative
+        if self.cfg.contrast_query_negatives:  # (v, q+, q-): q- are queries for which v is a negative
             s_vq = s[:, qv].T  # (Q, Q): row i = s(video(i), every query j)
             n_vq = neg[:, qv].T
             hinge = F.relu(margin - pos + s_vq) * n_vq
             terms.append(hinge.sum() / n_vq.sum().clamp(min=1))
         return sum(terms, s.new_zeros(()))
 
+    @term("align", aligned=True, when=_aligns)
     def loss_align(self, out: Outputs, batch: Batch) -> torch.Tensor:
         sims = []
-        if "sim_as" in out and self.model_cfg.apa_aa:
+        if "sim_as" in out and self.cfg.apa_aa:
             sims.append(out["sim_as"])
-        if "sim_op" in out and self.model_cfg.opm_oca:
+        if "sim_op" in out and self.cfg.opm_oca:
             sims.append(out["sim_op"])
         scale = out["logit_scale"]
         return sum((both_ways(sim.float() * scale, batch, out["negatives"], info_nce) for sim in sims),
                    out["sim_global"].new_zeros((), dtype=torch.float32))
 
+    @term("segment", "sim_segment", aligned=True, when=lambda cfg, out: cfg.segment_alignment)
     def loss_segment(self, out: Outputs, batch: Batch) -> torch.Tensor:
         sim = out["sim_segment"].float() * out["logit_scale"]  # (Q moments, Q sentences)
         qv = batch.query_video
@@ -251,6 +283,21 @@ class MKTNCriterion:
         pos = sim.diagonal()
         return (info_nce(pos, sim, neg) + info_nce(pos, sim.T, neg.T)) / 2
 
+    @term("highlight", "highlight_logits")
+    def loss_highlight(self, out: Outputs, batch: Batch) -> torch.Tensor:
+        """Binary cross-entropy of every valid clip being inside its query's moment, the
+        inside and outside clips weighted equally (moments are short beside their videos)."""
+        logits = out["highlight_logits"].float()
+        mask = out["clip_mask"]
+        ar = torch.arange(logits.shape[1], device=logits.device)
+        inside = ((ar[None] >= batch.start_idx[:, None]) & (ar[None] <= batch.end_idx[:, None])).float()
+        per = F.binary_cross_entropy_with_logits(logits, inside, reduction="none")
+        pos = (inside * mask).sum(1).clamp_min(1.0)
+        neg = ((1 - inside) * mask).sum(1).clamp_min(1.0)
+        w = (inside / pos[:, None] + (1 - inside) / neg[:, None]) * mask * 0.5
+        return (per * w).sum(1).mean()
 
-def build_criterion(loss: LossConfig, model: ModelConfig) -> MKTNCriterion:
-    return MKTNCriterion(loss, model)
+
+def build_criterion(loss: LossConfig, model: ModelConfig | None = None) -> MKTNCriterion:
+    """The criterion of a config's loss section (``model``: only for MMN's score temperature)."""
+    return MKTNCriterion(loss, mmn_temperature=(model or ModelConfig()).mmn_temperature)

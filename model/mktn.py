@@ -65,7 +65,7 @@ class MKTN(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig, frame_dim: int, patch_dim: int, word_dim: int,
-                 sentence_dim: int, temperature: float = 0.07) -> None:
+                 sentence_dim: int, temperature: float | None = None) -> None:
         super().__init__()
         d, h, p = cfg.d_model, cfg.num_heads, cfg.dropout
         self.cfg = cfg
@@ -74,7 +74,8 @@ class MKTN(nn.Module):
         self.text_encoder = TextEncoder(word_dim, sentence_dim, d, h, cfg.text_layers, cfg.max_words, p)
         self.word_pooling = WordPooling(d) if cfg.word_pooling else None
         self.global_align = GlobalAlignment(d, centering=cfg.embed_centering)
-        self.logit_scale = nn.Parameter(torch.tensor(float(-torch.log(torch.tensor(temperature)))))
+        t0 = cfg.logit_temperature if temperature is None else temperature
+        self.logit_scale = nn.Parameter(torch.tensor(float(-torch.log(torch.tensor(t0)))))
         self.csm = (CrossSentenceMining(d, h, cfg.csm_layers, cfg.max_queries_per_video, p,
                                         temporal=cfg.csm_temporal and cfg.query_order == "annotation",
                                         contextual=cfg.csm_contextual,
@@ -212,6 +213,7 @@ class MKTN(nn.Module):
 
 
 def build_model(cfg: ModelConfig, frame_dim: int, patch_dim: int, word_dim: int, sentence_dim: int,
-                temperature: float = 0.07) -> MKTN:
-    """The network for features of the given widths."""
+                temperature: float | None = None) -> MKTN:
+    """The network for features of the given widths (``temperature``: the initial one of the
+    contrastive logits; default ``cfg.logit_temperature``)."""
     return MKTN(cfg, frame_dim, patch_dim, word_dim, sentence_dim, temperature)

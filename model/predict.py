@@ -22,7 +22,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -214,8 +214,7 @@ def predict_video(checkpoint: str | os.PathLike[str], video: str | os.PathLike[s
             out = decoded_outputs(model(batch, 1.0))
             for j, qid in enumerate(batch.query_ids):
                 spans[qid], scores[qid] = decode_outputs(
-                    out, j, prepared.videos["video"].clip_times, top_k=top_k, nms_iou=cfg.train.nms_iou,
-                    max_span_clips=cfg.model.max_span_clips)
+                    out, j, prepared.videos["video"].clip_times, replace(cfg.eval, top_k=top_k))
     return GroundingResult(str(video), v.duration, list(sentences), [spans[q.query_id] for q in queries],
                            [scores[q.query_id] for q in queries], v.clip_times)
 

@@ -40,8 +40,7 @@ def run_sweep(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[s
         model, _, mcfg, norm = model_from_checkpoint(res["best_checkpoint"], device or "cpu")
         prepared, _ = prepare(GroundingData(data.videos, data.queries, records), mcfg.model.num_clips,
                               mcfg.model.max_words, norm=norm)
-        ev = evaluate_model(model, prepared, records, batch_videos=mcfg.train.batch_videos,
-                            device=device or "cpu", multi_pair=mcfg.train.multi_pair)
+        ev = evaluate_model(model, prepared, records, mcfg, device=device or "cpu")
         align = alignment_scores(ev.video_embed, ev.query_embed, records)
         metrics = eval_metrics(res)
         points.append({"strength": s, "metrics": metrics, "alignment": align})

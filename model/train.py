@@ -99,8 +99,7 @@ def seed_everything(seed: int) -> None:
 def build_training(cfg: MKTNConfig, dims: dict[str, int], total_steps: int, device: torch.device
                    ) -> tuple[MKTN, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """Model on ``device``, AdamW (no decay on norms, biases, embeddings) and the warm-up/decay schedule."""
-    model = build_model(cfg.model, dims["frame"], dims["patch"], dims["word"], dims["sentence"],
-                        cfg.loss.temperature).to(device)
+    model = build_model(cfg.model, dims["frame"], dims["patch"], dims["word"], dims["sentence"]).to(device)
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
@@ -282,7 +281,7 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
         out.mkdir(parents=True, exist_ok=True)
 
     ckpt = load_checkpoint(last_path) if resume else None
-    if ckpt is not None and ckpt["config_digest"] != cfg.digest():
+    if ckpt is not None and not cfg.matches_digest(ckpt["config_digest"]):
         raise ValueError(f"--resume: {last_path} was trained with config {ckpt['config_digest']}, "
                          f"not {cfg.digest()}; resume with the same preset and --set values")
     seed_everything(cfg.train.seed)
@@ -313,9 +312,6 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
         log.warning("=" * 72)
         val_records = data.split("train")
     meta = dict(data.meta)
-    eval_kwargs: dict[str, Any] = dict(batch_videos=cfg.train.batch_videos, top_k=cfg.train.eval_top_k,
-                                       nms_iou=cfg.train.nms_iou, max_span_clips=cfg.model.max_span_clips,
-                                       device=dev, amp=cfg.train.amp, multi_pair=cfg.train.multi_pair)
 
     state: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "bad_steps": 0,
                              "best": -1.0, "best_epoch": -1, "best_val": {}, "since_best": 0,
@@ -382,7 +378,7 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
             if on_step is not None:
                 on_step(state["global_step"], logs)
         bar.close()
-        val = evaluate_model(model, prepared, val_records, **eval_kwargs)
+        val = evaluate_model(model, prepared, val_records, cfg, device=dev)
         score = val.metrics[SELECT_METRIC]
         state["epoch"] = epoch + 1
         state["step_in_epoch"] = 0
@@ -420,10 +416,11 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
     if test_records and main and best_path.exists():
         best = load_checkpoint(best_path)
         model.load_state_dict(best["model"])
-        res = evaluate_model(model, prepared, test_records, **eval_kwargs)
+        res = evaluate_model(model, prepared, test_records, cfg, device=dev)
         test_metrics = res.metrics
         if controls:
-            test_controls = compute_controls(model, prepared, test_records, data.split("train"), **eval_kwargs)
+            test_controls = compute_controls(model, prepared, test_records, data.split("train"), cfg=cfg,
+                                             device=dev)
             log.info("test: %s", controls_summary(test_metrics, test_controls))
         # the same files as model.evaluate.evaluate_split writes: the evaluate flow reuses them
         # (reuse_split_evaluation) rather than evaluate this checkpoint on the test split again

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from pipeline.glove import (
     default_cache_dir,
     lookup_digest,
 )
+from pipeline.overrides import strict_replace
 from pipeline.provenance import code_version, source_digest
 from pipeline.skipthought import (
     PRESETS,
@@ -86,6 +87,24 @@ class EmbedConfig:
             raise ValueError(
                 f"document_order {self.document_order!r} unknown; use one of {DOCUMENT_ORDERS}"
             )
+
+
+def build_embed_config(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    dataset: str,
+    defaults: Mapping[str, Any] | None = None,
+) -> EmbedConfig:
+    """``EmbedConfig`` for ``dataset`` from JSON-able ``overrides`` over a caller's ``defaults``
+    (the flows': ``{"progress": False}``).
+
+    Top-level fields by name (``skipthought``, ``train_split``...); the nested ``text``,
+    ``vectors`` (e.g. ``{"path": "glove.840B.300d.txt"}``) and ``skipthought_config`` sections
+    as dicts of their fields. Unknown keys are an error (``dataset`` is this argument's).
+    """
+    config = strict_replace(EmbedConfig(dataset=dataset), defaults, "encoder default(s)",
+                            exclude={"dataset"}, nested=True)
+    return strict_replace(config, overrides, "encoder setting(s)", exclude={"dataset"}, nested=True)
 
 
 @dataclass

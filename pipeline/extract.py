@@ -27,8 +27,8 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.backbones import ClipFeatureExtractor, build_extractor, get_spec, weights_tag
+from pipeline.overrides import strict_replace
 from pipeline.provenance import code_version, source_digest
 from pipeline.video import ClipSampling, ClipStream, VideoDecodeError, VideoInfo, probe
 from storage.features import FeatureGroup, FeatureStore, VideoLockedError
@@ -137,6 +138,28 @@ class ExtractionConfig:
             f"{self.backbone}-{self.resolved_layer()}-g{self.grid}@{short}-{digest}",
             what="extractor id",
         )
+
+
+def build_extraction_config(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    dataset: str | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> ExtractionConfig:
+    """``ExtractionConfig`` from JSON-able ``overrides`` (e.g. a flow's ``extractor`` parameter
+    ``{"backbone": "r3d_18", "fps": 4}``) over a caller's ``defaults`` (the flows': a video
+    timeout and torch threads), with ``dataset`` set last. Unknown keys are an error; the
+    sampling (fps, clip, crop) and the timeout are checked before any video is touched.
+
+    >>> build_extraction_config({"fps": 4}, dataset="d", defaults={"video_timeout_s": 60}).fps
+    4
+    """
+    config = strict_replace(ExtractionConfig(), defaults, "extractor default(s)")
+    config = strict_replace(config, overrides, "extractor setting(s)")
+    if dataset is not None:
+        config = replace(config, dataset=dataset)
+    config.sampling()
+    return config
 
 
 @dataclass

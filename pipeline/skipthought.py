@@ -61,6 +61,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 from tqdm import tqdm
 
+from pipeline.overrides import strict_replace
 from storage.atomic import atomic_open
 from storage.fingerprint import digest_strings, file_digest
 
@@ -120,11 +121,7 @@ def build_skipthought_config(preset: str = "demo", **overrides: Any) -> SkipThou
     """A preset with overrides; unknown keys are an error."""
     if preset not in PRESETS:
         raise ValueError(f"unknown skip-thought preset {preset!r}; use one of {sorted(PRESETS)}")
-    names = {f.name for f in dataclasses.fields(SkipThoughtConfig)}
-    bad = sorted(set(overrides) - names)
-    if bad:
-        raise ValueError(f"unknown skip-thought config keys {bad}; valid keys: {sorted(names)}")
-    return dataclasses.replace(PRESETS[preset], **overrides)
+    return strict_replace(PRESETS[preset], overrides, "skip-thought config keys")
 
 
 # ----------------------------------------------------------------------------------- modules

@@ -8,7 +8,8 @@ import importlib
 import pytest
 
 MODULES = ["model.spans", "model.metrics", "model.controls", "model.evaluate", "storage.keys", "storage.errors", "pipeline.synth.writer",
-           "flows.report", "flows.import_features", "pipeline.datasets.registry"]
+           "flows.report", "flows.import_features", "pipeline.datasets.registry", "pipeline.overrides",
+           "model.config"]
 
 
 @pytest.mark.parametrize("name", MODULES)

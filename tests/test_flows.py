@@ -193,7 +193,9 @@ def test_a_hung_video_times_out_by_name_and_the_run_goes_on(
     finally:
         release.set()
     assert tasks.extract_task_timeout({"video_timeout_s": None}, 4) is None
-    cfg = tasks.extraction_config(None, "tiny", None)
+    from pipeline.extract import build_extraction_config
+
+    cfg = build_extraction_config(None, dataset="tiny", defaults={"video_timeout_s": tasks.DEFAULT_VIDEO_TIMEOUT_S})
     assert cfg.video_timeout_s == tasks.DEFAULT_VIDEO_TIMEOUT_S
 
 

@@ -125,3 +125,51 @@ def test_rows_without_negatives_do_not_count():
         none = fn(pos.clone().requires_grad_(), neg, torch.zeros(2, 2, dtype=torch.bool))
         assert float(none.detach()) == 0.0
         none.backward()  # still part of the graph
+
+
+def test_active_reads_only_the_loss_config(batch_and_cfg):
+    """The criterion's switches are loss settings: AA and OCA decide ``align`` from the loss
+    section alone, and the terms run in one fixed order (the order they are summed)."""
+    cfg, b = batch_and_cfg
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = build_model(cfg.model, 12, 12, 300, 20)(b, 0.5)
+    assert build_criterion(cfg.loss).active(out) == [
+        "span", "float", "rince", "csm", "contrast", "align", "segment", "highlight"]
+    off = override(cfg, ["loss.apa_aa=false", "loss.opm_oca=false"])
+    assert "align" not in build_criterion(off.loss).active(out)
+    one = override(cfg, ["loss.apa_aa=false"])  # OCA alone still aligns S_op
+    assert "align" in build_criterion(one.loss).active(out)
+    assert float(build_criterion(one.loss).loss_align(out, b)) != pytest.approx(
+        float(build_criterion(cfg.loss).loss_align(out, b)))
+
+
+def test_a_new_loss_term_is_one_method_and_one_weight(batch_and_cfg):
+    import dataclasses
+
+    from model.config import LossConfig
+    from model.losses import MKTNCriterion, term
+
+    cfg, b = batch_and_cfg
+
+    @dataclasses.dataclass(frozen=True)
+    class MoreLoss(LossConfig):
+        w_spread: float = 0.5
+
+    class MoreCriterion(MKTNCriterion):
+        @term("spread", "start_logits")
+        def loss_spread(self, out, batch):
+            return out["start_logits"].float().std()
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = build_model(cfg.model, 12, 12, 300, 20)(b, 0.5)
+    crit = MoreCriterion(MoreLoss(**dataclasses.asdict(cfg.loss)))
+    assert crit.active(out)[-1] == "spread" and crit.weights["spread"] == 0.5
+    total, logs = crit(out, b)
+    base, base_logs = build_criterion(cfg.loss)(out, b)
+    assert float(total) == pytest.approx(float(base) + 0.5 * logs["spread"], rel=1e-5)
+    assert {k: v for k, v in logs.items() if k not in ("spread", "total")} == {
+        k: v for k, v in base_logs.items() if k != "total"}
+    with pytest.raises(AttributeError, match="add w_spread to LossConfig"):
+        MoreCriterion(cfg.loss)

@@ -8,8 +8,10 @@ its ``quick`` and ``default`` presets (``shapes`` also ``large``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+from pipeline.overrides import check_keys
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,7 @@ class SynthConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SynthConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown synthetic config keys {sorted(unknown)}; known keys: {sorted(known)}")
+        check_keys(cls, d, "synthetic config keys")
         d = dict(d)
         if "splits" in d:
             d["splits"] = tuple(d["splits"])
@@ -125,10 +124,7 @@ def build_synth_config(preset: str = "default", domain: str = "shapes", **overri
     if preset not in presets:
         raise ValueError(f"unknown synthetic size preset {preset!r} for domain {domain!r}; choose one of {sorted(presets)}")
     changes = {k: v for k, v in overrides.items() if v is not None}
-    known = {f.name for f in fields(SynthConfig)} - {"domain"}
-    unknown = set(changes) - known
-    if unknown:
-        raise ValueError(f"unknown synthetic config keys {sorted(unknown)}; known keys: {sorted(known)}")
+    check_keys(SynthConfig, changes, "synthetic config keys", exclude={"domain"})
     base = presets[preset]
     if "size" in changes and "height" not in changes and base.height is not None:
         h = int(round(base.height * int(changes["size"]) / base.size))
