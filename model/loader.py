@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from model.data import GroundingData, NormStats, QueryInput, VideoInput
+from model.data import GroundingData, QueryInput, VideoInput
 from pipeline.datasets.records import QueryMoment
 
 log = logging.getLogger(__name__)
@@ -84,15 +84,13 @@ def load_grounding_data(features: str | os.PathLike[str], queries: str | os.Path
     if len(qs) < len(records):
         log.warning("%d of %d queries are not in query group %s/%s; they are skipped (run `mktn embed`)",
                     len(records) - len(qs), len(records), ds, enc)
-    norm = None
-    stored = group.normalization()
-    if stored is not None:
-        norm = NormStats(stored.frames_mean, stored.frames_std, stored.patches_mean, stored.patches_std)
     meta = {
         "features": {"root": str(features), "dataset": ds, "extractor_id": ex, "attrs": _jsonable(group.attrs)},
         "queries": {"root": str(queries), "dataset": ds, "encoder_id": enc, "attrs": _jsonable(arrays.attrs)},
     }
-    return GroundingData(videos, qs, list(records), norm, meta, vocab=word_table(arrays.tokens, arrays.words))
+    # norm=None: the store's "normalization" attribute covers every committed video (val and test
+    # included); `prepare` fits the train split's statistics instead (model.data.fit_norm_stats)
+    return GroundingData(videos, qs, list(records), None, meta, vocab=word_table(arrays.tokens, arrays.words))
 
 
 def word_table(tokens: Sequence[str], words: np.ndarray) -> tuple[list[str], np.ndarray]:
