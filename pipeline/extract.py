@@ -127,6 +127,59 @@ class ExtractionConfig:
             "dtype": self.dtype,
         }
 
+    @classmethod
+    def from_feature_config(
+        cls, attrs: dict[str, Any], *, weights: str | os.PathLike[str] | None = None, **settings: Any
+    ) -> ExtractionConfig:
+        """The inverse of :meth:`feature_config`: the config that reproduces a feature group's
+        features from its attributes (``FeatureGroup.attrs``, or a checkpoint's copy of them).
+
+        ``weights``: the local weights file, needed again when the features came from one (its
+        sha256 must match the recorded ``"sha256:<digest>"``); refused for seeded random init,
+        whose seed is read back from ``"random-init seed=N"`` (``parse_weights_tag``).
+        ``settings``: fields that do not decide the features (``dataset``, ``device``, ...).
+        Groups written before ``geometry`` or ``dtype`` were recorded read as ``"crop"`` and
+        ``"float16"``, what they were written with.
+        """
+        from pipeline.backbones import parse_weights_tag
+
+        need = ("backbone", "layer", "grid", "weights", "sampling")
+        missing = [k for k in need if k not in attrs]
+        if missing:
+            raise ValueError(
+                f"the feature provenance lacks {missing}: it was not written by `mktn extract` "
+                "(imported features?), so the features cannot be re-extracted"
+            )
+        tag = str(attrs["weights"])
+        seed, sha256 = parse_weights_tag(tag)
+        if seed is not None and weights is not None:
+            raise ValueError(f"the features used seeded random weights ({tag}); do not pass --weights")
+        if sha256 is not None:
+            if weights is None:
+                raise FileNotFoundError(
+                    f"the features were extracted with a local weights file ({tag}); "
+                    "pass it again with --weights PATH"
+                )
+            _, got = weights_tag(weights, 0)
+            if got != tag:
+                raise ValueError(f"--weights {os.fspath(weights)!r} is {got}, the features used {tag}")
+        s = attrs["sampling"]
+        return cls(
+            backbone=str(attrs["backbone"]),
+            layer=str(attrs["layer"]),
+            grid=int(attrs["grid"]),
+            weights=None if weights is None else os.fspath(weights),
+            seed=seed or 0,
+            fps=float(s["fps"]),
+            clip_len=int(s["clip_len"]),
+            stride=int(s["stride"]),
+            resize=int(s["resize"]),
+            crop=int(s["crop"]),
+            geometry=str(s.get("geometry", "crop")),  # type: ignore[arg-type]
+            dtype=str(attrs.get("dtype", "float16")),  # type: ignore[arg-type]
+            **settings,
+        )
+
     def resolved_extractor_id(self) -> str:
         """``<backbone>-<layer>-g<grid>@<weights>-<hash8>``, e.g. ``tiny3d-layer3-g2@random0-1a2b3c4d``."""
         if self.extractor_id:

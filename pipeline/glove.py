@@ -145,6 +145,53 @@ class WordVectors:
             out[i] = self.vector(t)
         return out
 
+    @classmethod
+    def from_table(
+        cls, source: dict[str, Any], words: Sequence[str], vectors: np.ndarray
+    ) -> WordVectors:
+        """The inverse of :func:`build_word_vectors`' ``source`` record: word vectors that look
+        words up as the embedder did, from its table of ``words`` and their ``vectors`` (the
+        query store's vocabulary, or a checkpoint's float16 copy of it).
+
+        The table's out-of-vocabulary words (they got seeded vectors) stay out of ``kv``, named
+        by ``source["oov_words"]``. A source recorded before that list existed: a word counts as
+        OOV when its vector is within 1e-2 of the seeded OOV vector it would get (the checkpoint
+        table is float16), the only evidence such a store left."""
+        oov = str(source.get("oov", "random"))
+        sigma = float(source.get("oov_sigma", 0.1))
+        seed = int(source.get("oov_seed", 0))
+        table = np.asarray(vectors, dtype=np.float32).reshape(len(words), -1)
+        dim = int(table.shape[1]) if table.size else int(source.get("dim", 300))
+        if "oov_words" in source:
+            oov_set = {str(w) for w in source["oov_words"]}
+        else:  # written before the list was recorded
+            oov_set = {
+                w for w, v in zip(words, table, strict=True)
+                if np.allclose(v, oov_vector(w, dim, mode=oov, sigma=sigma, seed=seed), atol=1e-2)
+            }
+        known = [i for i, w in enumerate(words) if w not in oov_set]
+        kv = KeyedVectors(vector_size=dim)
+        if known:
+            kv.add_vectors([words[i] for i in known], table[known])
+        return cls(kv=kv, source=dict(source), oov=oov, oov_sigma=sigma, seed=seed,
+                   oov_words=sorted(oov_set))
+
+    def extend_from_source(self, words: Iterable[str]) -> int:
+        """Read the vectors of ``words`` that are neither known nor known OOV from the recorded
+        vector file, when the source is a file still on disk; returns how many were found."""
+        if self.source.get("kind") != "file" or not Path(str(self.source.get("path"))).is_file():
+            return 0
+        done = set(self.oov_words)
+        missing = sorted({w for w in words if w not in self.kv.key_to_index and w not in done})
+        if not missing:
+            return 0
+        kv, _ = load_subset(self.source["path"], missing, progress=False)
+        found = [w for w in missing if w in kv.key_to_index]
+        if found:
+            self.kv.add_vectors(found, np.stack([np.asarray(kv[w], np.float32) for w in found]))
+        self.oov_words = sorted(done | (set(missing) - set(found)))
+        return len(found)
+
     def count_oov(self, counts: dict[str, int]) -> tuple[int, int]:
         """(distinct OOV words, OOV token occurrences) for a vocabulary's counts."""
         words = [w for w in counts if w not in self.kv.key_to_index]
@@ -737,7 +784,8 @@ def build_word_vectors(
             "seeded random" if cfg.oov == "random" else "zero",
             ", ".join(oov_words[:5]),
         )
-    source = {**source, "oov": cfg.oov, "oov_sigma": sigma, "oov_seed": cfg.seed}
+    # everything WordVectors.from_table needs to look words up again as they were looked up here
+    source = {**source, "oov": cfg.oov, "oov_sigma": sigma, "oov_seed": cfg.seed, "oov_words": oov_words}
     return WordVectors(
         kv=kv, source=source, oov=cfg.oov, oov_sigma=sigma, seed=cfg.seed, oov_words=oov_words
     )
