@@ -54,7 +54,7 @@ import zarr.storage
 from zarr.abc.store import Store
 from zarr.codecs import BloscCodec
 
-from storage.keys import join_key, safe_component
+from storage.keys import COMMIT_ATTR, join_key, safe_component
 from storage.provenance import code_version
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,6 @@ warnings.filterwarnings(
 )
 
 FEATURES_ROOT = "features"
-COMMIT_ATTR = "commit"
 NORMALIZATION_ATTR = "normalization"
 FRAME_DIMS = ("clip", "feature")
 PATCH_DIMS = ("clip", "patch", "feature")
@@ -316,7 +315,7 @@ class FeatureStore:
     def __repr__(self) -> str:
         return f"FeatureStore({self.root!r})"
 
-    def extractor(
+    def group(
         self,
         dataset: str,
         extractor_id: str,
@@ -362,6 +361,11 @@ class FeatureStore:
                 group.attrs.update(missing)
         return FeatureGroup(group, dataset, extractor_id)
 
+
+    # the name ``group`` had before (it returns a FeatureGroup, not an extractor): deprecated,
+    # kept so every caller of it still works
+    extractor = group
+
     def list_extractors(self) -> list[tuple[str, str]]:
         """``(dataset, extractor_id)`` pairs present in the store."""
         try:
@@ -398,7 +402,7 @@ class FeatureStore:
                 f"feature store {self.root!s} holds {len(pairs)} (dataset, extractor) groups"
                 f"{' for ' + wanted if wanted else ''}: {found}; {hint}"
             )
-        return self.extractor(*pairs[0], create=False)
+        return self.group(*pairs[0], create=False)
 
 
 class FeatureGroup:
