@@ -35,7 +35,7 @@ def annotation_paths(specs: Sequence[str]) -> dict[str, Path]:
     return parse_split_args(specs, expand_dirs=True)
 
 
-def load_records(specs: Sequence[str], fmt: str | None = None,
+def load_records_from_specs(specs: Sequence[str], fmt: str | None = None,
                  durations: str | None = None) -> list[QueryMoment]:
     """Records of every split named by ``specs`` (see ``annotation_paths``)."""
     from pipeline.datasets.registry import load_splits
@@ -56,7 +56,7 @@ def load_grounding_data(features: str | os.PathLike[str], queries: str | os.Path
     ds, ex = group.dataset, group.extractor_id
     qstore = QueryStore(queries)
     enc = encoder_id or qstore.latest_encoder(ds)
-    qgroup = qstore.encoder(ds, enc)
+    qgroup = qstore.group(ds, enc)
     arrays = qgroup.read_all()
 
     durations: dict[str, float] = {}
@@ -105,3 +105,7 @@ def word_table(tokens: Sequence[str], words: np.ndarray) -> tuple[list[str], np.
 def _jsonable(attrs: dict[str, Any]) -> dict[str, Any]:
     """Provenance attrs without the bulky normalisation vectors (the checkpoint stores those itself)."""
     return {k: v for k, v in attrs.items() if k != "normalization"}
+
+
+# the name load_records_from_specs had (deprecated, kept): flows.tasks.load_records is a task
+load_records = load_records_from_specs

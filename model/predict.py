@@ -78,7 +78,7 @@ def extract_video(path: str | os.PathLike[str], feature_attrs: dict[str, Any], *
         result = extract_one(p, store, config, video_id="video")
         if result.status != "done":
             raise ValueError(f"cannot extract features from {str(p)!r}: {result.reason}")
-        group = store.extractor("predict", config.resolved_extractor_id(), create=False)
+        group = store.group("predict", config.resolved_extractor_id(), create=False)
         f = group.read_video("video", dtype="float32")
         duration = float(f.attrs.get("duration") or f.clip_times[-1, 1])
     return VideoInput("video", f.frames, f.patches, f.clip_times, duration)

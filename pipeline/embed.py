@@ -31,7 +31,19 @@ import torch
 from tqdm import tqdm
 
 from pipeline.datasets.records import QueryMoment
-from pipeline.glove import (
+from pipeline.provenance import code_version, source_digest
+from pipeline.skipthought import (
+    PRESETS,
+    SkipThoughtConfig,
+    SkipThoughtEncoder,
+    load_skipthought_checkpoint,
+    load_theano_skipthoughts,
+    release_weights_digest,
+    skipthought_run_id,
+    train_skipthought,
+)
+from pipeline.text import TextConfig, TokenizedCorpus, build_tokenizer, tokenize_queries
+from pipeline.word_vectors import (
     WordVectors,
     WordVectorsConfig,
     build_word_vectors,
@@ -39,18 +51,6 @@ from pipeline.glove import (
     default_cache_dir,
     lookup_digest,
 )
-from pipeline.provenance import code_version, source_digest
-from pipeline.skipthought import (
-    PRESETS,
-    SkipThoughtConfig,
-    SkipThoughtEncoder,
-    load_checkpoint,
-    load_theano_skipthoughts,
-    release_weights_digest,
-    skipthought_run_id,
-    train_skipthought,
-)
-from pipeline.text import TextConfig, TokenizedCorpus, build_tokenizer, tokenize_queries
 from storage.fingerprint import digest_strings
 from storage.queries import QueryStore
 
@@ -232,7 +232,7 @@ def build_sentence_encoder(
             digest_fn=lambda f: cached_digest(f, _cache_dir(cfg)),
         )
     else:
-        enc, info = load_checkpoint(st)
+        enc, info = load_skipthought_checkpoint(st)
     if cfg.expand_vocab:
         info["vocab_expansion"] = enc.expand_vocabulary(vectors.kv, vocab_words)
     return enc, info
@@ -281,7 +281,7 @@ def embed_queries(
     words_id = _words_id(config, train_sentences)
     st_id = _skipthought_id(config, train_docs, words_id)
     encoder_id = f"{words_id}+{st_id}+{_settings_digest(config, records_digest)}"
-    group = store.encoder(config.dataset, encoder_id)
+    group = store.group(config.dataset, encoder_id)
 
     if group.is_complete() and not config.overwrite:
         attrs = group.attrs
@@ -412,7 +412,7 @@ def sentence_encoder_from_attrs(
             path, mode=str(info.get("mode", "combine")), vocab=list(vocab)
         )
     else:
-        enc, _ = load_checkpoint(path)
+        enc, _ = load_skipthought_checkpoint(path)
     if "vocab_expansion" in info:
         enc.expand_vocabulary(vectors.kv, list(vectors.kv.key_to_index))
     return enc

@@ -248,7 +248,7 @@ class ExtractionSummary:
 # --- inputs -------------------------------------------------------------------------------
 
 
-def list_videos(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+def find_videos(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Video files from a directory (recursively, by extension), a list file, or a list of paths.
 
     A list file has one path per line (``#`` comments and blank lines ignored; relative
@@ -783,7 +783,7 @@ def _run(
     if isinstance(store, FeatureGroup):
         group = store
     else:
-        group = store.extractor(config.dataset, extractor_id, attrs=config.feature_config())
+        group = store.group(config.dataset, extractor_id, attrs=config.feature_config())
     # a read-only or full store location is one OSError here, not one failure per video
     group.check_writable()
     device = resolve_device(config.device)
@@ -986,7 +986,7 @@ def _drive_reader(
     return hung
 
 
-def plan_videos(
+def assign_video_ids(
     paths: Iterable[str | os.PathLike[str]],
 ) -> tuple[list[tuple[str, str]], list[VideoResult]]:
     """Map each path to its video id: ``([(video_id, path), ...], failed results)``.
@@ -1022,7 +1022,7 @@ def plan_videos(
 def _jobs(
     paths: Iterable[str | os.PathLike[str]], force: bool
 ) -> tuple[list[_Job], list[VideoResult]]:
-    planned, bad = plan_videos(paths)
+    planned, bad = assign_video_ids(paths)
     return [_Job(vid, path, force) for vid, path in planned], bad
 
 
@@ -1069,3 +1069,9 @@ def extract_one(
     vid = safe_component(video_id, what="video id") if video_id else video_id_for(path)
     summary = _run([_Job(vid, path, force, sha256)], group, config, progress=False)
     return summary.results[0]
+
+
+# names these functions had before (deprecated, kept for callers): ``list_videos`` read like
+# ``FeatureGroup.list_videos`` (committed ids), ``plan_videos`` like the synthetic benchmark's
+list_videos = find_videos
+plan_videos = assign_video_ids
