@@ -8,7 +8,7 @@ one of 4 quadrants, doing one of 5 motions: static, move horizontally, move
 vertically, grow, spin), at the benchmark's 15 fps, then sampled at each config's
 fps. For each config ``backbone:layer:grid:fps:clip_len`` it extracts features exactly
 as ``mktn extract`` does (``ClipFeatureExtractor``, float16 round trip as in the store),
-standardises them with train-split statistics (as ``compute_normalization`` does) and
+standardises them with train-split statistics (as ``model.data.fit_norm_stats`` does) and
 fits a multinomial logistic regression on 2/3 of the clips; it reports held-out accuracy
 per attribute for the clip feature alone and for clip + patch features, and the
 compute cost per clip. Chance: colour 0.20, position 0.25, motion 0.20.

@@ -113,7 +113,7 @@ def _peak_rss_mb() -> float:
 def _phase(args: argparse.Namespace) -> None:
     """One measured phase, in its own process; prints a JSON line."""
     sys.path.insert(0, str(ROOT))
-    from pipeline.glove import load_subset
+    from pipeline.word_vectors import load_subset
 
     vocab = json.loads(Path(args.vocab).read_text())
     out: dict[str, object] = {"phase": args.phase}

@@ -76,7 +76,7 @@ def extract_videos_subflow(
         key="extraction-progress",
         description=f"videos extracted into {feature_store} ({extractor_id})",
     )
-    store_group = FeatureStore(feature_store).extractor(config["dataset"], extractor_id, create=False)
+    store_group = FeatureStore(feature_store).group(config["dataset"], extractor_id, create=False)
     # a cached result is trusted only while the store still holds every video it names, from
     # the same source file: one read of every committed video's attributes, before any task
     committed = store_group.committed_attrs()
@@ -166,7 +166,7 @@ def extract_features(
     Returns a ``Completed``/``Failed`` state whose data is the summary dict, so a caller
     (or a subflow call) gets the summary, and the run's state message names the failures.
     """
-    from pipeline.extract import build_extraction_config, list_videos, video_id_for
+    from pipeline.extract import build_extraction_config, find_videos, video_id_for
 
     log = get_run_logger()
     ws = Workspace.at(work_dir, feature_store=feature_store)
@@ -175,7 +175,7 @@ def extract_features(
     cfg_dict = _config_dict(config)
     extractor_id = config.resolved_extractor_id()
 
-    paths = [str(p) for p in list_videos(videos_dir)]
+    paths = [str(p) for p in find_videos(videos_dir)]
     if video_ids is not None:
         wanted = set(video_ids)
         paths = [p for p in paths if video_id_for(p) in wanted]

@@ -52,7 +52,7 @@ def _group_holds(feature_store: str, dataset: str, extractor_id: str, videos: li
     from storage.features import FeatureStore
 
     try:
-        group = FeatureStore(feature_store).extractor(dataset, extractor_id, create=False)
+        group = FeatureStore(feature_store).group(dataset, extractor_id, create=False)
     except (KeyError, FileNotFoundError, ValueError):
         return False
     if group.normalization() is None:

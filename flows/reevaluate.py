@@ -122,7 +122,7 @@ def reevaluate(
     max_workers: int = DEFAULT_MAX_WORKERS,
 ) -> dict[str, Any]:
     """Scan ``datasets_root`` (default ``<work>/data``), fill the stores, evaluate new pairs, append rows."""
-    from pipeline.extract import list_videos
+    from pipeline.extract import find_videos
 
     log = get_run_logger()
     ws = Workspace.at(work_dir, feature_store=feature_store, query_store=query_store)
@@ -141,7 +141,7 @@ def reevaluate(
     for spec in specs:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         try:
-            videos = [str(p) for p in list_videos(spec.videos_dir)]
+            videos = [str(p) for p in find_videos(spec.videos_dir)]
             digests = tasks.fingerprint_files(
                 videos + sorted(spec.annotations.values()), str(ws.fingerprint_index)
             )

@@ -93,7 +93,7 @@ def open_feature_group(feature_store: str, config: dict[str, Any]) -> dict[str, 
     from storage.features import FeatureStore
 
     cfg = ExtractionConfig(**config)
-    group = FeatureStore(feature_store).extractor(
+    group = FeatureStore(feature_store).group(
         cfg.dataset, cfg.resolved_extractor_id(), attrs=cfg.feature_config()
     )
     return {"extractor_id": group.extractor_id, "complete": list(group.committed_attrs())}
@@ -140,7 +140,7 @@ def extract_video_group(
     from storage.features import FeatureStore
 
     cfg = ExtractionConfig(**config)
-    group = FeatureStore(feature_store).extractor(cfg.dataset, extractor_id, attrs=cfg.feature_config())
+    group = FeatureStore(feature_store).group(cfg.dataset, extractor_id, attrs=cfg.feature_config())
     committed = group.committed_attrs()
     rows = []
     transient = []
@@ -190,7 +190,7 @@ def feature_normalization(
     """
     from storage.features import FeatureStore
 
-    group = FeatureStore(feature_store).extractor(dataset, extractor_id, create=False)
+    group = FeatureStore(feature_store).group(dataset, extractor_id, create=False)
     norm = group.compute_normalization([v for v, _ in videos])
     return {"num_videos": int(norm.num_videos), "num_clips": int(norm.num_clips)}
 
@@ -199,7 +199,7 @@ def store_has_normalization(feature_store: str, dataset: str, extractor_id: str)
     from storage.features import FeatureStore
 
     try:
-        group = FeatureStore(feature_store).extractor(dataset, extractor_id, create=False)
+        group = FeatureStore(feature_store).group(dataset, extractor_id, create=False)
     except KeyError:
         return False
     return group.normalization() is not None
@@ -358,7 +358,7 @@ def query_group_complete(query_store: str, dataset: str, encoder_id: str | None)
     if not encoder_id:
         return False
     try:
-        return bool(QueryStore(query_store).encoder(dataset, encoder_id).is_complete())
+        return bool(QueryStore(query_store).group(dataset, encoder_id).is_complete())
     except (KeyError, ValueError, FileNotFoundError):
         return False
 
@@ -371,7 +371,7 @@ def features_digest(feature_store: str, dataset: str, extractor_id: str) -> str:
     from storage.features import FeatureStore
     from storage.fingerprint import digest_strings
 
-    group = FeatureStore(feature_store).extractor(dataset, extractor_id, create=False)
+    group = FeatureStore(feature_store).group(dataset, extractor_id, create=False)
     parts = []
     for vid, attrs in group.committed_attrs().items():  # sorted by video id
         fp = attrs.get("source_fingerprint") or {}

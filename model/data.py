@@ -31,6 +31,7 @@ import torch
 
 from model.spans import span_to_clip_indices
 from pipeline.datasets.records import QueryMoment
+from storage.features import Normalization
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +55,18 @@ class QueryInput:
     sentence: np.ndarray  # [S] skip-thought sentence vector
 
 
-_VIDEO_STATS = ("frame_mean", "frame_std", "patch_mean", "patch_std")
+# checkpoint keys (``ckpt["norm"]``) of the video statistics: the checkpoint format keeps its
+# singular names; the attributes are Normalization's (frames_mean, ...)
+_VIDEO_STATS = {"frame_mean": "frames_mean", "frame_std": "frames_std",
+                "patch_mean": "patches_mean", "patch_std": "patches_std"}
 _TEXT_STATS = ("word_mean", "word_std", "sentence_mean", "sentence_std")
 
 
 @dataclass(frozen=True)
-class NormStats:
-    """Per-dimension mean/std of frame and patch features, and of word and sentence vectors.
+class NormStats(Normalization):
+    """The model's normalisation statistics: the video statistics (``storage.features.
+    Normalization``, fitted over the train split's videos by :func:`fit_norm_stats`) plus the
+    word and sentence statistics, which a feature store cannot know and a checkpoint must carry.
 
     Word vectors trained on a small dataset's own sentences (the default without a GloVe
     file) share one dominant direction: measured on the synthetic default, "red" and "blue"
@@ -70,27 +76,55 @@ class NormStats:
     before they existed; those vectors are then used as they are.
     """
 
-    frame_mean: np.ndarray
-    frame_std: np.ndarray
-    patch_mean: np.ndarray
-    patch_std: np.ndarray
     word_mean: np.ndarray | None = None
     word_std: np.ndarray | None = None
     sentence_mean: np.ndarray | None = None
     sentence_std: np.ndarray | None = None
 
+    # the names this type had before it became a Normalization (read-only)
+    @property
+    def frame_mean(self) -> np.ndarray:
+        return self.frames_mean
+
+    @property
+    def frame_std(self) -> np.ndarray:
+        return self.frames_std
+
+    @property
+    def patch_mean(self) -> np.ndarray:
+        return self.patches_mean
+
+    @property
+    def patch_std(self) -> np.ndarray:
+        return self.patches_std
+
     @property
     def has_text(self) -> bool:
         return self.word_mean is not None
 
-    def to_dict(self) -> dict[str, list[float]]:
-        keys = _VIDEO_STATS + (_TEXT_STATS if self.has_text else ())
-        return {k: np.asarray(getattr(self, k), dtype=np.float64).tolist() for k in keys}
+    @classmethod
+    def of(cls, video: Normalization) -> NormStats:
+        """Video statistics without text statistics (add them with :meth:`with_text`)."""
+        return cls(video.frames_mean, video.frames_std, video.patches_mean, video.patches_std,
+                   video.num_videos, video.num_clips)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint's ``"norm"`` entry."""
+        out: dict[str, Any] = {k: np.asarray(getattr(self, a), dtype=np.float64).tolist()
+                               for k, a in _VIDEO_STATS.items()}
+        if self.has_text:
+            out.update({k: np.asarray(getattr(self, k), dtype=np.float64).tolist() for k in _TEXT_STATS})
+        if self.num_videos:
+            out.update(num_videos=int(self.num_videos), num_clips=int(self.num_clips))
+        return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, list[float]]) -> NormStats:
-        keys = _VIDEO_STATS + (_TEXT_STATS if "word_mean" in d else ())
-        return cls(**{k: np.asarray(d[k], dtype=np.float32) for k in keys})
+    def from_dict(cls, d: dict[str, Any]) -> NormStats:
+        """A checkpoint's ``"norm"`` entry (every version: without text statistics or counts too)."""
+        kwargs: dict[str, Any] = {a: np.asarray(d[k], dtype=np.float32) for k, a in _VIDEO_STATS.items()}
+        if "word_mean" in d:
+            kwargs.update({k: np.asarray(d[k], dtype=np.float32) for k in _TEXT_STATS})
+        return cls(**kwargs, num_videos=int(d.get("num_videos", 0)), num_clips=int(d.get("num_clips", 0)))
 
     def with_text(self, queries: Sequence[QueryInput]) -> NormStats:
         """These statistics plus the word and sentence statistics of ``queries``."""
@@ -118,20 +152,43 @@ class NormStats:
 
 
 def compute_norm_stats(videos: Sequence[VideoInput]) -> NormStats:
-    """Statistics over all clips (and patches) of ``videos``; a floor keeps std > 0."""
+    """Video statistics over all clips (and patches) of ``videos`` (``Normalization.fit``)."""
     if not videos:
         raise ValueError("cannot compute normalisation statistics from zero videos")
-    f = np.concatenate([v.frames.reshape(-1, v.frames.shape[-1]) for v in videos]).astype(np.float64)
-    p = np.concatenate([v.patches.reshape(-1, v.patches.shape[-1]) for v in videos]).astype(np.float64)
-    return NormStats(
-        frame_mean=f.mean(0).astype(np.float32), frame_std=np.maximum(f.std(0), 1e-6).astype(np.float32),
-        patch_mean=p.mean(0).astype(np.float32), patch_std=np.maximum(p.std(0), 1e-6).astype(np.float32),
-    )
+    return NormStats.of(Normalization.fit((v.frames, v.patches) for v in videos))
+
+
+def fit_norm_stats(data: GroundingData, split: str = "train") -> NormStats:
+    """The statistics a training run standardises with: the one place that decides which
+    videos and queries they cover.
+
+    Video and text statistics are fitted over the ``split`` (train) split's videos and
+    queries only: no labels are read, and no val/test video shifts them. A feature store's
+    own ``"normalization"`` attribute (over every committed video) is not used. Data without
+    that split (an evaluation-only set) falls back to all its videos and queries, with a
+    warning. The choice is logged.
+    """
+    train_videos = sorted({r.video_id for r in data.split(split)} & set(data.videos))
+    train_queries = sorted({r.query_id for r in data.split(split)} & set(data.queries))
+    if train_videos:
+        video_source = f"the {len(train_videos)} videos of the {split!r} split"
+    else:
+        train_videos = sorted(data.videos)
+        video_source = f"all {len(train_videos)} videos (no {split!r} split in the data)"
+        log.warning("normalisation statistics: no %r split among the records; fitting them over all videos",
+                    split)
+    if not train_queries:
+        train_queries = sorted(data.queries)
+    norm = compute_norm_stats([data.videos[v] for v in train_videos])
+    log.info("normalisation statistics fitted over %s (%d clips) and %d queries; the feature store's "
+             "statistics are not used", video_source, norm.num_clips, len(train_queries))
+    return norm.with_text([data.queries[q] for q in train_queries])
 
 
 @dataclass
 class GroundingData:
-    """Features and records of one dataset (all splits). ``norm`` None: computed from the train split."""
+    """Features and records of one dataset (all splits). ``norm`` None (the loader's
+    default): ``prepare`` fits the statistics over the train split (``fit_norm_stats``)."""
 
     videos: dict[str, VideoInput]
     queries: dict[str, QueryInput]
@@ -202,8 +259,8 @@ def prepare_video(v: VideoInput, norm: NormStats, num_clips: int) -> PreparedVid
         )
     if not (np.isfinite(frames).all() and np.isfinite(patches).all()):
         raise ValueError(f"video {v.video_id!r}: features contain NaN/inf; re-extract this video")
-    frames = (frames - norm.frame_mean) / norm.frame_std
-    patches = (patches - norm.patch_mean) / norm.patch_std
+    frames = (frames - norm.frames_mean) / norm.frames_std
+    patches = (patches - norm.patches_mean) / norm.patches_std
     clip_times = np.asarray(v.clip_times, dtype=np.float64)
     centres = clip_times.mean(axis=1)
     if np.any(np.diff(centres) <= 0):
@@ -227,14 +284,16 @@ def prepare(data: GroundingData, num_clips: int, max_words: int, *,
             norm: NormStats | None = None) -> tuple[PreparedData, NormStats]:
     """Standardise, resample and attach targets. Records whose video or query features are
     missing or broken are skipped (counted by reason in ``skipped`` and logged), never fatal."""
-    if norm is None:  # fit: the store's video statistics (else the train split's) + text statistics
-        norm = data.norm
-        if norm is None:
-            train_videos = {r.video_id for r in data.split("train")} or set(data.videos)
-            norm = compute_norm_stats([data.videos[v] for v in sorted(train_videos) if v in data.videos])
-        if not norm.has_text:
-            train_q = sorted({r.query_id for r in data.split("train")} or set(data.queries))
-            norm = norm.with_text([data.queries[q] for q in train_q if q in data.queries])
+    if norm is None:  # fit: the train split's statistics (fit_norm_stats), unless the data carries some
+        if data.norm is None:
+            norm = fit_norm_stats(data)
+        else:
+            norm = data.norm
+            log.info("normalisation statistics: the ones given with the data (%s videos)",
+                     norm.num_videos or "unrecorded")
+            if not norm.has_text:
+                train_q = sorted({r.query_id for r in data.split("train")} or set(data.queries))
+                norm = norm.with_text([data.queries[q] for q in train_q if q in data.queries])
     skipped: dict[str, int] = {}
 
     def skip(reason: str, what: str) -> None:

@@ -6,7 +6,7 @@ their own projection (they feed object prototypes). ``TextEncoder``: GloVe word
 vectors -> projection + position + self-attention; the skip-thought sentence
 vector -> projection (the query-level feature of CSM and the sentence prototype
 of APA). The GloVe and skip-thought vectors themselves come from the query store
-(``pipeline.glove``/``pipeline.skipthought``); this module learns on top of them.
+(``pipeline.word_vectors``/``pipeline.skipthought``); this module learns on top of them.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from model.data import GroundingData, NormStats, QueryInput, VideoInput
+from model.data import GroundingData, QueryInput, VideoInput
 from pipeline.datasets.records import QueryMoment
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def annotation_paths(specs: Sequence[str]) -> dict[str, Path]:
     return parse_split_args(specs, expand_dirs=True)
 
 
-def load_records(specs: Sequence[str], fmt: str | None = None,
+def load_records_from_specs(specs: Sequence[str], fmt: str | None = None,
                  durations: str | None = None) -> list[QueryMoment]:
     """Records of every split named by ``specs`` (see ``annotation_paths``)."""
     from pipeline.datasets.registry import load_splits
@@ -56,7 +56,7 @@ def load_grounding_data(features: str | os.PathLike[str], queries: str | os.Path
     ds, ex = group.dataset, group.extractor_id
     qstore = QueryStore(queries)
     enc = encoder_id or qstore.latest_encoder(ds)
-    qgroup = qstore.encoder(ds, enc)
+    qgroup = qstore.group(ds, enc)
     arrays = qgroup.read_all()
 
     durations: dict[str, float] = {}
@@ -84,15 +84,13 @@ def load_grounding_data(features: str | os.PathLike[str], queries: str | os.Path
     if len(qs) < len(records):
         log.warning("%d of %d queries are not in query group %s/%s; they are skipped (run `mktn embed`)",
                     len(records) - len(qs), len(records), ds, enc)
-    norm = None
-    stored = group.normalization()
-    if stored is not None:
-        norm = NormStats(stored.frames_mean, stored.frames_std, stored.patches_mean, stored.patches_std)
     meta = {
         "features": {"root": str(features), "dataset": ds, "extractor_id": ex, "attrs": _jsonable(group.attrs)},
         "queries": {"root": str(queries), "dataset": ds, "encoder_id": enc, "attrs": _jsonable(arrays.attrs)},
     }
-    return GroundingData(videos, qs, list(records), norm, meta, vocab=word_table(arrays.tokens, arrays.words))
+    # norm=None: the store's "normalization" attribute covers every committed video (val and test
+    # included); `prepare` fits the train split's statistics instead (model.data.fit_norm_stats)
+    return GroundingData(videos, qs, list(records), None, meta, vocab=word_table(arrays.tokens, arrays.words))
 
 
 def word_table(tokens: Sequence[str], words: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -107,3 +105,7 @@ def word_table(tokens: Sequence[str], words: np.ndarray) -> tuple[list[str], np.
 def _jsonable(attrs: dict[str, Any]) -> dict[str, Any]:
     """Provenance attrs without the bulky normalisation vectors (the checkpoint stores those itself)."""
     return {k: v for k, v in attrs.items() if k != "normalization"}
+
+
+# the name load_records_from_specs had (deprecated, kept): flows.tasks.load_records is a task
+load_records = load_records_from_specs

@@ -5,15 +5,16 @@ Everything comes from what the checkpoint recorded at training time:
 - features: the extractor settings of the feature group (backbone, layer, patch grid,
   weights tag, sampling) -> ``pipeline.extract.extract_one`` into a temporary store;
   a checkpoint trained on features from a local weights file needs that file again
-  (``weights=``; its sha256 must match the recorded tag);
+  (``weights=``; its sha256 must match the recorded tag). The config is rebuilt by the
+  writer's inverse, ``ExtractionConfig.from_feature_config``;
 - normalisation: the statistics stored in the checkpoint;
-- words: the tokenizer settings of the query group (``pipeline.text``), then the word
-  vectors of the dataset vocabulary carried in the checkpoint (``text.words/vectors``);
-  a word outside it comes from the recorded GloVe file when it is still on disk, else
-  gets the seeded out-of-vocabulary vector the embedder would have given it;
-- sentences: the skip-thought encoder the query group recorded (its checkpoint file or
-  release directory; ``skipthought=`` overrides the path), with the same vocabulary
-  expansion as ``pipeline.embed``.
+- words and sentences: ``pipeline.embed.QueryEmbedder``, the inverse of the query group's
+  attributes: the recorded tokenizer settings, the word vectors of the dataset vocabulary
+  carried in the checkpoint (``text.words/vectors``; a word outside it comes from the
+  recorded GloVe file when it is still on disk, else gets the seeded out-of-vocabulary
+  vector the embedder would have given it: ``WordVectors.from_table``), and the skip-thought
+  encoder the query group recorded with the same vocabulary expansion
+  (``sentence_encoder_from_attrs``; ``skipthought=`` overrides the path).
 """
 
 from __future__ import annotations
@@ -53,35 +54,11 @@ class GroundingResult:
 
 
 def extraction_config(feature_attrs: dict[str, Any], weights: str | None = None, device: str = "auto") -> Any:
-    """The ``ExtractionConfig`` that reproduces a feature group's settings."""
-    from pipeline.backbones import weights_tag
+    """The ``ExtractionConfig`` that reproduces a feature group's settings (deprecated name:
+    ``pipeline.extract.ExtractionConfig.from_feature_config`` is the inverse builder)."""
     from pipeline.extract import ExtractionConfig
 
-    need = ("backbone", "layer", "grid", "weights", "sampling")
-    missing = [k for k in need if k not in feature_attrs]
-    if missing:
-        raise ValueError(f"the checkpoint's feature provenance lacks {missing}; it was not trained on a store "
-                         "written by `mktn extract`, so predict cannot re-extract features")
-    tag = str(feature_attrs["weights"])  # "random-init seed=N" or "sha256:<digest>" (weights_tag)
-    seed = 0
-    if tag.startswith("random"):
-        seed = int(tag.rsplit("=", 1)[-1]) if "=" in tag else int(tag.removeprefix("random") or 0)
-        if weights is not None:
-            raise ValueError(f"the features used seeded random weights ({tag}); do not pass --weights")
-    else:
-        if weights is None:
-            raise FileNotFoundError(f"the features were extracted with a local weights file ({tag}); "
-                                    "pass it again with --weights PATH")
-        _, got = weights_tag(weights, 0)
-        if got != tag:
-            raise ValueError(f"--weights {weights!r} is {got}, the checkpoint's features used {tag}")
-    s = feature_attrs["sampling"]
-    return ExtractionConfig(backbone=feature_attrs["backbone"], layer=feature_attrs["layer"],
-                            grid=int(feature_attrs["grid"]), weights=weights, seed=seed, fps=float(s["fps"]),
-                            clip_len=int(s["clip_len"]), stride=int(s["stride"]), resize=int(s["resize"]),
-                            crop=int(s["crop"]), geometry=str(s.get("geometry", "crop")),
-                            dtype=feature_attrs.get("dtype", "float16"),
-                            dataset="predict", device=device)
+    return ExtractionConfig.from_feature_config(feature_attrs, weights=weights, dataset="predict", device=device)
 
 
 def extract_video(path: str | os.PathLike[str], feature_attrs: dict[str, Any], *, weights: str | None = None,
@@ -93,96 +70,47 @@ def extract_video(path: str | os.PathLike[str], feature_attrs: dict[str, Any], *
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"video {str(p)!r} does not exist")
-    config = extraction_config(feature_attrs, weights, device)
+    from pipeline.extract import ExtractionConfig
+
+    config = ExtractionConfig.from_feature_config(feature_attrs, weights=weights, dataset="predict", device=device)
     with tempfile.TemporaryDirectory(prefix="mktn-predict-") as tmp:
         store = FeatureStore(Path(tmp) / "features")
         result = extract_one(p, store, config, video_id="video")
         if result.status != "done":
             raise ValueError(f"cannot extract features from {str(p)!r}: {result.reason}")
-        group = store.extractor("predict", config.resolved_extractor_id(), create=False)
+        group = store.group("predict", config.resolved_extractor_id(), create=False)
         f = group.read_video("video", dtype="float32")
         duration = float(f.attrs.get("duration") or f.clip_times[-1, 1])
     return VideoInput("video", f.frames, f.patches, f.clip_times, duration)
 
 
 class SentenceEmbedder:
-    """Tokens, word vectors and skip-thought vectors for new sentences, as the query store made them."""
+    """Tokens, word vectors and skip-thought vectors for new sentences, as the query store made
+    them: ``pipeline.embed.QueryEmbedder`` (the inverse of ``embed_queries``' attributes) over
+    the word-vector table the checkpoint carries (``ckpt["text"]``)."""
 
     def __init__(self, query_attrs: dict[str, Any], text: dict[str, Any] | None, *,
                  skipthought: str | None = None) -> None:
-        from pipeline.text import TextConfig, build_tokenizer
-
-        self.attrs = query_attrs
-        self.text_cfg = TextConfig(**query_attrs.get("text", {}))
-        self.tokenizer = build_tokenizer(self.text_cfg)
         if text is None:
             raise ValueError("the checkpoint carries no word-vector table (it was trained from in-memory "
                              "data, not from a query store); retrain with `mktn train`")
-        self.table = {w: np.asarray(v, np.float32) for w, v in zip(text["words"], text["vectors"].float().numpy(),
-                                                                    strict=True)}
-        self.dim = len(next(iter(self.table.values())))
-        self.source = dict(query_attrs.get("word_vectors", {}))
-        self.skipthought_path = skipthought
-        self._encoder: Any = None
+        from pipeline.embed import QueryEmbedder
+
+        self.inner = QueryEmbedder(query_attrs, list(text["words"]), text["vectors"].float().numpy(),
+                                   skipthought=skipthought)
 
     def tokens(self, sentence: str, index: int) -> list[str]:
-        toks = self.tokenizer.tokenize(sentence, query_id=f"query {index}")
-        return toks[: self.text_cfg.max_len]
+        return self.inner.tokens(sentence, index)
 
     def word_vectors(self, tokens: Sequence[str]) -> np.ndarray:
-        from pipeline.glove import load_subset
-
-        missing = sorted({t for t in tokens if t not in self.table})
-        if missing and self.source.get("kind") == "file" and Path(str(self.source.get("path"))).is_file():
-            kv, _ = load_subset(self.source["path"], missing, progress=False)
-            for w in missing:
-                if w in kv.key_to_index:
-                    self.table[w] = np.asarray(kv[w], np.float32)
-        out = np.empty((len(tokens), self.dim), np.float32)
-        for i, t in enumerate(tokens):
-            out[i] = self.table[t] if t in self.table else self._oov(t)
-        return out
-
-    def _oov(self, word: str) -> np.ndarray:
-        from pipeline.glove import oov_vector
-
-        return oov_vector(word, self.dim, mode=str(self.source.get("oov", "random")),
-                          sigma=float(self.source.get("oov_sigma", 0.1)), seed=int(self.source.get("oov_seed", 0)))
+        return self.inner.word_vectors(tokens)
 
     def encoder(self) -> Any:
-        if self._encoder is not None:
-            return self._encoder
-        from pipeline.skipthought import load_checkpoint, load_theano_skipthoughts
-
-        info = dict(self.attrs.get("sentence_encoder", {}))
-        path = self.skipthought_path or info.get("checkpoint") or info.get("directory")
-        if not path:
-            raise ValueError(f"the query store recorded no skip-thought weights ({info.get('kind')!r}); "
-                             "pass --skipthought PATH")
-        if not Path(path).exists():
-            raise FileNotFoundError(f"skip-thought weights {path!r} (recorded by `mktn embed`) are gone; "
-                                    "pass --skipthought PATH to where they are now")
-        if Path(path).is_dir():
-            enc, _ = load_theano_skipthoughts(path, mode=info.get("mode", "combine"), vocab=list(self.table))
-        else:
-            enc, _ = load_checkpoint(path)
-        if "vocab_expansion" in info:
-            from gensim.models import KeyedVectors
-
-            # expand with the words that had real vectors, as `mktn embed` did: its OOV words
-            # (seeded random vectors, recognisable by value) stayed unknown to the encoder
-            known = [w for w, v in self.table.items() if not np.allclose(v, self._oov(w), atol=1e-2)]
-            if known:
-                kv = KeyedVectors(self.dim)
-                kv.add_vectors(known, np.stack([self.table[w] for w in known]))
-                enc.expand_vocabulary(kv, known)
-        self._encoder = enc.eval()
-        return self._encoder
+        return self.inner.encoder()
 
     def embed(self, sentences: Sequence[str]) -> list[QueryInput]:
-        toks = [self.tokens(s, i) for i, s in enumerate(sentences)]
-        sent = self.encoder().encode(toks)
-        return [QueryInput(f"q{i}", self.word_vectors(t), sent[i]) for i, t in enumerate(toks)]
+        return [QueryInput(f"q{i}", words, sentence)
+                for i, (_, words, sentence) in enumerate(self.inner.embed(sentences))]
 
 
 def predict_video(checkpoint: str | os.PathLike[str], video: str | os.PathLike[str], sentences: Sequence[str],

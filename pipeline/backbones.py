@@ -495,6 +495,27 @@ def weights_tag(weights: str | os.PathLike[str] | None, seed: int) -> tuple[str,
     return f"w{digest[:12]}", f"sha256:{digest}"
 
 
+def parse_weights_tag(tag: str) -> tuple[int | None, str | None]:
+    """The inverse of :func:`weights_tag`'s provenance string: ``(seed, None)`` for
+    ``"random-init seed=N"``, ``(None, sha256)`` for ``"sha256:<digest>"``.
+
+    Also reads the short ids (``"random3"``, ``"random"``), which stores of an early version
+    wrote. Anything else is a ``ValueError``."""
+    text = str(tag).strip()
+    if text.startswith("sha256:") and len(text) > len("sha256:"):
+        return None, text[len("sha256:"):]
+    if text.startswith("random-init seed="):
+        rest = text[len("random-init seed="):]
+    elif text.startswith("random"):
+        rest = text[len("random"):] or "0"
+    else:
+        raise ValueError(f"unknown weights tag {tag!r}: expected 'random-init seed=N' or 'sha256:<digest>'")
+    try:
+        return int(rest), None
+    except ValueError:
+        raise ValueError(f"unknown weights tag {tag!r}: expected 'random-init seed=N' or 'sha256:<digest>'") from None
+
+
 @functools.lru_cache(maxsize=16)
 def _cached_digest(path: str, size: int, mtime_ns: int) -> str:
     """sha256 of a weights file, hashed once per (path, size, mtime)."""

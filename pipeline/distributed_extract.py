@@ -47,10 +47,11 @@ from pipeline.extract import (
     ExtractionConfig,
     ExtractionSummary,
     VideoResult,
+    assign_video_ids,
     extract_one,
-    plan_videos,
 )
 from storage.features import FeatureGroup, FeatureStore
+from storage.keys import COMMIT_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,8 @@ class StoreCheck:
 
 
 def _plan(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[tuple[str, str]], list[VideoResult]]:
-    """``plan_videos`` on absolute paths: workers on other machines see the same names."""
-    return plan_videos(os.path.abspath(os.fspath(p)) for p in paths)
+    """``assign_video_ids`` on absolute paths: workers on other machines see the same names."""
+    return assign_video_ids(os.path.abspath(os.fspath(p)) for p in paths)
 
 
 def extract_on_dask(
@@ -152,7 +153,7 @@ def extract_on_dask(
         config = replace(config, threads=max(1, threads_per_worker))
     extractor_id = config.resolved_extractor_id()
     # Create (or check) the extractor group once, here, before any worker writes.
-    FeatureStore(root).extractor(config.dataset, extractor_id, attrs=config.feature_config())
+    FeatureStore(root).group(config.dataset, extractor_id, attrs=config.feature_config())
 
     jobs, bad = _plan(paths)
     # A fresh key per run: Dask answers a key it still holds with the old result instead of
@@ -190,7 +191,7 @@ def extract_on_dask(
     finally:
         bar.close()
     if normalize and any(r.status == "done" for r in results.values()):
-        FeatureStore(root).extractor(config.dataset, extractor_id).compute_normalization()
+        FeatureStore(root).group(config.dataset, extractor_id).compute_normalization()
     summary = ExtractionSummary(
         results=bad + [results[vid] for vid, _ in jobs],
         extractor_id=extractor_id,
@@ -216,7 +217,7 @@ def verify_store(
     (a crashed write that no rerun replaced) are reported as problems.
     """
     store = store_root if isinstance(store_root, FeatureStore) else FeatureStore(store_root)
-    group: FeatureGroup = store.extractor(dataset, extractor_id, create=False)
+    group: FeatureGroup = store.group(dataset, extractor_id, create=False)
     check = StoreCheck()
     gattrs = group.attrs
     dim, num_patches = gattrs.get("feature_dim"), gattrs.get("num_patches")
@@ -245,7 +246,7 @@ def verify_store(
                 f"clip_times {v.clip_times.shape} (group feature_dim={dim}, num_patches={num_patches})"
             )
             continue
-        marker = v.attrs.get("commit", {})
+        marker = v.attrs.get(COMMIT_ATTR, {})
         if marker.get("num_clips") != t:
             check.problems.append(f"{vid}: commit marker says {marker.get('num_clips')} clips, arrays hold {t}")
             continue

@@ -31,7 +31,20 @@ import torch
 from tqdm import tqdm
 
 from pipeline.datasets.records import QueryMoment
-from pipeline.glove import (
+from pipeline.overrides import strict_replace
+from pipeline.provenance import code_version, source_digest
+from pipeline.skipthought import (
+    PRESETS,
+    SkipThoughtConfig,
+    SkipThoughtEncoder,
+    load_skipthought_checkpoint,
+    load_theano_skipthoughts,
+    release_weights_digest,
+    skipthought_run_id,
+    train_skipthought,
+)
+from pipeline.text import TextConfig, TokenizedCorpus, build_tokenizer, tokenize_queries
+from pipeline.word_vectors import (
     WordVectors,
     WordVectorsConfig,
     build_word_vectors,
@@ -39,19 +52,6 @@ from pipeline.glove import (
     default_cache_dir,
     lookup_digest,
 )
-from pipeline.overrides import strict_replace
-from pipeline.provenance import code_version, source_digest
-from pipeline.skipthought import (
-    PRESETS,
-    SkipThoughtConfig,
-    SkipThoughtEncoder,
-    load_checkpoint,
-    load_theano_skipthoughts,
-    release_weights_digest,
-    skipthought_run_id,
-    train_skipthought,
-)
-from pipeline.text import TextConfig, TokenizedCorpus, build_tokenizer, tokenize_queries
 from storage.fingerprint import digest_strings
 from storage.queries import QueryStore
 
@@ -251,7 +251,7 @@ def build_sentence_encoder(
             digest_fn=lambda f: cached_digest(f, _cache_dir(cfg)),
         )
     else:
-        enc, info = load_checkpoint(st)
+        enc, info = load_skipthought_checkpoint(st)
     if cfg.expand_vocab:
         info["vocab_expansion"] = enc.expand_vocabulary(vectors.kv, vocab_words)
     return enc, info
@@ -300,7 +300,7 @@ def embed_queries(
     words_id = _words_id(config, train_sentences)
     st_id = _skipthought_id(config, train_docs, words_id)
     encoder_id = f"{words_id}+{st_id}+{_settings_digest(config, records_digest)}"
-    group = store.encoder(config.dataset, encoder_id)
+    group = store.group(config.dataset, encoder_id)
 
     if group.is_complete() and not config.overwrite:
         attrs = group.attrs
@@ -395,3 +395,108 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(
         json.dumps(obj, default=lambda o: o.item() if isinstance(o, np.generic) else str(o))
     )
+
+
+# ------------------------------------------------------------------ the inverse: new sentences
+
+
+def sentence_encoder_from_attrs(
+    info: dict[str, Any],
+    vectors: WordVectors,
+    vocab: Sequence[str],
+    *,
+    path: str | None = None,
+) -> SkipThoughtEncoder:
+    """The inverse of :func:`build_sentence_encoder`'s provenance record (a query group's
+    ``"sentence_encoder"`` attribute): the same encoder, with the same vocabulary expansion.
+
+    ``path`` overrides the recorded checkpoint file or release directory (moved weights).
+    The expansion maps the words that had real vectors (``vectors.kv``, as
+    :meth:`WordVectors.from_table` rebuilds it), as ``embed_queries`` did; the OOV words
+    stayed unknown to the encoder then and stay so now.
+    """
+    path = path or info.get("checkpoint") or info.get("directory")
+    if not path:
+        raise ValueError(
+            f"the query store recorded no skip-thought weights ({info.get('kind')!r}); "
+            "pass --skipthought PATH"
+        )
+    if not Path(path).exists():
+        raise FileNotFoundError(
+            f"skip-thought weights {path!r} (recorded by `mktn embed`) are gone; "
+            "pass --skipthought PATH to where they are now"
+        )
+    if Path(path).is_dir():
+        enc, _ = load_theano_skipthoughts(
+            path, mode=str(info.get("mode", "combine")), vocab=list(vocab)
+        )
+    else:
+        enc, _ = load_skipthought_checkpoint(path)
+    if "vocab_expansion" in info:
+        enc.expand_vocabulary(vectors.kv, list(vectors.kv.key_to_index))
+    return enc
+
+
+class QueryEmbedder:
+    """New sentences -> (tokens, word vectors, skip-thought vector), exactly as the query store
+    group with attributes ``attrs`` embedded its queries: the inverse of
+    :func:`embed_queries`' attributes (``text``, ``word_vectors``, ``sentence_encoder``).
+
+    ``words``/``vectors``: the group's vocabulary table (``model.loader.word_table`` of the
+    group, or a checkpoint's copy); ``skipthought`` overrides the recorded weights path.
+    """
+
+    def __init__(
+        self,
+        attrs: dict[str, Any],
+        words: Sequence[str],
+        vectors: np.ndarray,
+        *,
+        skipthought: str | None = None,
+    ) -> None:
+        self.attrs = attrs
+        self.text_cfg = TextConfig(**attrs.get("text", {}))
+        self.tokenizer = build_tokenizer(self.text_cfg)
+        self.words = list(words)
+        self._source = dict(attrs.get("word_vectors", {}))
+        self._table_vectors = np.asarray(vectors, np.float32)
+        self.vectors = WordVectors.from_table(self._source, self.words, self._table_vectors)
+        self.table = {
+            w: np.asarray(v, np.float32)
+            for w, v in zip(self.words, np.asarray(vectors, np.float32), strict=True)
+        }
+        self.skipthought_path = skipthought
+        self._encoder: SkipThoughtEncoder | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.dim
+
+    def tokens(self, sentence: str, index: int = 0) -> list[str]:
+        toks = self.tokenizer.tokenize(sentence, query_id=f"query {index}")
+        return toks[: self.text_cfg.max_len]
+
+    def word_vectors(self, tokens: Sequence[str]) -> np.ndarray:
+        """``[len(tokens), D]``: the table's vector (OOV words included, as stored), else the
+        recorded vector file's when it is still on disk, else the seeded OOV vector."""
+        self.vectors.extend_from_source(t for t in tokens if t not in self.table)
+        out = np.empty((len(tokens), self.dim), np.float32)
+        for i, t in enumerate(tokens):
+            out[i] = self.table[t] if t in self.table else self.vectors.vector(t)
+        return out
+
+    def encoder(self) -> SkipThoughtEncoder:
+        if self._encoder is None:
+            info = dict(self.attrs.get("sentence_encoder", {}))
+            # the table's own vectors (self.vectors may have grown from the vector file since)
+            table = WordVectors.from_table(self._source, self.words, self._table_vectors)
+            self._encoder = sentence_encoder_from_attrs(
+                info, table, self.words, path=self.skipthought_path
+            ).eval()
+        return self._encoder
+
+    def embed(self, sentences: Sequence[str]) -> list[tuple[list[str], np.ndarray, np.ndarray]]:
+        """``(tokens, words [N, D], sentence [S])`` per sentence."""
+        toks = [self.tokens(s, i) for i, s in enumerate(sentences)]
+        sent = self.encoder().encode(toks)
+        return [(t, self.word_vectors(t), np.asarray(sent[i])) for i, t in enumerate(toks)]

@@ -128,6 +128,59 @@ class ExtractionConfig:
             "dtype": self.dtype,
         }
 
+    @classmethod
+    def from_feature_config(
+        cls, attrs: dict[str, Any], *, weights: str | os.PathLike[str] | None = None, **settings: Any
+    ) -> ExtractionConfig:
+        """The inverse of :meth:`feature_config`: the config that reproduces a feature group's
+        features from its attributes (``FeatureGroup.attrs``, or a checkpoint's copy of them).
+
+        ``weights``: the local weights file, needed again when the features came from one (its
+        sha256 must match the recorded ``"sha256:<digest>"``); refused for seeded random init,
+        whose seed is read back from ``"random-init seed=N"`` (``parse_weights_tag``).
+        ``settings``: fields that do not decide the features (``dataset``, ``device``, ...).
+        Groups written before ``geometry`` or ``dtype`` were recorded read as ``"crop"`` and
+        ``"float16"``, what they were written with.
+        """
+        from pipeline.backbones import parse_weights_tag
+
+        need = ("backbone", "layer", "grid", "weights", "sampling")
+        missing = [k for k in need if k not in attrs]
+        if missing:
+            raise ValueError(
+                f"the feature provenance lacks {missing}: it was not written by `mktn extract` "
+                "(imported features?), so the features cannot be re-extracted"
+            )
+        tag = str(attrs["weights"])
+        seed, sha256 = parse_weights_tag(tag)
+        if seed is not None and weights is not None:
+            raise ValueError(f"the features used seeded random weights ({tag}); do not pass --weights")
+        if sha256 is not None:
+            if weights is None:
+                raise FileNotFoundError(
+                    f"the features were extracted with a local weights file ({tag}); "
+                    "pass it again with --weights PATH"
+                )
+            _, got = weights_tag(weights, 0)
+            if got != tag:
+                raise ValueError(f"--weights {os.fspath(weights)!r} is {got}, the features used {tag}")
+        s = attrs["sampling"]
+        return cls(
+            backbone=str(attrs["backbone"]),
+            layer=str(attrs["layer"]),
+            grid=int(attrs["grid"]),
+            weights=None if weights is None else os.fspath(weights),
+            seed=seed or 0,
+            fps=float(s["fps"]),
+            clip_len=int(s["clip_len"]),
+            stride=int(s["stride"]),
+            resize=int(s["resize"]),
+            crop=int(s["crop"]),
+            geometry=str(s.get("geometry", "crop")),  # type: ignore[arg-type]
+            dtype=str(attrs.get("dtype", "float16")),  # type: ignore[arg-type]
+            **settings,
+        )
+
     def resolved_extractor_id(self) -> str:
         """``<backbone>-<layer>-g<grid>@<weights>-<hash8>``, e.g. ``tiny3d-layer3-g2@random0-1a2b3c4d``."""
         if self.extractor_id:
@@ -218,7 +271,7 @@ class ExtractionSummary:
 # --- inputs -------------------------------------------------------------------------------
 
 
-def list_videos(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+def find_videos(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Video files from a directory (recursively, by extension), a list file, or a list of paths.
 
     A list file has one path per line (``#`` comments and blank lines ignored; relative
@@ -753,7 +806,7 @@ def _run(
     if isinstance(store, FeatureGroup):
         group = store
     else:
-        group = store.extractor(config.dataset, extractor_id, attrs=config.feature_config())
+        group = store.group(config.dataset, extractor_id, attrs=config.feature_config())
     # a read-only or full store location is one OSError here, not one failure per video
     group.check_writable()
     device = resolve_device(config.device)
@@ -956,7 +1009,7 @@ def _drive_reader(
     return hung
 
 
-def plan_videos(
+def assign_video_ids(
     paths: Iterable[str | os.PathLike[str]],
 ) -> tuple[list[tuple[str, str]], list[VideoResult]]:
     """Map each path to its video id: ``([(video_id, path), ...], failed results)``.
@@ -992,7 +1045,7 @@ def plan_videos(
 def _jobs(
     paths: Iterable[str | os.PathLike[str]], force: bool
 ) -> tuple[list[_Job], list[VideoResult]]:
-    planned, bad = plan_videos(paths)
+    planned, bad = assign_video_ids(paths)
     return [_Job(vid, path, force) for vid, path in planned], bad
 
 
@@ -1039,3 +1092,9 @@ def extract_one(
     vid = safe_component(video_id, what="video id") if video_id else video_id_for(path)
     summary = _run([_Job(vid, path, force, sha256)], group, config, progress=False)
     return summary.results[0]
+
+
+# names these functions had before (deprecated, kept for callers): ``list_videos`` read like
+# ``FeatureGroup.list_videos`` (committed ids), ``plan_videos`` like the synthetic benchmark's
+list_videos = find_videos
+plan_videos = assign_video_ids

@@ -611,12 +611,12 @@ def import_features(
         group: FeatureGroup | None = None
         width: int | None = None
         try:
-            group = store.extractor(dataset, ex_id, create=False)
+            group = store.group(dataset, ex_id, create=False)
         except KeyError:
             group = None
         if group is not None:
             try:  # the same group must have been made from the same source, the same way
-                group = store.extractor(dataset, ex_id, attrs=group_attrs)
+                group = store.group(dataset, ex_id, attrs=group_attrs)
             except ValueError as exc:
                 raise FeatureImportError(str(exc)) from None
             stored_w = group.attrs.get("feature_dim")
@@ -635,7 +635,7 @@ def import_features(
                 times, axis = resolve_clip_times(vid, feats.shape[0], video, policy, duration)
                 if group is None:
                     width = int(feats.shape[1])
-                    group = store.extractor(dataset, ex_id, attrs={**group_attrs, "feature_dim": width})
+                    group = store.group(dataset, ex_id, attrs={**group_attrs, "feature_dim": width})
                 frames = feats.astype(np.float32)
                 attrs = {
                     "dataset": dataset,

@@ -708,7 +708,7 @@ def _train(
     return enc, record
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> tuple[SkipThoughtEncoder, dict[str, Any]]:
+def load_skipthought_checkpoint(path: str | os.PathLike[str]) -> tuple[SkipThoughtEncoder, dict[str, Any]]:
     """An encoder from a checkpoint written by :func:`train_skipthought`."""
     p = Path(path)
     if not p.is_file():
@@ -730,3 +730,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[SkipThoughtEncoder, d
         **enc.config_dict(),
     }
     return enc.eval(), record
+
+
+# the name this function had (deprecated, kept): it read like model.checkpoint.load_checkpoint
+load_checkpoint = load_skipthought_checkpoint

@@ -43,7 +43,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ import zarr.storage
 from zarr.abc.store import Store
 from zarr.codecs import BloscCodec
 
-from storage.keys import join_key, safe_component
+from storage.keys import COMMIT_ATTR, join_key, safe_component
 from storage.provenance import code_version
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,6 @@ warnings.filterwarnings(
 )
 
 FEATURES_ROOT = "features"
-COMMIT_ATTR = "commit"
 NORMALIZATION_ATTR = "normalization"
 FRAME_DIMS = ("clip", "feature")
 PATCH_DIMS = ("clip", "patch", "feature")
@@ -183,14 +182,60 @@ class VideoFeatures:
 
 @dataclass(frozen=True)
 class Normalization:
-    """Per-dimension mean and std of frame and patch features over a dataset's clips."""
+    """Per-dimension mean and std of frame and patch features over a set of videos' clips.
+
+    The one type of video normalisation statistics. :meth:`fit` computes them (streaming);
+    :meth:`FeatureGroup.compute_normalization` fits them over the committed videos it is
+    given and stores them as the group attribute ``"normalization"``, a description of the
+    store. The model standardises with statistics fitted by the same :meth:`fit` over the
+    *train split's* videos only (``model.data.fit_norm_stats``, which subclasses this type
+    as ``NormStats`` to add the text statistics a checkpoint also carries); it does not
+    read the store's attribute (docs/model.md "Normalisation").
+    """
 
     frames_mean: np.ndarray
     frames_std: np.ndarray
     patches_mean: np.ndarray
     patches_std: np.ndarray
-    num_videos: int
-    num_clips: int
+    num_videos: int = 0  # 0: not recorded (statistics built by hand or read from an old checkpoint)
+    num_clips: int = 0
+
+    @classmethod
+    def fit(cls, videos: Iterable[tuple[np.ndarray, np.ndarray]], *, floor: float = 1e-6) -> Normalization:
+        """Statistics over every clip (and patch) of ``videos``, ``(frames [T, D], patches
+        [T, P, D])`` pairs, read one at a time.
+
+        float64 accumulators merged with Chan's parallel-variance formula, so memory does not
+        grow with the number of videos; a std below ``floor`` is stored as ``floor`` so
+        standardising never divides by zero.
+        """
+        stats: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        count = 0
+        for frames, patches in videos:
+            count += 1
+            for name, x in (("frames", frames), ("patches", patches)):
+                x = np.asarray(x).astype(np.float64).reshape(-1, np.shape(x)[-1])
+                n_b, mean_b = x.shape[0], x.mean(axis=0)
+                m2_b = ((x - mean_b) ** 2).sum(axis=0)
+                if name not in stats:
+                    stats[name] = (n_b, mean_b, m2_b)
+                    continue
+                n_a, mean_a, m2_a = stats[name]
+                n = n_a + n_b
+                delta = mean_b - mean_a
+                stats[name] = (n, mean_a + delta * n_b / n, m2_a + m2_b + delta**2 * n_a * n_b / n)
+        if not count:
+            raise ValueError("cannot compute normalisation statistics from zero videos")
+        fn, fmean, fm2 = stats["frames"]
+        pn, pmean, pm2 = stats["patches"]
+        return cls(
+            frames_mean=fmean.astype(np.float32),
+            frames_std=np.maximum(np.sqrt(fm2 / fn), floor).astype(np.float32),
+            patches_mean=pmean.astype(np.float32),
+            patches_std=np.maximum(np.sqrt(pm2 / pn), floor).astype(np.float32),
+            num_videos=count,
+            num_clips=int(fn),
+        )
 
     def standardize_frames(self, frames: np.ndarray) -> np.ndarray:
         """``(frames - mean) / std`` in float32; ``frames`` [..., D]."""
@@ -221,8 +266,8 @@ class Normalization:
             frames_std=np.asarray(d["frames_std"], np.float32),
             patches_mean=np.asarray(d["patches_mean"], np.float32),
             patches_std=np.asarray(d["patches_std"], np.float32),
-            num_videos=int(d["num_videos"]),
-            num_clips=int(d["num_clips"]),
+            num_videos=int(d.get("num_videos", 0)),
+            num_clips=int(d.get("num_clips", 0)),
         )
 
 
@@ -270,7 +315,7 @@ class FeatureStore:
     def __repr__(self) -> str:
         return f"FeatureStore({self.root!r})"
 
-    def extractor(
+    def group(
         self,
         dataset: str,
         extractor_id: str,
@@ -316,6 +361,11 @@ class FeatureStore:
                 group.attrs.update(missing)
         return FeatureGroup(group, dataset, extractor_id)
 
+
+    # the name ``group`` had before (it returns a FeatureGroup, not an extractor): deprecated,
+    # kept so every caller of it still works
+    extractor = group
+
     def list_extractors(self) -> list[tuple[str, str]]:
         """``(dataset, extractor_id)`` pairs present in the store."""
         try:
@@ -352,7 +402,7 @@ class FeatureStore:
                 f"feature store {self.root!s} holds {len(pairs)} (dataset, extractor) groups"
                 f"{' for ' + wanted if wanted else ''}: {found}; {hint}"
             )
-        return self.extractor(*pairs[0], create=False)
+        return self.group(*pairs[0], create=False)
 
 
 class FeatureGroup:
@@ -662,41 +712,23 @@ class FeatureGroup:
     # -- normalisation --------------------------------------------------------------------
 
     def compute_normalization(self, video_ids: list[str] | None = None) -> Normalization:
-        """Per-dimension mean/std of frames and patches over all clips of the committed videos.
+        """:meth:`Normalization.fit` over ``video_ids`` (default: every committed video), stored
+        as the group attribute ``"normalization"``.
 
-        Streams one video at a time (float64 accumulators, merged with Chan's
-        parallel-variance formula) and stores the result as the group attribute
-        ``"normalization"``. A std below 1e-6 is stored as 1e-6 so standardising never
-        divides by zero.
+        These statistics describe the store (``mktn extract`` prints them, other readers may
+        use them); the model does not train with them: it fits its own over the train
+        split's videos (``model.data.fit_norm_stats``), because a store knows no splits.
         """
         ids = self.list_videos() if video_ids is None else list(video_ids)
         if not ids:
             raise ValueError(f"{self!r} has no complete videos to compute normalisation over")
-        stats: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
-        for vid in ids:
-            feats = self.read_video(vid)
-            for name, x in (("frames", feats.frames), ("patches", feats.patches)):
-                x = x.astype(np.float64).reshape(-1, x.shape[-1])
-                n_b, mean_b = x.shape[0], x.mean(axis=0)
-                m2_b = ((x - mean_b) ** 2).sum(axis=0)
-                if name not in stats:
-                    stats[name] = (n_b, mean_b, m2_b)
-                    continue
-                n_a, mean_a, m2_a = stats[name]
-                n = n_a + n_b
-                delta = mean_b - mean_a
-                stats[name] = (n, mean_a + delta * n_b / n, m2_a + m2_b + delta**2 * n_a * n_b / n)
-        floor = 1e-6
-        fn, fmean, fm2 = stats["frames"]
-        pn, pmean, pm2 = stats["patches"]
-        norm = Normalization(
-            frames_mean=fmean.astype(np.float32),
-            frames_std=np.maximum(np.sqrt(fm2 / fn), floor).astype(np.float32),
-            patches_mean=pmean.astype(np.float32),
-            patches_std=np.maximum(np.sqrt(pm2 / pn), floor).astype(np.float32),
-            num_videos=len(ids),
-            num_clips=int(fn),
-        )
+
+        def arrays() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for vid in ids:
+                feats = self.read_video(vid)
+                yield feats.frames, feats.patches
+
+        norm = Normalization.fit(arrays())
         self._group.attrs.update({NORMALIZATION_ATTR: norm.to_attrs()})
         return norm
 

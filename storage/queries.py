@@ -13,7 +13,9 @@ Layout, one group per dataset and text-encoder configuration::
 Group attributes hold the provenance the writer passes (GloVe digest or the
 default used, skip-thought weights digest or training run, OOV counts, ...),
 plus ``code_version`` and ``dimension_names``. The group counts as complete
-only once the commit marker attribute ``mktn_commit`` exists; it is written
+only once the commit marker attribute ``commit`` exists (``storage.keys.COMMIT_ATTR``, the
+feature store's name too; groups written before are committed under ``mktn_commit``, still
+read); it is written
 last, after every array, so a crash mid-write leaves a group that
 ``is_complete()`` reports as incomplete and that the next write replaces.
 
@@ -34,12 +36,11 @@ import numpy as np
 import zarr
 from zarr.abc.store import Store
 
-from storage.keys import join_key, safe_component
+from storage.keys import COMMIT_ATTR, LEGACY_COMMIT_ATTRS, is_committed, join_key, safe_component
 from storage.provenance import code_version
 
 logger = logging.getLogger(__name__)
 
-COMMIT_ATTR = "mktn_commit"
 STORE_FORMAT = "mktn-queries/1"
 _WORD_CHUNK_ROWS = 8192  # 8192 x 300 x 4 B ~ 9.8 MB per chunk before compression
 _QUERY_CHUNK = 4096
@@ -129,13 +130,16 @@ class QueryStore:
         self.root = root
         self._group = _open_root(root, "a")
 
-    def encoder(self, dataset: str, encoder_id: str) -> QueryGroup:
+    def group(self, dataset: str, encoder_id: str) -> QueryGroup:
         """The group ``queries/<dataset>/<encoder_id>`` (created on first write)."""
         safe_component(dataset, what="dataset name")
         safe_component(encoder_id, what="encoder id")
         return QueryGroup(
             self._group, join_key("queries", dataset, encoder_id), dataset, encoder_id
         )
+
+    # the name ``group`` had before (it returns a QueryGroup, not an encoder): deprecated, kept
+    encoder = group
 
     def list_encoders(self, dataset: str, *, complete_only: bool = True) -> list[str]:
         """Encoder ids stored for ``dataset`` (only committed ones unless ``complete_only=False``)."""
@@ -147,12 +151,12 @@ class QueryStore:
         assert isinstance(ds, zarr.Group)
         names = sorted(name for name, _ in ds.groups())
         if complete_only:
-            names = [n for n in names if self.encoder(dataset, n).is_complete()]
+            names = [n for n in names if self.group(dataset, n).is_complete()]
         return names
 
     def set_latest(self, dataset: str, encoder_id: str) -> None:
         """Record ``encoder_id`` as the dataset's most recent complete encoding."""
-        if not self.encoder(dataset, encoder_id).is_complete():
+        if not self.group(dataset, encoder_id).is_complete():
             raise RuntimeError(
                 f"encoder {encoder_id!r} of {dataset!r} is not complete; write it first"
             )
@@ -168,7 +172,7 @@ class QueryStore:
         except KeyError:
             ds = None
         latest = ds.attrs.get("latest") if isinstance(ds, zarr.Group) else None
-        if not isinstance(latest, str) or not self.encoder(dataset, latest).is_complete():
+        if not isinstance(latest, str) or not self.group(dataset, latest).is_complete():
             raise FileNotFoundError(
                 f"query store {self.root!s} has no complete encoding of dataset {dataset!r}; "
                 "run `mktn embed --dataset ...` first"
@@ -200,7 +204,7 @@ class QueryGroup:
     def is_complete(self) -> bool:
         """True only when the commit marker (written last) is present."""
         g = self._group()
-        return g is not None and COMMIT_ATTR in g.attrs
+        return g is not None and is_committed(g.attrs)
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -214,7 +218,7 @@ class QueryGroup:
                 f"query store has no group {self.key!r}; run `mktn embed` for dataset "
                 f"{self.dataset!r} with this encoder configuration first"
             )
-        if COMMIT_ATTR not in g.attrs:
+        if not is_committed(g.attrs):
             raise RuntimeError(
                 f"query store group {self.key!r} is incomplete (no commit marker: an earlier "
                 "write was interrupted); rerun `mktn embed` to rewrite it"
@@ -277,12 +281,12 @@ class QueryGroup:
             raise ValueError(f"{len(lengths)} lengths for {len(ids)} query ids")
         existing = self._group()
         if existing is not None:
-            if COMMIT_ATTR in existing.attrs and not overwrite:
+            if is_committed(existing.attrs) and not overwrite:
                 raise FileExistsError(
                     f"query store group {self.key!r} already exists and is complete; pass "
                     "overwrite=True (`mktn embed --overwrite`) to replace it"
                 )
-            if COMMIT_ATTR not in existing.attrs:
+            if not is_committed(existing.attrs):
                 logger.warning("replacing incomplete query group %s (interrupted write)", self.key)
         self._cache = None
         g = zarr.open_group(store=self._root.store_path / self.key, mode="w")  # type: ignore[arg-type]
@@ -442,6 +446,8 @@ class QueryWriter:
                 f"(first: {self.query_ids[int(missing[0])]!r})"
             )
         meta = dict(attrs)
+        if COMMIT_ATTR in meta or any(k in meta for k in LEGACY_COMMIT_ATTRS):
+            raise ValueError(f"the {COMMIT_ATTR!r} attribute is written only by commit()")
         meta.setdefault("code_version", code_version())
         meta["store_format"] = STORE_FORMAT
         meta["dataset"] = self.dataset

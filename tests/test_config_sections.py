@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from model.config import (
+    ADDED_KEYS,
     MOVED_KEYS,
     SECTIONS,
     EvalConfig,
@@ -24,6 +25,8 @@ from model.config import (
 OLD_OVERRIDES = ["train.nms_iou=0.3", "model.apa_aa=false", "loss.temperature=0.05", "model.max_span_clips=8"]
 OLD_DIGEST = "0838d1b0368b1fa2"  # what that code's MKTNConfig.digest() gave for it
 OLD_SYNTHETIC_DIGEST = "6df24d53ed968573"  # and for the plain synthetic preset
+# keys added later, at the values that do what that code did (a default may differ since)
+AS_BEFORE = [f"{k}={str(v).lower()}" for k, v in ADDED_KEYS.items()]
 
 
 def old_layout(cfg: MKTNConfig) -> dict:
@@ -32,6 +35,9 @@ def old_layout(cfg: MKTNConfig) -> dict:
         (os_, ok), (ns, nk) = old.split("."), new.split(".")
         d[os_][ok] = d[ns].pop(nk)
     assert d.pop("eval") == {}
+    for key in ADDED_KEYS:
+        section, name = key.split(".")
+        d[section].pop(name)
     return d
 
 
@@ -62,15 +68,21 @@ def test_old_set_keys_are_aliases() -> None:
 
 
 def test_a_stored_dict_of_the_old_layout_loads_and_keeps_its_digest() -> None:
-    cfg = override(preset("synthetic"), OLD_OVERRIDES)
+    from model.checkpoint import config_with_defaults_of_its_time
+
+    cfg = override(preset("synthetic"), OLD_OVERRIDES + AS_BEFORE)
     stored = old_layout(cfg)
     assert stored["train"]["nms_iou"] == 0.3 and stored["loss"]["temperature"] == 0.05
-    assert MKTNConfig.from_dict(stored) == cfg
+    assert MKTNConfig.from_dict(config_with_defaults_of_its_time(stored)) == cfg
     assert MKTNConfig.from_dict(cfg.to_dict()) == cfg
     # --resume and a reused ablation run compare the stored digest: the old one still matches
     assert cfg.matches_digest(OLD_DIGEST) and cfg.matches_digest(cfg.digest())
-    assert preset("synthetic").matches_digest(OLD_SYNTHETIC_DIGEST)
+    assert override(preset("synthetic"), AS_BEFORE).matches_digest(OLD_SYNTHETIC_DIGEST)
     assert not preset("synthetic").matches_digest(OLD_DIGEST) and not cfg.matches_digest(None)
+    # today's defaults differ from that code where an added key's default changed: no match
+    changed = [k for k, v in ADDED_KEYS.items()
+               if getattr(getattr(preset("synthetic"), k.split(".")[0]), k.split(".")[1]) != v]
+    assert preset("synthetic").matches_digest(OLD_SYNTHETIC_DIGEST) is (not changed)
 
 
 def test_a_dict_naming_a_key_twice_with_two_values_is_refused() -> None:

@@ -167,10 +167,49 @@ def test_loader_reads_stores(tmp_path):
     assert np.allclose(loaded.queries[q0].words, data.queries[q0].words)
     v0 = data.records[0].video_id
     assert np.allclose(loaded.videos[v0].frames, data.videos[v0].frames, atol=1e-2)  # float16 store
-    assert loaded.norm is not None and loaded.meta["features"]["extractor_id"] == "tiny3d@test"
+    # the store's statistics (all committed videos) are not used: prepare fits the train split's
+    assert loaded.norm is None and loaded.meta["features"]["extractor_id"] == "tiny3d@test"
     assert loaded.meta["queries"]["encoder_id"] == "enc1"
     prepared, _ = prepare(loaded, 16, 32)
     assert prepared.skipped == {"video features missing": 1}
     assert isinstance(loaded, GroundingData) and isinstance(next(iter(loaded.queries.values())), QueryInput)
     with pytest.raises(FileNotFoundError, match="no-such-dir"):
         annotation_paths([str(tmp_path / "no-such-dir")])
+
+
+def test_norm_stats_cover_the_train_split_and_say_so(tmp_path, caplog):
+    """One policy: the video statistics are fitted over the train split's videos (the
+    store's all-videos attribute is ignored), with Normalization.fit, and the choice is logged."""
+    import logging
+    from dataclasses import replace
+
+    from storage.features import FeatureStore, Normalization
+
+    data = planted_data(num_videos=8, queries_per_video=2, clips=10, dim=6, sentence_dim=8)
+    train = sorted({r.video_id for r in data.split("train")})
+    assert 0 < len(train) < len(data.videos)
+    with caplog.at_level(logging.INFO, logger="model.data"):
+        _, norm = prepare(data, 16, 32)
+    assert f"the {len(train)} videos of the 'train' split" in caplog.text
+    assert isinstance(norm, Normalization) and norm.num_videos == len(train)
+    ref = Normalization.fit((data.videos[v].frames, data.videos[v].patches) for v in train)
+    np.testing.assert_allclose(norm.frames_mean, ref.frames_mean, rtol=1e-6)
+    np.testing.assert_allclose(norm.frame_std, ref.frames_std, rtol=1e-6)  # the old name still reads
+    # through the stores: the group's statistics (every committed video) differ and are not used
+    features, queries, ann = write_stores(data, tmp_path)
+    group = FeatureStore(features).select_group()
+    assert group.normalization() is not None and group.normalization().num_videos == len(data.videos)
+    loaded = load_grounding_data(features, queries, load_records([str(ann)]), show_progress=False)
+    _, from_store = prepare(loaded, 16, 32)
+    assert from_store.num_videos == len(train)
+    np.testing.assert_allclose(from_store.frames_mean, ref.frames_mean, atol=1e-2)  # float16 store
+    # no train split: all videos, with a warning
+    caplog.clear()
+    evaluation_only = replace(data, records=[replace(r, split="test") for r in data.records])
+    with caplog.at_level(logging.INFO, logger="model.data"):
+        _, norm_all = prepare(evaluation_only, 16, 32)
+    assert norm_all.num_videos == len(data.videos) and "no 'train' split" in caplog.text
+    # a checkpoint's "norm" entry keeps its key names and round-trips the counts
+    d = norm.to_dict()
+    assert "frame_mean" in d and d["num_videos"] == len(train)
+    assert NormStats.from_dict(d).num_videos == len(train)

@@ -258,3 +258,46 @@ def test_embed_with_the_original_release(tmp_path: Path) -> None:
     enc, _ = load_theano_skipthoughts(release_dir)
     q = group.read_query(records[2].query_id)  # "a person opens the door": all in the release
     np.testing.assert_allclose(q.sentence, enc.encode([q.tokens])[0], atol=1e-5)
+
+
+def test_query_embedder_inverts_the_group_attrs_and_reads_old_stores(
+    tmp_path: Path, one_thread: None
+) -> None:
+    """pipeline.embed.QueryEmbedder (what `mktn predict` embeds new sentences with) rebuilds the
+    tokenizer, word vectors and skip-thought encoder from a group's attributes and reproduces
+    its stored vectors; a group written before "oov_words" was recorded still reads (its OOV
+    words recognised by value)."""
+    from model.loader import word_table
+    from pipeline.embed import QueryEmbedder
+
+    store = QueryStore(tmp_path / "q.zarr")
+    records = _records()
+    s = embed_queries(records, store, _config(tmp_path))
+    group = store.encoder("toy", s.encoder_id)
+    attrs = group.attrs
+    arrays = group.read_all()
+    words, vectors = word_table(arrays.tokens, arrays.words)
+    assert "zeppelin" in attrs["word_vectors"]["oov_words"]
+    legacy_attrs = {**attrs, "word_vectors": {k: v for k, v in attrs["word_vectors"].items()
+                                              if k != "oov_words"}}
+    qid = "test.vid7.0"  # "someone takes a zeppelin.": an OOV word
+    sentence = next(r.sentence for r in records if r.query_id == qid)
+    stored = group.read_query(qid)
+    for a in (attrs, legacy_attrs):
+        emb = QueryEmbedder(a, words, vectors)
+        assert emb.vectors.oov_words == sorted(attrs["word_vectors"]["oov_words"])
+        assert "zeppelin" not in emb.vectors.kv.key_to_index and "person" in emb.vectors.kv.key_to_index
+        toks, w, sent = emb.embed([sentence])[0]
+        assert toks == stored.tokens
+        np.testing.assert_array_equal(w, stored.words)
+        np.testing.assert_allclose(sent, stored.sentence, atol=1e-5)
+    # a word outside the table: from the recorded vector file while it is there, else seeded OOV
+    glove = tmp_path / "glove.txt"
+    lamp = np.arange(DIM, dtype=np.float32) / 10
+    glove.write_text(glove.read_text() + "lamp " + " ".join(f"{x:.4f}" for x in lamp) + "\n")
+    emb = QueryEmbedder(attrs, words, vectors)
+    np.testing.assert_allclose(emb.word_vectors(["lamp"])[0], lamp, atol=1e-6)
+    glove.unlink()
+    gone = QueryEmbedder(attrs, words, vectors)
+    np.testing.assert_array_equal(gone.word_vectors(["lamp"])[0], gone.vectors.vector("lamp"))
+    assert "lamp" not in gone.vectors.kv.key_to_index

@@ -132,3 +132,30 @@ def test_latest_encoder_pointer(store: QueryStore) -> None:
     store.set_latest("ds", "a")
     assert store.latest_encoder("ds") == "a"
     assert store.list_encoders("ds") == ["a"]
+
+
+def test_one_commit_marker_name_and_old_groups_still_read(tmp_path) -> None:
+    """Both stores commit under storage.keys.COMMIT_ATTR ("commit"); a query group committed
+    under the old name ("mktn_commit") is still complete and readable."""
+    import zarr
+
+    from storage.features import COMMIT_ATTR as FEATURES_COMMIT
+    from storage.keys import is_committed
+
+    assert COMMIT_ATTR == FEATURES_COMMIT == "commit"
+    store = QueryStore(tmp_path / "q.zarr")
+    g = store.encoder("ds", "enc")
+    g.write(["a"], [["x", "y"]], [np.ones((2, 3), np.float32)], np.ones((1, 4), np.float32), {"k": 1})
+    path = tmp_path / "q.zarr" / g.key
+    old = zarr.open_group(str(path), mode="r+")
+    marker = old.attrs[COMMIT_ATTR]
+    attrs = {k: v for k, v in old.attrs.items() if k != COMMIT_ATTR}
+    old.attrs.clear()
+    old.attrs.update({**attrs, "mktn_commit": marker})
+    again = QueryStore(tmp_path / "q.zarr").encoder("ds", "enc")
+    assert again.is_complete() and is_committed(again.attrs) and COMMIT_ATTR not in again.attrs
+    assert again.read_query("a").tokens == ["x", "y"]
+    assert QueryStore(tmp_path / "q.zarr").list_encoders("ds") == ["enc"]
+    with pytest.raises(ValueError, match="written only by commit"):
+        store.encoder("ds", "other").write(["a"], [["x"]], [np.ones((1, 3), np.float32)],
+                                           np.ones((1, 4), np.float32), {"mktn_commit": 1})

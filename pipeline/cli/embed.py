@@ -137,9 +137,9 @@ def _load(args: argparse.Namespace) -> tuple[list[QueryMoment], str]:
 def run(args: argparse.Namespace) -> int:
     from pipeline.cli import store_write_exit
     from pipeline.embed import EmbedConfig, embed_queries
-    from pipeline.glove import GloveFormatError, WordVectorsConfig
     from pipeline.skipthought import build_skipthought_config
     from pipeline.text import QueryTextError, TextConfig
+    from pipeline.word_vectors import GloveFormatError, WordVectorsConfig
     from storage.errors import probe_writable
     from storage.queries import QueryStore
 

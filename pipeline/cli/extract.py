@@ -110,7 +110,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.cli import store_write_exit
-    from pipeline.extract import ExtractionConfig, extract_videos, list_videos
+    from pipeline.extract import ExtractionConfig, extract_videos, find_videos
     from storage.features import FeatureStore
 
     try:
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             video_timeout_s=args.video_timeout,
         )
         config.sampling()  # validates fps/clip/crop now, not after the first video
-        paths = list_videos(args.videos)
+        paths = find_videos(args.videos)
         if not paths:
             print(f"mktn extract: no videos found in {args.videos!r}", file=sys.stderr)
             return 2
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     print(summary.format())
     if not args.no_normalization:
         try:
-            group = store.extractor(config.dataset, summary.extractor_id, create=False)
+            group = store.group(config.dataset, summary.extractor_id, create=False)
         except KeyError:  # nothing was ever stored
             return summary.exit_code
         # also when every video was skipped but the statistics are missing (a run that

@@ -83,11 +83,11 @@ def data_from_args(args: argparse.Namespace) -> Any:
 
     require_stores(args)
 
-    from model.loader import load_grounding_data, load_records
+    from model.loader import load_grounding_data, load_records_from_specs
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    records = load_records(args.annotations, args.format, args.durations)
+    records = load_records_from_specs(args.annotations, args.format, args.durations)
     return load_grounding_data(args.features, args.queries, records, dataset=args.dataset,
                                extractor_id=args.extractor, encoder_id=args.encoder,
                                show_progress=not args.no_progress)
