@@ -113,8 +113,10 @@ class ModelConfig:
     # guided patch attention), a per-clip "inside the moment" logit is read from that and trained
     # with the highlight loss, and its mean over a moment's clips is added to the moment's score.
     # MMN's moment embeddings are built from the video alone, so a moment where two objects act
-    # holds both; the evidence is what binds the query's object to its action
-    map_evidence: bool = False
+    # holds both; the evidence is what binds the query's object to its action. Measured (seed 0):
+    # street +5.5 R1@0.5 over splicing alone, shapes -3.5 (docs/model.md "Splicing"); ~40 % more
+    # training time
+    map_evidence: bool = True
 
 
 @dataclass(frozen=True)
@@ -172,8 +174,10 @@ class TrainConfig:
     # augmentation: probability that each word of a training query is hidden (at least one stays)
     word_dropout: float = 0.0
     # augmentation: probability that another training video's clips are spliced beside a training
-    # video's own (in the room its padding leaves): distractor events, moments moved
-    splice: float = 0.0
+    # video's own (in the room its padding and crop leave): distractor events the queries must not
+    # pick, and moments moved within a longer sequence. Measured on both synthetic domains, seeds
+    # 0-1: +9 R1@0.5 on shapes, +3 on street (docs/model.md "Splicing")
+    splice: float = 0.5
 
 
 @dataclass(frozen=True)
