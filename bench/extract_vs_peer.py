@@ -1,19 +1,25 @@
 """This project's extraction against v-iashin/video_features, side by side on the same videos.
 
-    python bench/extract_vs_peer.py [--peer PATH] [--videos 10] [--threads 2]
-                                    [--lock /tmp/mktn-torch.lock] [--json out.json]
+    python bench/extract_vs_peer.py [--peer PATH] [--peer-deps DIR] [--videos 10]
+        [--clips-per-video 4] [--video-dir DIR] [--threads 2] [--steps mktn grid1 peer bounds]
+        [--bound-clips N] [--bound-batch B] [--probe-cache DIR] [--lock FILE] [--json out.json]
+    python bench/extract_vs_peer.py --merge a.json b.json ... [--json all.json]
 
 Both extractors run torchvision R(2+1)D-18 (random init: no weights are downloaded, and
 throughput does not depend on the weight values) on the same synthetic mp4s (written here
-with PyAV, 320x240 at 25 fps, each a whole number of 16-frame clips), 16-frame clips,
-stride 16, short side 128, centre crop 112, every frame (the videos' own 25 fps), CPU,
-``--threads`` torch threads. Each extractor runs in its own child process, as a user would
-run it, and reports its clips, the seconds of its extraction (after the interpreter and
-imports) and its peak RSS (``ru_maxrss`` of that child alone, from ``os.wait4``).
+with PyAV, 320x240 at 25 fps; video i has ``clips-per-video - 2 + i % 5`` whole 16-frame
+clips), 16-frame clips, stride 16, short side 128, centre crop 112, every frame (the
+videos' own 25 fps), CPU, ``--threads`` torch threads. Each extractor runs in its own child
+process, as a user would run it, and reports its clips, the seconds of its extraction
+(after the interpreter and imports) and its peak RSS (``ru_maxrss`` of that child alone,
+from ``os.wait4``).
 
-- mktn: ``extract_videos`` with the default settings (batch size chosen by the probe,
-  patch features on: 4x4 grid), into a fresh Zarr store; once more with ``--grid 1``
-  (patch features as small as they go) to show what the patch head costs end to end.
+- mktn: ``extract_videos`` with the default settings (batch size chosen by the probe, or
+  the probe's choice remembered from an earlier run, patch features on: 4x4 grid), into a
+  fresh Zarr store; step ``grid1`` runs it with ``--grid 1`` (patch features as small as
+  they go) to show what the patch head costs end to end. ``--probe-cache DIR`` is the
+  ``MKTN_CACHE_DIR`` of these runs (default: a fresh folder per invocation, so its first
+  run probes); each run reports whether its batch size was probed or remembered.
 - video_features: its ``main.py`` with ``feature_type=r21d device=cpu
   on_extraction=save_numpy``, imported and run in the child with two patches, printed in
   the output: ``torchvision.models.get_model(..., weights='DEFAULT')`` is made to build
@@ -28,14 +34,20 @@ imports) and its peak RSS (``ru_maxrss`` of that child alone, from ``os.wait4``)
   folder as ``--peer``. Without ``--peer`` (or when the folder has no ``main.py``) the peer
   is skipped with a message and only this project's figures are printed.
 
-Bounds, in the parent on the same clips: decode-only (this project's ``ClipStream`` plus
-normalisation; the peer's ``read_video`` plus its transforms) and compute-only (the model
-forward alone on pre-decoded clips: the backbone as the peer runs it, and with this
-project's clip + patch head, at batch 1 and at the batch size the probe chose).
+Bounds (step ``bounds``), each in a child on the same clips: decode-only over all clips
+(this project's ``ClipStream`` plus normalisation; the peer's ``read_video`` plus its
+transforms) and compute-only on the first ``--bound-clips`` pre-decoded clips (the model
+forward alone: the backbone as the peer runs it, one clip at a time with glibc's allocator
+defaults, as the peer's process has them; this project's backbone at batch 1 and its clip +
+patch head at the batch size the probe chose, with the allocator setting extraction uses).
 
+``--steps`` runs the steps in the order given (repeats allowed), so the two sides can be
+alternated; several invocations on one ``--video-dir`` (the videos are written once and
+reused) keep each lock hold short, and ``--merge`` combines their ``--json`` reports (all
+clips over all seconds per side) into the ratio and the compute-bound ratios.
 ``--lock PATH`` takes an exclusive ``flock`` on PATH around each measurement (not around
 writing the videos), so timings are not shared with other torch jobs on the machine and
-no single hold is long.
+no single hold is long; or run each invocation under ``flock`` yourself.
 """
 
 from __future__ import annotations
@@ -436,6 +448,12 @@ def main() -> None:
         help="time the forward bounds on the first N clips (default: all of them)",
     )
     ap.add_argument(
+        "--bound-batch",
+        type=int,
+        default=None,
+        help="batch size of the patch-head bound (default: the last mktn run's, else 4)",
+    )
+    ap.add_argument(
         "--probe-cache",
         default=None,
         help="MKTN_CACHE_DIR for this project's runs, where the probe's choice is remembered "
@@ -586,7 +604,7 @@ def main() -> None:
                 )
             elif step == "bounds":
                 done = report["mktn_runs"]
-                batch = int(done[-1]["batch"] or 1) if done else 4
+                batch = args.bound_batch or (int(done[-1]["batch"] or 1) if done else 4)
                 b: dict[str, Any] = {"batch": batch}
                 b["mktn"] = bound_run(batch, True, f"bounds-mktn-{n}")
                 b["peer"] = bound_run(batch, False, f"bounds-peer-{n}")
