@@ -361,9 +361,11 @@ class BatchSizeProbe:
     threads and the machine. So the first batches of a run are computed at each candidate
     size in turn (ascending): ``warmup`` unmeasured chunks (the first call at a new shape
     builds its kernels), then ``trials`` measured ones. The size with the fewest seconds per
-    clip (best of its trials) wins; the probe stops early once a size is slower per clip
-    than the one before it. ``record`` ignores a chunk of another size than asked for (the
-    short last batch of a video).
+    clip (best of its trials) wins; the probe stops early once a size is clearly slower per
+    clip than the one before it (by more than ``stop_margin``, 5 %: a shared machine's noise
+    alone must not end the probe before the larger sizes are tried, as it did at 0.2 %).
+    ``record`` ignores a chunk of another size than asked for (the short last batch of a
+    video).
 
     >>> probe = BatchSizeProbe((1, 2, 4), warmup=0, trials=1)
     >>> for size, seconds in [(1, 1.0), (2, 1.6), (4, 3.6)]:
@@ -379,6 +381,7 @@ class BatchSizeProbe:
         *,
         warmup: int = 1,
         trials: int = 2,
+        stop_margin: float = 0.05,
         on_choice: Callable[[BatchSizeProbe], None] | None = None,
     ) -> None:
         if not candidates or min(candidates) < 1:
@@ -390,6 +393,7 @@ class BatchSizeProbe:
         self.chosen: int | None = self.candidates[0] if len(self.candidates) == 1 else None
         self.remembered = False  # True: chosen from the cache of an earlier run, not measured
         self._on_choice = on_choice
+        self.stop_margin = stop_margin
 
     @classmethod
     def remembered_choice(cls, chosen: int, per_clip: dict[int, float]) -> BatchSizeProbe:
@@ -418,7 +422,7 @@ class BatchSizeProbe:
         if not done and self._steps[self._step][0] != size:  # finished this size
             per = self.per_clip
             sizes = sorted(per)
-            done = len(sizes) >= 2 and per[sizes[-1]] > per[sizes[-2]]
+            done = len(sizes) >= 2 and per[sizes[-1]] > per[sizes[-2]] * (1 + self.stop_margin)
         if done:
             per = self.per_clip
             self.chosen = min(per, key=lambda b: (per[b], b))

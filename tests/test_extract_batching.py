@@ -55,6 +55,18 @@ def test_the_probe_stops_once_a_larger_batch_is_slower_per_clip() -> None:
     assert seen == [1, 1, 2, 2]
 
 
+def test_noise_does_not_end_the_probe_early() -> None:
+    seen: list[int] = []
+    # measured: 2 is 0.2 % slower per clip than 1 (noise), 4 is the fastest
+    table = {1: 0.8282, 2: 2 * 0.8297, 4: 4 * 0.78}
+    assert pick_batch_size(lambda b: (seen.append(b), table[b])[1], warmup=0, trials=1) == 4
+    assert seen == [1, 2, 4]
+    seen.clear()
+    table = {1: 1.0, 2: 2 * 1.06, 4: 4 * 0.5}  # 6 % slower: a real difference, stop
+    assert pick_batch_size(lambda b: (seen.append(b), table[b])[1], warmup=0, trials=1) == 1
+    assert seen == [1, 2]
+
+
 def test_the_probe_keeps_the_best_trial_and_ignores_other_sizes() -> None:
     probe = BatchSizeProbe((1, 4), warmup=0, trials=2)
     probe.record(3, 0.01)  # a short last batch: not what was asked, ignored
