@@ -415,6 +415,16 @@ def summarise(report: dict[str, Any]) -> list[str]:
 STEPS = ("mktn", "grid1", "peer", "bounds")
 
 
+def _remembered_batch(env: dict[str, str]) -> int | None:
+    """The batch size an earlier invocation's probe chose, from ``--probe-cache``."""
+    with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+        entries = json.loads(Path(env["MKTN_CACHE_DIR"], "cpu-batch-size.json").read_text())
+        chosen = {e["chosen"] for e in entries["entries"].values()}
+        if len(chosen) == 1:
+            return int(chosen.pop())
+    return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -451,7 +461,8 @@ def main() -> None:
         "--bound-batch",
         type=int,
         default=None,
-        help="batch size of the patch-head bound (default: the last mktn run's, else 4)",
+        help="batch size of the patch-head bound (default: the last mktn run's, else the "
+        "one remembered in --probe-cache, else 4)",
     )
     ap.add_argument(
         "--probe-cache",
@@ -604,7 +615,9 @@ def main() -> None:
                 )
             elif step == "bounds":
                 done = report["mktn_runs"]
-                batch = args.bound_batch or (int(done[-1]["batch"] or 1) if done else 4)
+                batch = args.bound_batch or (
+                    int(done[-1]["batch"] or 1) if done else _remembered_batch(env) or 4
+                )
                 b: dict[str, Any] = {"batch": batch}
                 b["mktn"] = bound_run(batch, True, f"bounds-mktn-{n}")
                 b["peer"] = bound_run(batch, False, f"bounds-peer-{n}")
