@@ -157,11 +157,33 @@ def _child_mktn(videos: list[str], store: str, threads: int, grid: int) -> dict[
         device="cpu",
         dataset="bench",
     )
+    from pipeline import extract
+
+    # seconds inside the model's forward (normalisation excluded): the rest of the run is
+    # decode contention, model build, probe warm-ups, writing, waiting
+    in_forward = [0.0]
+    build = extract.get_model
+
+    def get_model(*a: Any, **k: Any) -> Any:
+        model = build(*a, **k)
+        if "forward" not in vars(model):
+            forward = model.forward
+
+            def timed(*fa: Any, **fk: Any) -> Any:
+                t = time.perf_counter()
+                try:
+                    return forward(*fa, **fk)
+                finally:
+                    in_forward[0] += time.perf_counter() - t
+
+            model.forward = timed
+        return model
+
+    extract.get_model = get_model  # type: ignore[assignment]
     t0 = time.perf_counter()
     summary = extract_videos(videos, store, config, progress=False)
     seconds = time.perf_counter() - t0
     assert not summary.failed, summary.format()
-    from pipeline import extract
 
     probes = {
         str(k): {str(b): round(t, 4) for b, t in p.per_clip.items()}
@@ -173,6 +195,7 @@ def _child_mktn(videos: list[str], store: str, threads: int, grid: int) -> dict[
         "batch": extract.last_batch_choice(),
         "probe_seconds_per_clip": probes,
         "probe_remembered": any(p.remembered for p in extract._PROBES.values()),
+        "forward_seconds": in_forward[0],
     }
 
 
@@ -595,7 +618,8 @@ def main() -> None:
                     f"mktn ({'defaults, patch features on, 4x4 grid' if grid == 4 else '--grid 1'}): "
                     f"{r['clips']} clips in {r['seconds']:.1f} s = {r['clips_per_s']:.3f} clips/s, "
                     f"batch {r['batch']} ({'remembered' if r['probe_remembered'] else 'probe'}, "
-                    f"s/clip: {r['probe_seconds_per_clip']}), peak RSS {r['peak_rss_mb']:.0f} MB  "
+                    f"s/clip: {r['probe_seconds_per_clip']}), peak RSS {r['peak_rss_mb']:.0f} MB, "
+                    f"{r['forward_seconds']:.1f} s in the forward  "
                     f"(load {r['load_after']})",
                     flush=True,
                 )
