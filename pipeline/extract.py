@@ -23,6 +23,7 @@ import ctypes
 import json
 import logging
 import os
+import platform
 import queue
 import sys
 import threading
@@ -40,6 +41,7 @@ from pipeline.backbones import ClipFeatureExtractor, build_extractor, get_spec, 
 from pipeline.overrides import strict_replace
 from pipeline.provenance import code_version, source_digest
 from pipeline.video import ClipSampling, ClipStream, VideoDecodeError, VideoInfo, probe
+from storage.atomic import atomic_write_json
 from storage.features import FeatureGroup, FeatureStore, VideoLockedError
 from storage.fingerprint import FileFingerprint, digest_strings, fingerprint_file, quick_unchanged
 from storage.keys import safe_component
@@ -435,9 +437,11 @@ class BatchSizeProbe:
     threads and the machine. So the first batches of a run are computed at each candidate
     size in turn (ascending): ``warmup`` unmeasured chunks (the first call at a new shape
     builds its kernels), then ``trials`` measured ones. The size with the fewest seconds per
-    clip (best of its trials) wins; the probe stops early once a size is slower per clip
-    than the one before it. ``record`` ignores a chunk of another size than asked for (the
-    short last batch of a video).
+    clip (best of its trials) wins; the probe stops early once a size is clearly slower per
+    clip than the one before it (by more than ``stop_margin``, 5 %: a shared machine's noise
+    alone must not end the probe before the larger sizes are tried, as it did at 0.2 %).
+    ``record`` ignores a chunk of another size than asked for (the short last batch of a
+    video).
 
     >>> probe = BatchSizeProbe((1, 2, 4), warmup=0, trials=1)
     >>> for size, seconds in [(1, 1.0), (2, 1.6), (4, 3.6)]:
@@ -453,6 +457,8 @@ class BatchSizeProbe:
         *,
         warmup: int = 1,
         trials: int = 2,
+        stop_margin: float = 0.05,
+        on_choice: Callable[[BatchSizeProbe], None] | None = None,
     ) -> None:
         if not candidates or min(candidates) < 1:
             raise ValueError(f"batch size candidates must be >= 1, got {candidates!r}")
@@ -461,6 +467,17 @@ class BatchSizeProbe:
         self._step = 0
         self._seconds: dict[int, list[float]] = {}
         self.chosen: int | None = self.candidates[0] if len(self.candidates) == 1 else None
+        self.remembered = False  # True: chosen from the cache of an earlier run, not measured
+        self._on_choice = on_choice
+        self.stop_margin = stop_margin
+
+    @classmethod
+    def remembered_choice(cls, chosen: int, per_clip: dict[int, float]) -> BatchSizeProbe:
+        """A probe already decided (what an earlier run measured): nothing is measured again."""
+        probe = cls((chosen,))
+        probe._seconds = {b: [t * b] for b, t in per_clip.items()}
+        probe.remembered = True
+        return probe
 
     @property
     def per_clip(self) -> dict[int, float]:
@@ -481,7 +498,7 @@ class BatchSizeProbe:
         if not done and self._steps[self._step][0] != size:  # finished this size
             per = self.per_clip
             sizes = sorted(per)
-            done = len(sizes) >= 2 and per[sizes[-1]] > per[sizes[-2]]
+            done = len(sizes) >= 2 and per[sizes[-1]] > per[sizes[-2]] * (1 + self.stop_margin)
         if done:
             per = self.per_clip
             self.chosen = min(per, key=lambda b: (per[b], b))
@@ -490,6 +507,8 @@ class BatchSizeProbe:
                 self.chosen,
                 ", ".join(f"{b}: {t:.4f}" for b, t in sorted(per.items())),
             )
+            if self._on_choice is not None:
+                self._on_choice(self)
 
 
 def pick_batch_size(
@@ -515,6 +534,162 @@ def pick_batch_size(
 # The probe of each (model, clip shape, threads) lives as long as the process, so the many
 # one-video calls of a Dask worker or a Prefect task measure once between them.
 _PROBES: dict[tuple[Any, ...], BatchSizeProbe] = {}
+
+# --- the probe's choice, remembered between runs -------------------------------------------
+
+PROBE_CACHE_ENV = "MKTN_BATCH_PROBE_CACHE"  # "0": measure in every run, read and write nothing
+PROBE_CACHE_FILE = "cpu-batch-size.json"
+PROBE_CACHE_MAX_AGE_S = 30 * 24 * 3600  # an older choice is measured again
+_PROBE_CACHE_VERSION = 1
+
+
+def probe_cache_path() -> Path:
+    """``$MKTN_CACHE_DIR/cpu-batch-size.json``, else ``~/.cache/mktn/cpu-batch-size.json``
+    (the same root as the GloVe cache)."""
+    base = os.environ.get("MKTN_CACHE_DIR")
+    return (Path(base) if base else Path.home() / ".cache" / "mktn") / PROBE_CACHE_FILE
+
+
+def probe_cache_enabled() -> bool:
+    return os.environ.get(PROBE_CACHE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith(("model name", "cpu model", "hardware")):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def probe_cache_key(
+    backbone: str,
+    layer: str,
+    grid: int,
+    clip_len: int,
+    crop: int,
+    threads: int,
+    candidates: Sequence[int] = CPU_BATCH_CANDIDATES,
+) -> str:
+    """What the probe's choice depends on: the network and its input size, the threads, torch,
+    the candidates and the machine (architecture, CPU model, usable CPUs, host name)."""
+    parts = {
+        "backbone": backbone,
+        "layer": layer,
+        "grid": grid,
+        "input": [clip_len, crop, crop],
+        "threads": threads,
+        "candidates": sorted(set(candidates)),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cpus": _usable_cpus(),
+        "host": platform.node(),
+    }
+    return json.dumps(parts, sort_keys=True, separators=(",", ":"))
+
+
+def _read_probe_cache(path: Path) -> dict[str, Any]:
+    """The cache's entries; an unreadable or malformed file counts as empty (logged)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        log.warning("ignoring the batch size cache %s: %s", path, exc)
+        return {}
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("version") != _PROBE_CACHE_VERSION:
+            raise ValueError(f"not a version {_PROBE_CACHE_VERSION} batch size cache")
+        entries = data.get("entries")
+        if not isinstance(entries, dict):
+            raise ValueError("no entries")
+    except ValueError as exc:
+        log.warning(
+            "ignoring the batch size cache %s (%s); the batch size is measured again "
+            "and the file rewritten",
+            path,
+            exc,
+        )
+        return {}
+    return entries
+
+
+def lookup_probe_choice(
+    key: str, candidates: Sequence[int] = CPU_BATCH_CANDIDATES, *, now: float | None = None
+) -> BatchSizeProbe | None:
+    """The decided probe an earlier run stored under ``key``; None when there is none, it
+    is older than ``PROBE_CACHE_MAX_AGE_S``, malformed, or the cache is off."""
+    if not probe_cache_enabled():
+        return None
+    path = probe_cache_path()
+    entry = _read_probe_cache(path).get(key)
+    if entry is None:
+        return None
+    now = time.time() if now is None else now
+    try:
+        chosen = entry["chosen"]
+        measured_at = float(entry["measured_at"])
+        per_clip = {int(b): float(t) for b, t in entry.get("per_clip", {}).items()}
+        if not isinstance(chosen, int) or isinstance(chosen, bool) or chosen not in candidates:
+            raise ValueError(f"batch size {chosen!r} is not a candidate")
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("ignoring a malformed entry of the batch size cache %s: %s", path, exc)
+        return None
+    if not 0 <= now - measured_at <= PROBE_CACHE_MAX_AGE_S:
+        return None
+    log.info(
+        "CPU batch size %d, remembered from a probe on %s (seconds per clip: %s; %s; "
+        "%s=0 measures again)",
+        chosen,
+        time.strftime("%Y-%m-%d %H:%M", time.localtime(measured_at)),
+        ", ".join(f"{b}: {t:.4f}" for b, t in sorted(per_clip.items())) or "-",
+        path,
+        PROBE_CACHE_ENV,
+    )
+    return BatchSizeProbe.remembered_choice(chosen, per_clip)
+
+
+def store_probe_choice(key: str, probe: BatchSizeProbe, *, now: float | None = None) -> None:
+    """Remember ``probe``'s choice under ``key`` (JSON, written atomically; failures logged)."""
+    if not probe_cache_enabled() or probe.chosen is None or probe.remembered:
+        return
+    path = probe_cache_path()
+    entries = _read_probe_cache(path)
+    entries[key] = {
+        "chosen": probe.chosen,
+        "per_clip": {str(b): round(t, 6) for b, t in sorted(probe.per_clip.items())},
+        "measured_at": time.time() if now is None else now,
+    }
+    try:
+        atomic_write_json(path, {"version": _PROBE_CACHE_VERSION, "entries": entries})
+    except OSError as exc:
+        log.warning("could not remember the CPU batch size in %s: %s", path, exc)
+
+
+def cpu_batch_probe(key: tuple[Any, ...]) -> BatchSizeProbe:
+    """This process's probe for ``key`` (backbone, layer, grid, clip_len, crop, threads): the
+    one already running, else the choice an earlier run remembered, else a new measurement
+    whose choice is remembered once made."""
+    probe = _PROBES.get(key)
+    if probe is None:
+        cache_key = probe_cache_key(*key)
+        probe = lookup_probe_choice(cache_key) or BatchSizeProbe(
+            on_choice=lambda p: store_probe_choice(cache_key, p)
+        )
+        probe = _PROBES.setdefault(key, probe)
+    return probe
+
+
 _LAST_BATCH: list[int | None] = [None]
 
 
@@ -855,7 +1030,7 @@ def _drive(
                 sampling.crop,
                 torch.get_num_threads(),
             )
-            probe = _PROBES.setdefault(key, BatchSizeProbe())
+            probe = cpu_batch_probe(key)
     summary = ExtractionSummary(extractor_id=extractor_id)
     overall = tqdm(total=len(jobs), desc="videos", unit="video", disable=not progress, position=0)
     timeout = config.video_timeout_s

@@ -20,6 +20,16 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _no_batch_size_cache() -> Iterator[None]:
+    """Every test's CPU extraction measures its batch size: nothing is read from or written to
+    the user's cache (tests of the cache turn it on with a temporary MKTN_CACHE_DIR)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MKTN_BATCH_PROBE_CACHE", "0")
+    yield
+    mp.undo()
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _torch_threads() -> None:
     try:
         import torch
