@@ -92,16 +92,21 @@ def content_key(
 ) -> str:
     """The content part of a cache key: task name, the named inputs, code version, source digest.
 
-    Raises ``KeyError`` naming a key parameter the task was not called with.
+    A key parameter is a parameter's name or ``param.attr``: an attribute of a parameter (a
+    task taking a ``flows.dataset.DatasetSpec`` keys on ``spec.annotations_sha``, ``spec.fmt``,
+    ``spec.durations``, not on the whole spec). Raises ``KeyError`` naming a key parameter the
+    task was not called with.
     """
     picked: dict[str, Any] = {}
     for name in key_params:
-        if name not in inputs:
+        head, _, attr = name.partition(".")
+        if head not in inputs or (attr and not hasattr(inputs[head], attr)):
             raise KeyError(
                 f"cache key parameter {name!r} is not a parameter of task {task_name!r} "
                 f"(it has {sorted(inputs)}); fix the task's content_policy(...)"
             )
-        picked[name] = _check_small(inputs[name], f"{task_name}.{name}")
+        value = getattr(inputs[head], attr) if attr else inputs[head]
+        picked[name] = _check_small(value, f"{task_name}.{name}")
     return digest_strings(
         task_name,
         json.dumps(picked, sort_keys=True, separators=(",", ":")),

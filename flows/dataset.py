@@ -11,13 +11,24 @@ scans a root for) looks like::
 ``annotations`` per split (paths relative to the directory), a
 ``durations`` file (Charades CSV / JSON) and ``videos`` (a relative folder).
 Without it, each file's split comes from its name (``pipeline.datasets.infer_split``).
+
+Inside the flows a dataset travels as one :class:`DatasetSpec`, never as the loose
+``(annotations, format, durations)`` triple: the flows' public parameters (what
+deployments and ``prefect deployment run`` pass) are converted at the flow boundary
+(:meth:`DatasetSpec.from_flow_params`), the flow stamps the annotation files' digest on it
+(:meth:`DatasetSpec.with_digests`) and every task takes the spec. :meth:`DatasetSpec.load`
+parses the annotations once per process and content (a run's validate, embed, train,
+evaluate, baseline and report tasks share one parse).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from dataclasses import dataclass, field
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +38,30 @@ from storage.keys import safe_component
 
 MANIFEST = "dataset.json"
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class DatasetSpec:
     """One dataset: ``name`` (a store key), its videos folder (or published ``features``) and
-    annotation files by split."""
+    annotation files by split, their ``format`` (``"auto"``/``""``: sniffed per file) and an
+    optional ``durations`` file.
+
+    ``videos_dir`` is empty for a dataset known only by its annotations (the embed, train and
+    evaluate flows). ``annotations_sha`` is set by the flows (:meth:`with_digests`), not by users:
+    the content digest of the annotation files, which keys the tasks' caches and the one parse
+    per run (:meth:`load`); it is not part of :meth:`to_dict`.
+    """
 
     name: str
-    videos_dir: str
+    videos_dir: str = ""
     annotations: dict[str, str] = field(default_factory=dict)  # split -> file
     format: str = "jsonl"
     durations: str | None = None
     # published features instead of videos (``mktn reproduce --features-from``): ``format``,
     # ``path`` and the import options ``clip_seconds``, ``fps``, ``feature_type``
     features: dict[str, Any] | None = None
+    annotations_sha: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         safe_component(self.name, what="dataset name")
@@ -57,6 +78,38 @@ class DatasetSpec:
             "give test=PATH to --annotations"
         )
 
+    @property
+    def fmt(self) -> str | None:
+        """The annotation format for ``pipeline.datasets`` (``None``: sniff each file)."""
+        return None if self.format in ("auto", "") else self.format
+
+    def files(self) -> list[str]:
+        """The annotation files, sorted, each once."""
+        return sorted(set(self.annotations.values()))
+
+    @classmethod
+    def from_flow_params(cls, annotations: dict[str, str], dataset: str, format: str | None = None,
+                         durations: str | None = None) -> DatasetSpec:
+        """The spec of a flow's public parameters (``annotations``, ``dataset``, ``format``,
+        ``durations``): the one conversion at the flow boundary."""
+        return cls(name=dataset, annotations={str(k): str(v) for k, v in dict(annotations).items()},
+                   format=format or "auto", durations=durations)
+
+    def flow_params(self) -> dict[str, Any]:
+        """The inverse of :meth:`from_flow_params`: the parameters a sub-flow is called with."""
+        return {"annotations": dict(self.annotations), "dataset": self.name, "format": self.fmt,
+                "durations": self.durations}
+
+    def with_digests(self, digests: dict[str, str]) -> DatasetSpec:
+        """This spec with ``annotations_sha`` set from the files' sha256 (``{path: sha256}``, the
+        flow's fingerprint index): :func:`annotations_digest`."""
+        return replace(self, annotations_sha=annotations_digest(digests, self.annotations))
+
+    def load(self) -> Any:
+        """``pipeline.datasets.load_splits`` of the annotations (a malformed line is counted, not
+        fatal), parsed once per process for the same content (:func:`load_annotations`)."""
+        return load_annotations(self)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -71,12 +124,63 @@ class DatasetSpec:
     def from_dict(cls, d: dict[str, Any]) -> DatasetSpec:
         return cls(
             name=str(d["name"]),
-            videos_dir=str(d["videos_dir"]),
+            videos_dir=str(d.get("videos_dir") or ""),
             annotations={str(k): str(v) for k, v in dict(d.get("annotations", {})).items()},
             format=str(d.get("format", "jsonl")),
             durations=None if d.get("durations") is None else str(d["durations"]),
             features=None if d.get("features") is None else dict(d["features"]),
         )
+
+
+def annotations_digest(digests: dict[str, str], annotations: dict[str, str]) -> str:
+    """One digest over ``split:sha256`` of every annotation file (names of files do not matter)."""
+    from storage.fingerprint import digest_strings
+
+    return digest_strings(*sorted(f"{split}:{digests[path]}" for split, path in annotations.items()))
+
+
+# parsed annotations of this process, by content: the tasks of one run (validate, embed, train,
+# evaluate, the baseline, the report) share one parse; a few datasets at most (re-evaluate)
+_PARSED: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_PARSED_MAX = 4
+_PARSE_LOCK = threading.Lock()
+
+
+def _parse_key(spec: DatasetSpec) -> tuple[Any, ...] | None:
+    """What a parse depends on: the files' content digest, their paths and splits, the format and
+    the durations file (by path and stat: it is not in the digest). ``None`` without a digest."""
+    if spec.annotations_sha is None:
+        return None
+    dur: tuple[Any, ...] = ()
+    if spec.durations is not None:
+        try:
+            st = os.stat(spec.durations)
+            dur = (spec.durations, st.st_size, st.st_mtime_ns)
+        except OSError:
+            dur = (spec.durations,)
+    return (spec.annotations_sha, tuple(sorted(spec.annotations.items())), spec.fmt, dur)
+
+
+def load_annotations(spec: DatasetSpec) -> Any:
+    """The ``LoadResult`` of ``spec``'s annotations: parsed on the first call, then, while the
+    files' digest (``spec.annotations_sha``) and the durations file are the same, the same parse
+    (a fresh list of the frozen records each call). A spec without a digest is parsed every call."""
+    from pipeline.datasets import LoadResult, load_splits
+
+    key = _parse_key(spec)
+    if key is None:
+        return load_splits(spec.fmt, spec.annotations, durations=spec.durations)
+    with _PARSE_LOCK:  # concurrent tasks of one run wait for the first parse, not parse again
+        res = _PARSED.get(key)
+        if res is None:
+            res = load_splits(spec.fmt, spec.annotations, durations=spec.durations)
+            _PARSED[key] = res
+            while len(_PARSED) > _PARSED_MAX:
+                _PARSED.popitem(last=False)
+        else:
+            _PARSED.move_to_end(key)
+            logger.debug("annotations of %s: parsed once this run, reused", spec.name)
+    return LoadResult(list(res.records), res.report)
 
 
 def parse_annotation_args(values: list[str]) -> dict[str, str]:

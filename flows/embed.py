@@ -17,6 +17,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows import tasks
 from flows.caching import config_hash, persisted
+from flows.dataset import DatasetSpec
 from flows.workspace import Workspace
 
 
@@ -40,12 +41,10 @@ def embed_queries(
     """
     log = get_run_logger()
     ws = Workspace.at(work_dir, query_store=query_store, feature_store=feature_store)
-    files = sorted(set(annotations.values()))
-    digests = tasks.fingerprint_files(files, str(ws.fingerprint_index))
-    ann_sha = tasks.annotations_digest(digests, annotations)
-    check = persisted(tasks.validate_annotations, ws.root)(
-        annotations=annotations, annotations_sha=ann_sha, fmt=format, durations=durations
-    )
+    spec = DatasetSpec.from_flow_params(annotations, dataset, format, durations)  # the flow boundary
+    spec = spec.with_digests(tasks.fingerprint_files(spec.files(), str(ws.fingerprint_index)))
+    ann_sha = spec.annotations_sha
+    check = persisted(tasks.validate_annotations, ws.root)(spec=spec)
     issues = _issue_rows(check["report"])
     if issues:
         create_table_artifact(
@@ -61,16 +60,14 @@ def embed_queries(
     enc_digests = tasks.fingerprint_files(enc_files, str(ws.fingerprint_index)) if enc_files else {}
     enc_hash = config_hash({"dataset": dataset, "encoder": encoder or {}, "files": enc_digests})
     fut = persisted(tasks.embed_dataset_queries, ws.root).submit(
-        dataset=dataset, annotations=annotations, annotations_sha=ann_sha, fmt=format,
-        durations=durations, query_store=ws.query_store, encoder=encoder, encoder_hash=enc_hash,
+        spec=spec, query_store=ws.query_store, encoder=encoder, encoder_hash=enc_hash,
     )
     summary = dict(fut.result())
     summary["task_cached"] = tasks.was_cached(fut, summary)
     if not tasks.query_group_complete(ws.query_store, dataset, summary["encoder_id"]):
         # the cache entry is trusted only while the store group it names is complete
         summary = persisted(tasks.embed_dataset_queries, ws.root, refresh=True)(
-            dataset=dataset, annotations=annotations, annotations_sha=ann_sha, fmt=format,
-            durations=durations, query_store=ws.query_store, encoder=encoder, encoder_hash=enc_hash,
+            spec=spec, query_store=ws.query_store, encoder=encoder, encoder_hash=enc_hash,
         )
     return {**summary, "annotations_sha": ann_sha, "annotations": check}
 

@@ -15,6 +15,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows import tasks
 from flows.caching import persisted
+from flows.dataset import DatasetSpec
 from flows.report import METRIC_ORDER
 from flows.train import _latest_encoder, _only_extractor
 from flows.workspace import Workspace
@@ -49,11 +50,13 @@ def evaluate(
     """
     log = get_run_logger()
     ws = Workspace.at(work_dir, feature_store=feature_store, query_store=query_store)
+    spec = DatasetSpec.from_flow_params(annotations, dataset, format, durations)
     extractor_id = extractor_id or _only_extractor(ws.feature_store, dataset)
     encoder_id = encoder_id or _latest_encoder(ws.query_store, dataset)
-    files = sorted(set(annotations.values()) | {checkpoint})
-    digests = tasks.fingerprint_files(files, str(ws.fingerprint_index))
-    ann_sha = tasks.annotations_digest(digests, annotations)
+    digests = tasks.fingerprint_files(sorted(set(spec.files()) | {checkpoint}), str(ws.fingerprint_index))
+    spec = spec.with_digests(digests)
+    ann_sha = spec.annotations_sha
+    assert ann_sha is not None
     feat_sha = tasks.features_digest(ws.feature_store, dataset, extractor_id)
     out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval-{dataset}"
     refresh = not (out / f"predictions_{split}.jsonl").is_file()
@@ -66,9 +69,8 @@ def evaluate(
                                      encoder_id=encoder_id)
     fut = persisted(tasks.evaluate_checkpoint, ws.root, refresh=refresh).submit(
         checkpoint=checkpoint, checkpoint_sha=digests[checkpoint], features_sha=feat_sha,
-        feature_store=ws.feature_store, query_store=ws.query_store, dataset=dataset,
-        extractor_id=extractor_id, encoder_id=encoder_id, annotations=annotations,
-        annotations_sha=ann_sha, fmt=format, durations=durations, split=split, out_dir=str(out),
+        feature_store=ws.feature_store, query_store=ws.query_store, spec=spec,
+        extractor_id=extractor_id, encoder_id=encoder_id, split=split, out_dir=str(out),
         controls=controls, reuse_from=reuse_from,
     )
     result = dict(fut.result())

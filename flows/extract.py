@@ -38,6 +38,7 @@ from flows import tasks
 from flows.caching import config_hash, persisted
 from flows.runners import DEFAULT_MAX_WORKERS, build_task_runner, cpu_count
 from flows.workspace import Workspace
+from pipeline.scaleout import LOCAL
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ PROGRESS_EVERY = 2.0  # seconds between updates of the extraction-progress artif
 
 
 def _torch_threads(dask: str | None, max_workers: int) -> int | None:
-    if dask and dask != "local":
+    if dask and dask != LOCAL:
         return None  # a remote worker knows its own cores
     return max(1, cpu_count() // max(1, max_workers))
 

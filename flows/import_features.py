@@ -25,6 +25,7 @@ from prefect.states import Completed, Failed
 
 from flows import tasks
 from flows.caching import persisted
+from flows.dataset import DatasetSpec
 from flows.workspace import Workspace
 
 MISSING_REASON = "in the annotations but not in the published features"
@@ -85,21 +86,20 @@ def import_features(
 
     log = get_run_logger()
     ws = Workspace.at(work_dir, feature_store=feature_store)
+    spec = DatasetSpec.from_flow_params(annotations, dataset, annotation_format, durations)
     time_axis_policy(clip_seconds, fps)  # both given, or not positive: an error before any work
     with open_source(format, source, feature_type=feature_type) as src:
         files = [str(p) for p in src.files()]
         resolved_type = getattr(src, "feature_type", None)
-    ann_files = sorted(set(annotations.values()))
-    digests = tasks.fingerprint_files(sorted(set(files) | set(ann_files)), str(ws.fingerprint_index))
+    digests = tasks.fingerprint_files(sorted(set(files) | set(spec.files())), str(ws.fingerprint_index))
     digest = source_sha256([Path(f) for f in files], digests)
-    ann_sha = tasks.annotations_digest(digests, annotations)
+    spec = spec.with_digests(digests)
     extractor_id = tasks.imported_extractor_id(format, digest, resolved_type, clip_seconds, fps)
     options = {"clip_seconds": clip_seconds, "fps": fps, "feature_type": resolved_type}
     params: dict[str, Any] = {
         "format": format, "source": source, "source_sha256": digest, "options": options,
-        "feature_store": ws.feature_store, "dataset": dataset, "extractor_id": extractor_id,
-        "annotations": annotations, "annotations_sha": ann_sha, "fmt": annotation_format,
-        "durations": durations, "file_digests": {f: digests[f] for f in files},
+        "feature_store": ws.feature_store, "spec": spec, "extractor_id": extractor_id,
+        "file_digests": {f: digests[f] for f in files},
     }
     present = _group_holds(ws.feature_store, dataset, extractor_id, [])
     fut = persisted(tasks.import_published_features, ws.root, refresh=not present).submit(**params)

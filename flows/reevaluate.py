@@ -151,15 +151,11 @@ def reevaluate(
             if not pending and ckpts:
                 log.info("%s: unchanged (%s) and every checkpoint scored; skipped", spec.name, ds_sha)
                 continue
-            fmt = None if spec.format in ("auto", "") else spec.format
             ext = extract_features(
                 videos_dir=spec.videos_dir, dataset=spec.name, extractor=extractor,
                 dask=dask, max_workers=max_workers, **stores,
             )
-            emb = embed_queries(
-                annotations=spec.annotations, dataset=spec.name, format=fmt,
-                durations=spec.durations, query_store=ws.query_store, encoder=encoder, **stores,
-            )
+            emb = embed_queries(**spec.flow_params(), query_store=ws.query_store, encoder=encoder, **stores)
         except Exception as exc:  # one broken dataset must not stop the others
             log.error("dataset %s failed: %s", spec.name, exc)
             new_rows.append({"time": now, "dataset": spec.name, "status": "failed", "error": _one_line(exc)})
@@ -171,9 +167,8 @@ def reevaluate(
             }
             try:
                 ev = evaluate(
-                    checkpoint=ckpt, annotations=spec.annotations, dataset=spec.name, split=split,
-                    extractor_id=ext["extractor_id"], encoder_id=emb["encoder_id"], format=fmt,
-                    durations=spec.durations, query_store=ws.query_store,
+                    checkpoint=ckpt, **spec.flow_params(), split=split,
+                    extractor_id=ext["extractor_id"], encoder_id=emb["encoder_id"], query_store=ws.query_store,
                     out_dir=str(ws.results_dir / spec.name / ckpt_digests[ckpt][:16]), **stores,
                 )
                 m = ev["metrics"]

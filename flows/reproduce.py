@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,6 @@ def reproduce(
             "give train=PATH to --annotations"
         )
     eval_split = spec.eval_split()
-    fmt = None if spec.format in ("auto", "") else spec.format
     common: dict[str, Any] = {"work_dir": ws.root, "feature_store": ws.feature_store}
 
     if spec.features is not None:
@@ -125,7 +125,7 @@ def reproduce(
         feat = spec.features
         ext = import_features(
             source=str(feat["path"]), format=str(feat["format"]), annotations=spec.annotations,
-            dataset=spec.name, annotation_format=fmt, durations=spec.durations,
+            dataset=spec.name, annotation_format=spec.fmt, durations=spec.durations,
             clip_seconds=feat.get("clip_seconds"), fps=feat.get("fps"),
             feature_type=feat.get("feature_type"), **common,
         )
@@ -134,15 +134,12 @@ def reproduce(
             videos_dir=spec.videos_dir, dataset=spec.name, extractor=extractor,
             dask=dask, max_workers=max_workers, **common,
         )
-    emb = embed_queries(
-        annotations=spec.annotations, dataset=spec.name, format=fmt, durations=spec.durations,
-        query_store=ws.query_store, encoder=encoder, **common,
-    )
+    # the sub-flows take the dataset as their public parameters (spec.flow_params()); each converts
+    # it back to a DatasetSpec, and the annotations are parsed once for all of them (DatasetSpec.load)
+    emb = embed_queries(**spec.flow_params(), query_store=ws.query_store, encoder=encoder, **common)
     stores: dict[str, Any] = {**common, "query_store": ws.query_store}
     data_args: dict[str, Any] = {
-        "annotations": spec.annotations, "dataset": spec.name, "format": fmt,
-        "durations": spec.durations, "extractor_id": ext["extractor_id"],
-        "encoder_id": emb["encoder_id"],
+        **spec.flow_params(), "extractor_id": ext["extractor_id"], "encoder_id": emb["encoder_id"],
     }
     run = train(preset=preset, overrides=overrides, epochs=epochs, **data_args, **stores)
     # train() evaluated its best checkpoint on the test split already: the evaluate flow reuses that
@@ -154,18 +151,15 @@ def reproduce(
     )
     ev_controls = ev.get("controls") if controls else None
 
-    baseline = persisted(tasks.prior_baseline, ws.root)(
-        annotations=spec.annotations, annotations_sha=run["annotations_sha"], fmt=fmt,
-        durations=spec.durations, split=eval_split,
-    )
+    spec = replace(spec, annotations_sha=run["annotations_sha"])  # the digest the sub-flows computed
+    baseline = persisted(tasks.prior_baseline, ws.root)(spec=spec, split=eval_split)
     ablation: list[dict[str, Any]] | None = None
     if ablate:
         out = Path(run["run_dir"]) / "ablation"
         abl = persisted(tasks.run_ablation, ws.root, refresh=not (out / "ablation.json").is_file())(
             ablation_key=run["run_key"], out_dir=str(out), config=run["config"],
-            feature_store=ws.feature_store, query_store=ws.query_store, dataset=spec.name,
+            feature_store=ws.feature_store, query_store=ws.query_store, spec=spec,
             extractor_id=ext["extractor_id"], encoder_id=emb["encoder_id"],
-            annotations=spec.annotations, fmt=fmt, durations=spec.durations,
         )
         ablation = abl["rows"]
 
@@ -201,9 +195,8 @@ def reproduce(
     report = persisted(tasks.write_report, ws.root, refresh=not (out_dir / "report.md").is_file())(
         out_dir=str(out_dir), inputs_sha=inputs_sha,
         title=f"MKTN on {spec.name}: reproduction report", metrics=ev["metrics"],
-        run_dir=run["run_dir"], predictions_path=ev["predictions"], annotations=spec.annotations,
-        fmt=fmt, durations=spec.durations, split=eval_split, ablation=ablation, baseline=baseline,
-        details=details, warnings=warnings, controls=ev_controls,
+        run_dir=run["run_dir"], predictions_path=ev["predictions"], spec=spec, split=eval_split,
+        ablation=ablation, baseline=baseline, details=details, warnings=warnings, controls=ev_controls,
     )
 
     m = ev["metrics"]

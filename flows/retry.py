@@ -1,58 +1,31 @@
-"""Which task failures are worth retrying: transient I/O yes, deterministic errors no.
+"""Which task failures Prefect retries: the shared policy (``pipeline/scaleout.py``) as Prefect options.
 
-A corrupt video, a malformed annotation line or a bad configuration fails the
-same way every time, so retrying only wastes minutes: those raise
-``ValueError``/``RuntimeError``/decord's ``DECORDError`` and are not retried.
-A network filesystem hiccup, a timeout or a dropped connection (``OSError``
-other than "no such file"/"permission denied", ``TimeoutError``,
-``ConnectionError``) is retried with backoff (:data:`RETRY_DELAYS`).
+What is transient, how many retries and the backoff are decided once, in
+``pipeline.scaleout`` (the Prefect-free ``extract_on_dask`` applies the same policy);
+this module re-exports them for the flows and adds Prefect's ``retry_condition_fn``.
+
+>>> is_transient(TimeoutError("read timed out")), reason_is_transient("[Errno 5] Input/output error")
+(True, True)
+>>> RETRIES, RETRY_DELAYS
+(3, [2.0, 10.0, 30.0])
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-RETRIES = 3
-RETRY_DELAYS: list[float] = [2.0, 10.0, 30.0]  # backoff between attempts, seconds
-RETRY_JITTER = 0.3
+from pipeline.scaleout import (
+    RETRIES,
+    RETRY_DELAYS,
+    RETRY_JITTER,
+    is_transient,
+    reason_is_transient,
+)
 
-_PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for errors that may pass on a second try.
-
-    >>> is_transient(TimeoutError("read timed out"))
-    True
-    >>> is_transient(FileNotFoundError("a.mp4"))
-    False
-    >>> is_transient(ValueError("corrupt video"))
-    False
-    """
-    if isinstance(exc, _PERMANENT_OS_ERRORS):
-        return False
-    return isinstance(exc, (OSError, TimeoutError, ConnectionError))
-
-
-# errno values of failures that can pass on a second try (EIO, EAGAIN, EBUSY, ECONNRESET,
-# ETIMEDOUT, ESTALE: a flaky disk or network filesystem), as they appear in a reason string
-_TRANSIENT_ERRNOS = (5, 11, 16, 104, 110, 116)
-_TRANSIENT_NAMES = ("TimeoutError", "ConnectionError", "ConnectionResetError", "BrokenPipeError")
-
-
-def reason_is_transient(reason: str) -> bool:
-    """Classify a library's failure *reason string* (``pipeline.extract`` reports, never raises).
-
-    >>> reason_is_transient("write failed: [Errno 5] Input/output error")
-    True
-    >>> reason_is_transient("OSError: [Errno 2] No such file or directory: 'a.mp4'")
-    False
-    >>> reason_is_transient("cannot decode frame 12: invalid data")
-    False
-    """
-    if any(name in reason for name in _TRANSIENT_NAMES):
-        return True
-    return any(f"[Errno {n}]" in reason for n in _TRANSIENT_ERRNOS)
+__all__ = [
+    "RETRIES", "RETRY_DELAYS", "RETRY_JITTER", "PermanentTaskError", "TransientTaskError",
+    "is_transient", "reason_is_transient", "retry_transient",
+]
 
 
 class TransientTaskError(OSError):

@@ -9,7 +9,9 @@ releases the GIL) while another computes, without oversubscribing the CPU.
 
 ``--dask local`` starts a real ``distributed.LocalCluster`` (one process per
 worker, one thread each); ``--dask tcp://host:8786`` uses a running scheduler,
-so extraction spreads over every machine that runs ``dask worker``.
+so extraction spreads over every machine that runs ``dask worker``. The ``--dask`` value is
+read, and failed tasks are retried, by the policy both scale-out paths share
+(``pipeline/scaleout.py``; the Prefect-free path is ``pipeline/distributed_extract.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import os
 from typing import Any
 
 from prefect.task_runners import ThreadPoolTaskRunner
+
+from pipeline.scaleout import LOCAL, parse_dask_address
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +55,10 @@ def build_task_runner(dask: str | None = None, max_workers: int = DEFAULT_MAX_WO
         raise ValueError(f"max_workers must be >= 1, got {max_workers}")
     if not dask:
         return ThreadPoolTaskRunner(max_workers=max_workers)
+    address = parse_dask_address(dask)  # the same reading as mktn extract --dask
     from prefect_dask import DaskTaskRunner
 
-    if dask == "local":
+    if address == LOCAL:
         return DaskTaskRunner(
             cluster_class="distributed.LocalCluster",
             cluster_kwargs={
@@ -62,11 +67,5 @@ def build_task_runner(dask: str | None = None, max_workers: int = DEFAULT_MAX_WO
                 "processes": True,
                 "dashboard_address": None,
             },
-        )
-    address = dask if "://" in dask else f"tcp://{dask}"
-    if ":" not in address.split("://", 1)[1]:
-        raise ValueError(
-            f"--dask {dask!r} is neither 'local' nor a scheduler address; "
-            "give host:port, e.g. tcp://10.0.0.5:8786"
         )
     return DaskTaskRunner(address=address)

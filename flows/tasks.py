@@ -20,6 +20,7 @@ from typing import Any
 from prefect import task
 
 from flows.caching import content_policy
+from flows.dataset import DatasetSpec
 from flows.fingerprints import FingerprintIndex
 from flows.retry import (
     RETRIES,
@@ -238,8 +239,8 @@ def imported_extractor_id(fmt: str, source_sha256: str, feature_type: str | None
 @task(
     name="import-features",
     cache_policy=content_policy(
-        ["format", "source_sha256", "options", "feature_store", "dataset", "extractor_id",
-         "annotations_sha", "durations"],
+        ["format", "source_sha256", "options", "feature_store", "spec.name", "extractor_id",
+         "spec.annotations_sha", "spec.durations"],
         EXTRACT_PACKAGES,
     ),
     **_RETRY,
@@ -250,25 +251,21 @@ def import_published_features(
     source_sha256: str,
     options: dict[str, Any],
     feature_store: str,
-    dataset: str,
+    spec: DatasetSpec,
     extractor_id: str,
-    annotations: dict[str, str],
-    annotations_sha: str,
-    fmt: str | None,
-    durations: str | None,
     file_digests: dict[str, str],
 ) -> dict[str, Any]:
-    """``pipeline.importers.import_features`` of the videos the annotations name (their durations
-    give the time axis where the source has none). ``options``: ``clip_seconds``, ``fps``,
-    ``feature_type``. A source that cannot be used at all fails the task (not retried)."""
-    from pipeline.importers import FeatureImportError, annotation_durations, import_features
+    """``pipeline.importers.import_features`` of the videos ``spec``'s annotations name (their
+    durations give the time axis where the source has none). ``format``: the features' format;
+    ``options``: ``clip_seconds``, ``fps``, ``feature_type``. A source that cannot be used at all
+    fails the task (not retried)."""
+    from pipeline.importers import FeatureImportError, import_features, record_durations
     from storage.features import FeatureStore
 
-    specs = [f"{split}={path}" for split, path in sorted(annotations.items())]
     try:
-        wanted = annotation_durations(specs, fmt, [durations] if durations else None)
+        wanted = record_durations(spec.load().records)
         summary = import_features(
-            format, source, FeatureStore(feature_store), dataset, durations=wanted,
+            format, source, FeatureStore(feature_store), spec.name, durations=wanted,
             clip_seconds=options.get("clip_seconds"), fps=options.get("fps"),
             feature_type=options.get("feature_type"), extractor_id=extractor_id, progress=False,
             file_digests=file_digests,
@@ -282,20 +279,6 @@ def import_published_features(
 # --- annotations and queries -------------------------------------------------------------
 
 
-def annotations_digest(digests: dict[str, str], annotations: dict[str, str]) -> str:
-    """One digest over ``split:sha256`` of every annotation file (names of files do not matter)."""
-    from storage.fingerprint import digest_strings
-
-    return digest_strings(*sorted(f"{split}:{digests[path]}" for split, path in annotations.items()))
-
-
-def load_records(annotations: dict[str, str], fmt: str | None, durations: str | None) -> Any:
-    """``pipeline.datasets.load_splits`` over ``{split: path}`` (a malformed line is counted, not fatal)."""
-    from pipeline.datasets import load_splits
-
-    return load_splits(None if fmt in (None, "auto") else fmt, annotations, durations=durations)
-
-
 def grounding_data(records: Any, feature_store: str, query_store: str, dataset: str, extractor_id: str,
                    encoder_id: str) -> Any:
     """``model.loader.load_grounding_data`` for ``records`` from the two stores (no progress bar)."""
@@ -307,14 +290,13 @@ def grounding_data(records: Any, feature_store: str, query_store: str, dataset: 
 
 @task(
     name="validate-annotations",
-    cache_policy=content_policy(["annotations_sha", "fmt", "durations"], ("pipeline",)),
+    cache_policy=content_policy(["spec.annotations_sha", "spec.fmt", "spec.durations"], ("pipeline",)),
     **_RETRY,
 )
-def validate_annotations(
-    annotations: dict[str, str], annotations_sha: str, fmt: str | None, durations: str | None
-) -> dict[str, Any]:
-    """Parse every split; return counts and the validation report (issues name ``file:line``)."""
-    res = load_records(annotations, fmt, durations)
+def validate_annotations(spec: DatasetSpec) -> dict[str, Any]:
+    """Parse every split (the run's one parse, ``DatasetSpec.load``); return counts and the
+    validation report (issues name ``file:line``)."""
+    res = spec.load()
     by_split = {k: len(v) for k, v in res.by_split().items()}
     return {
         "num_records": len(res.records),
@@ -328,16 +310,13 @@ def validate_annotations(
 @task(
     name="embed-queries",
     cache_policy=content_policy(
-        ["dataset", "annotations_sha", "query_store", "encoder_hash", "fmt", "durations"], EMBED_PACKAGES
+        ["spec.name", "spec.annotations_sha", "query_store", "encoder_hash", "spec.fmt", "spec.durations"],
+        EMBED_PACKAGES,
     ),
     **_RETRY,
 )
 def embed_dataset_queries(
-    dataset: str,
-    annotations: dict[str, str],
-    annotations_sha: str,
-    fmt: str | None,
-    durations: str | None,
+    spec: DatasetSpec,
     query_store: str,
     encoder: dict[str, Any] | None,
     encoder_hash: str,
@@ -346,8 +325,8 @@ def embed_dataset_queries(
     from pipeline.embed import build_embed_config, embed_queries
     from storage.queries import QueryStore
 
-    records = load_records(annotations, fmt, durations).records
-    config = build_embed_config(encoder, dataset=dataset, defaults=EMBED_DEFAULTS)
+    records = spec.load().records
+    config = build_embed_config(encoder, dataset=spec.name, defaults=EMBED_DEFAULTS)
     summary = embed_queries(records, QueryStore(query_store), config)
     return {**summary.to_dict(), "task_run_id": current_task_run_id()}
 
@@ -405,12 +384,9 @@ def train_model(
     config: dict[str, Any],
     feature_store: str,
     query_store: str,
-    dataset: str,
+    spec: DatasetSpec,
     extractor_id: str,
     encoder_id: str,
-    annotations: dict[str, str],
-    fmt: str | None,
-    durations: str | None,
 ) -> dict[str, Any]:
     """Train MKTN (``model.train.train``) into ``run_dir``; resume an interrupted run there.
 
@@ -427,8 +403,8 @@ def train_model(
         logger.info("run %s already finished; reusing %s", run_key, result_file)
         result = json.loads(result_file.read_text(encoding="utf-8"))
     else:
-        records = load_records(annotations, fmt, durations).records
-        data = grounding_data(records, feature_store, query_store, dataset, extractor_id, encoder_id)
+        records = spec.load().records
+        data = grounding_data(records, feature_store, query_store, spec.name, extractor_id, encoder_id)
         resume = (out / "last.pt").is_file()
         if resume:
             logger.info("resuming the interrupted run in %s", out)
@@ -447,7 +423,7 @@ def train_model(
 @task(
     name="evaluate-checkpoint",
     cache_policy=content_policy(
-        ["checkpoint_sha", "features_sha", "encoder_id", "annotations_sha", "split", "out_dir", "controls"],
+        ["checkpoint_sha", "features_sha", "encoder_id", "spec.annotations_sha", "split", "out_dir", "controls"],
         MODEL_PACKAGES,
     ),
     **_RETRY,
@@ -458,13 +434,9 @@ def evaluate_checkpoint(
     features_sha: str,
     feature_store: str,
     query_store: str,
-    dataset: str,
+    spec: DatasetSpec,
     extractor_id: str,
     encoder_id: str,
-    annotations: dict[str, str],
-    annotations_sha: str,
-    fmt: str | None,
-    durations: str | None,
     split: str,
     out_dir: str,
     controls: bool = True,
@@ -485,11 +457,11 @@ def evaluate_checkpoint(
     if reuse_from is not None:
         ev = reuse_split_evaluation(reuse_from, checkpoint, split=split, out_dir=out_dir, controls=controls)
     if ev is None:
-        all_records = load_records(annotations, fmt, durations).records
+        all_records = spec.load().records
         records = [r for r in all_records if r.split == split]
         if not records:
-            raise PermanentTaskError(f"dataset {dataset!r} has no {split!r} records to evaluate on")
-        data = grounding_data(records, feature_store, query_store, dataset, extractor_id, encoder_id)
+            raise PermanentTaskError(f"dataset {spec.name!r} has no {split!r} records to evaluate on")
+        data = grounding_data(records, feature_store, query_store, spec.name, extractor_id, encoder_id)
         ev = evaluate_split(checkpoint, data, split=split, out_dir=out_dir, controls=controls,
                             train_records=[r for r in all_records if r.split == "train"])
         reuse_from = None
@@ -537,9 +509,7 @@ def write_report(
     metrics: dict[str, float],
     run_dir: str,
     predictions_path: str,
-    annotations: dict[str, str],
-    fmt: str | None,
-    durations: str | None,
+    spec: DatasetSpec,
     split: str,
     ablation: list[dict[str, Any]] | None,
     baseline: dict[str, float] | None,
@@ -552,7 +522,7 @@ def write_report(
     from flows.report import run_history
     from flows.report import write_report as render
 
-    records = [r for r in load_records(annotations, fmt, durations).records if r.split == split]
+    records = [r for r in spec.load().records if r.split == split]
     with open(predictions_path, encoding="utf-8") as fh:
         predictions = [json.loads(line) for line in fh if line.strip()]
     paths = render(
@@ -574,31 +544,26 @@ def run_ablation(
     config: dict[str, Any],
     feature_store: str,
     query_store: str,
-    dataset: str,
+    spec: DatasetSpec,
     extractor_id: str,
     encoder_id: str,
-    annotations: dict[str, str],
-    fmt: str | None,
-    durations: str | None,
 ) -> dict[str, Any]:
     """The full model and each main "w/o" variant (``model.ablation.run_ablation``; resumable)."""
     from model.ablation import run_ablation as ablate
     from model.config import MKTNConfig
 
-    records = load_records(annotations, fmt, durations).records
-    data = grounding_data(records, feature_store, query_store, dataset, extractor_id, encoder_id)
+    records = spec.load().records
+    data = grounding_data(records, feature_store, query_store, spec.name, extractor_id, encoder_id)
     summary = ablate(MKTNConfig.from_dict(config), data, out_dir, show_progress=False)
     rows = [{"variant": name, **{k: round(float(v), 2) for k, v in row.items() if isinstance(v, (int, float))
                                  and not k.endswith("_std")}} for name, row in summary["rows"].items()]
     return {"split": summary["split"], "rows": rows, "markdown": str(Path(out_dir) / "ablation.md")}
 
 
-@task(name="prior-baseline", cache_policy=content_policy(["annotations_sha", "split"], MODEL_PACKAGES))
-def prior_baseline(
-    annotations: dict[str, str], annotations_sha: str, fmt: str | None, durations: str | None, split: str
-) -> dict[str, float]:
+@task(name="prior-baseline", cache_policy=content_policy(["spec.annotations_sha", "split"], MODEL_PACKAGES))
+def prior_baseline(spec: DatasetSpec, split: str) -> dict[str, float]:
     """Metrics of the prior-only baseline (no video, no query) on ``split`` (``model.prior``)."""
     from model.prior import prior_baseline as baseline
 
-    records = load_records(annotations, fmt, durations).records
+    records = spec.load().records
     return dict(baseline([r for r in records if r.split == "train"], [r for r in records if r.split == split]))

@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 
 from flows import tasks
 from flows.caching import persisted
+from flows.dataset import DatasetSpec
 from flows.workspace import Workspace
 from storage.fingerprint import digest_strings
 
@@ -43,20 +44,21 @@ def train(
     """
     log = get_run_logger()
     ws = Workspace.at(work_dir, feature_store=feature_store, query_store=query_store)
+    spec = DatasetSpec.from_flow_params(annotations, dataset, format, durations)
     cfg = tasks.model_config(preset, overrides, epochs)
     extractor_id = extractor_id or _only_extractor(ws.feature_store, dataset)
     encoder_id = encoder_id or _latest_encoder(ws.query_store, dataset)
-    digests = tasks.fingerprint_files(sorted(set(annotations.values())), str(ws.fingerprint_index))
-    ann_sha = tasks.annotations_digest(digests, annotations)
+    spec = spec.with_digests(tasks.fingerprint_files(spec.files(), str(ws.fingerprint_index)))
+    ann_sha = spec.annotations_sha
+    assert ann_sha is not None
     feat_sha = tasks.features_digest(ws.feature_store, dataset, extractor_id)
     run_key = digest_strings(cfg.digest(), feat_sha, encoder_id, ann_sha)
     run_dir = ws.run_dir(dataset, f"{cfg.name}-{run_key}")
     refresh = not (run_dir / "result.json").is_file()
     fut = persisted(tasks.train_model, ws.root, refresh=refresh).submit(
         run_key=run_key, run_dir=str(run_dir), config=cfg.to_dict(),
-        feature_store=ws.feature_store, query_store=ws.query_store, dataset=dataset,
-        extractor_id=extractor_id, encoder_id=encoder_id, annotations=annotations,
-        fmt=format, durations=durations,
+        feature_store=ws.feature_store, query_store=ws.query_store, spec=spec,
+        extractor_id=extractor_id, encoder_id=encoder_id,
     )
     result = dict(fut.result())
     result["cached"] = tasks.was_cached(fut, result)

@@ -18,14 +18,20 @@ and unsafe names fail there, naming both files), and create the extractor
 group with its provenance once, so workers never race to create it.
 
 A video that fails (corrupt file, a worker that died twice) fails alone: its
-:class:`~pipeline.extract.VideoResult` says why, the others go on.
+:class:`~pipeline.extract.VideoResult` says why, the others go on. A *transient* failure
+(an I/O error worth a second try, by the policy the Prefect flow's retries also follow:
+``pipeline.scaleout.reason_is_transient``/``is_transient``) is resubmitted up to
+``pipeline.scaleout.RETRIES`` times after the shared backoff (the task waits on its worker
+before it starts); a deterministic one is not.
 :func:`verify_store` then checks the store is complete and consistent: every
 video reported done is committed, has the clip count it reported, arrays agree
 in shape with each other and with the extractor's dimensions, and no
 uncommitted leftovers remain.
 
-This is the Prefect-free path (a script, a notebook, or ``flows/`` with its
-``DaskTaskRunner`` over the same scheduler); the videos must be readable at the
+This is the Prefect-free path (a script, a notebook, ``mktn extract --dask``); the other is
+the ``extract-features`` flow on Prefect's ``DaskTaskRunner`` over the same scheduler
+(``flows/runners.py``). Both read the ``--dask`` address and choose what to retry in one place,
+``pipeline/scaleout.py``, which also says why both exist. The videos must be readable at the
 same path on every worker (a shared mount).
 """
 
@@ -49,6 +55,14 @@ from pipeline.extract import (
     VideoResult,
     assign_video_ids,
     extract_one,
+)
+from pipeline.scaleout import (
+    LOCAL,
+    RETRIES,
+    is_transient,
+    parse_dask_address,
+    reason_is_transient,
+    retry_delay,
 )
 from storage.features import FeatureGroup, FeatureStore
 from storage.keys import COMMIT_ATTR
@@ -76,7 +90,8 @@ def dask_client(address: str, *, workers: int = 2) -> Iterator[Any]:
     or ``host:8786``) to connect to."""
     from distributed import Client, LocalCluster
 
-    if address == "local":
+    target = parse_dask_address(address)  # the same reading as the flows' DaskTaskRunner
+    if target == LOCAL:
         if workers < 1:
             raise ValueError(f"--dask-workers must be >= 1, got {workers}")
         with LocalCluster(
@@ -84,12 +99,6 @@ def dask_client(address: str, *, workers: int = 2) -> Iterator[Any]:
         ) as cluster, Client(cluster) as client:
             yield client
         return
-    target = address if "://" in address else f"tcp://{address}"
-    if ":" not in target.split("://", 1)[1]:
-        raise ValueError(
-            f"--dask {address!r} is neither 'local' nor a scheduler address; give host:port, "
-            "e.g. tcp://10.0.0.5:8786"
-        )
     try:
         client = Client(target, timeout="30s")
     except OSError as exc:
@@ -102,9 +111,12 @@ def dask_client(address: str, *, workers: int = 2) -> Iterator[Any]:
 
 
 def _extract_task(
-    path: str, store_root: str, config: ExtractionConfig, video_id: str, force: bool
+    path: str, store_root: str, config: ExtractionConfig, video_id: str, force: bool, delay: float = 0.0
 ) -> VideoResult:
-    """Runs on a worker: one video into the shared store (never raises for a bad video)."""
+    """Runs on a worker: one video into the shared store (never raises for a bad video).
+    ``delay``: seconds to wait first (a retry's backoff)."""
+    if delay > 0:
+        time.sleep(delay)
     return extract_one(path, store_root, config, video_id=video_id, force=force)
 
 
@@ -142,8 +154,10 @@ def extract_on_dask(
     ``client``: a ``distributed.Client``. ``threads_per_worker``: torch CPU threads each
     task may use when ``config.threads`` is unset (one per Dask worker thread by default,
     so N single-threaded workers on an N-core machine never oversubscribe it).
-    ``retries``: resubmissions of a task whose worker died (a bad *video* is not
-    retried: it returns ``failed``). ``normalize``: when any video was extracted,
+    ``retries``: Dask's resubmissions of a task whose worker died. Apart from those, a video
+    whose failure is transient (``pipeline.scaleout``: the policy of the flows' retries too) is
+    resubmitted up to ``pipeline.scaleout.RETRIES`` times after ``retry_delay``; a bad *video*
+    is not retried: it returns ``failed``. ``normalize``: when any video was extracted,
     recompute the group's normalisation statistics here, once, after every worker is done
     (``FeatureGroup.compute_normalization``). Returns the per-video summary, in input order.
     """
@@ -159,31 +173,40 @@ def extract_on_dask(
     # A fresh key per run: Dask answers a key it still holds with the old result instead of
     # running the task again (a rerun, or another store, would silently do nothing).
     run_id = uuid.uuid4().hex[:8]
-    futures = {
-        client.submit(
-            _extract_task,
-            path,
-            root,
-            config,
-            vid,
-            force,
-            key=f"extract-{run_id}-{vid}",
-            pure=False,
-            retries=retries,
-        ): (vid, path)
-        for vid, path in jobs
-    }
+
+    def submit(vid: str, path: str, attempt: int = 0, delay: float = 0.0) -> Any:
+        return client.submit(
+            _extract_task, path, root, config, vid, force, delay,
+            key=f"extract-{run_id}-{vid}" + (f"-retry{attempt}" if attempt else ""),
+            pure=False, retries=retries,
+        )
+
+    futures = {submit(vid, path): (vid, path) for vid, path in jobs}
     from distributed import as_completed
 
     results: dict[str, VideoResult] = {}
+    attempts: dict[str, int] = {}
     bar = tqdm(total=len(futures), desc="videos (dask)", unit="video", disable=not progress)
     try:
-        for fut in as_completed(list(futures)):
-            vid, path = futures[fut]
+        pending = as_completed(list(futures))
+        for fut in pending:
+            vid, path = futures.pop(fut)
             try:
                 res = fut.result()
+                transient = res.status == "failed" and reason_is_transient(res.reason or "")
             except Exception as exc:  # the worker died, or the task could not run at all
                 res = VideoResult(vid, path, "failed", f"{type(exc).__name__}: {exc}")
+                transient = is_transient(exc)
+            done_tries = attempts.get(vid, 0)
+            if transient and done_tries < RETRIES:
+                attempts[vid] = done_tries + 1
+                delay = retry_delay(done_tries)
+                log.warning("video %s: transient failure (%s); retry %d/%d in %.0f s",
+                            vid, res.reason, done_tries + 1, RETRIES, delay)
+                again = submit(vid, path, done_tries + 1, delay)
+                futures[again] = (vid, path)
+                pending.add(again)
+                continue
             if res.status == "failed":
                 log.warning("video %s failed: %s", vid, res.reason)
             results[vid] = res

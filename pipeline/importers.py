@@ -32,7 +32,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -469,14 +469,21 @@ def annotation_durations(specs: Sequence[str], fmt: str | None = None,
     (the same parsers and durations tables as ``mktn embed``; the longest duration wins)."""
     from pipeline.datasets import load_annotations, parse_split_arg
 
-    out: dict[str, float] = {}
+    records = []
     seen: set[str] = set()
     for split, path in [parse_split_arg(item) for item in specs]:  # all checked before any is read
         res = load_annotations(None if fmt in (None, "auto") else fmt, path,
                                durations=list(durations) if durations else None, split=split,
                                seen_query_ids=seen)
-        for r in res.records:
-            out[r.video_id] = max(out.get(r.video_id, 0.0), float(r.duration))
+        records.extend(res.records)
+    return record_durations(records)
+
+
+def record_durations(records: Iterable[Any]) -> dict[str, float]:
+    """``{video_id: duration}`` of already parsed ``QueryMoment`` records (the longest wins)."""
+    out: dict[str, float] = {}
+    for r in records:
+        out[r.video_id] = max(out.get(r.video_id, 0.0), float(r.duration))
     return out
 
 
