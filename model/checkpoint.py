@@ -80,25 +80,25 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return ckpt
 
 
+# Model keys added before ``model.config.ADDED_KEYS`` existed, with what the code did without
+# them: CSM read the annotation order, no patch attention, no highlighting, the span head
+_EARLIER_KEYS: dict[str, Any] = {
+    "model.query_order": "annotation",
+    "model.patch_attention": False,
+    "model.highlight": False,
+    "model.head": "span",
+}
+
+
 def config_with_defaults_of_its_time(config: dict[str, Any]) -> dict[str, Any]:
-    """A stored config dict with the keys added since it was written set to what that code did:
-    ``model.query_order`` did not exist and CSM read the annotation order -> ``"annotation"``;
-    ``model.patch_attention`` and ``model.highlight`` did not exist -> ``False``;
-    ``model.head`` did not exist -> ``"span"``; the later ones are ``model.config.ADDED_KEYS``
-    (``model.word_pooling``, ``model.map_evidence``, ``train.splice`` ...)."""
+    """A stored config dict with the keys added since it was written set to what that code did
+    (``_EARLIER_KEYS``, then ``model.config.ADDED_KEYS``: ``model.word_pooling``,
+    ``model.map_evidence``, ``train.splice`` ...). Sections it lacks stay absent, except
+    ``model``."""
     from model.config import ADDED_KEYS
 
-    model = dict(config.get("model", {}))
-    if "query_order" not in model:
-        model["query_order"] = "annotation"
-    if "patch_attention" not in model:
-        model["patch_attention"] = False
-    if "highlight" not in model:
-        model["highlight"] = False
-    if "head" not in model:
-        model["head"] = "span"
-    out = {**config, "model": model}
-    for key, old_value in ADDED_KEYS.items():
+    out = {**config, "model": dict(config.get("model", {}))}
+    for key, old_value in {**_EARLIER_KEYS, **ADDED_KEYS}.items():
         section, name = key.split(".")
         if section in out and name not in out[section]:
             out[section] = {**out[section], name: old_value}
