@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from model.ablation import eval_metrics, train_or_reuse
 from model.alignment import alignment_scores
 from model.checkpoint import model_from_checkpoint
@@ -43,7 +45,8 @@ def run_sweep(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[s
         ev = evaluate_model(model, prepared, records, mcfg, device=device or "cpu")
         align = alignment_scores(ev.video_embed, ev.query_embed, records)
         metrics = eval_metrics(res)
-        points.append({"strength": s, "metrics": metrics, "alignment": align})
+        points.append({"strength": s, "metrics": metrics, "alignment": align,
+                       "controls": res.get("controls") or {}})
         log.info("strength %g: R1@0.5 %.2f mutual-kNN %.3f", s, metrics["R1@0.5"], align["mutual_knn"])
     summary = {"split": split, "seed": seed, "config": cfg.to_dict(), "points": points}
     atomic_write_json(out / "sweep.json", summary)
@@ -79,3 +82,100 @@ def plot_sweep(points: Sequence[dict[str, Any]], path: Path) -> None:
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+# --- the redundancy x strength grid (issue 16: explicit alignment vs redundancy) -------------
+
+GRID_KEYS = ("R1@0.5", "R1@0.7", "mIoU")
+ALIGN_KEYS = ("mutual_knn", "retrieval_r1")
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def summarise_grid(runs: dict[float | None, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Mean and seed spread per (redundancy, strength), and the best strength per redundancy.
+
+    ``runs[r][seed]`` is one :func:`run_sweep` summary (``r`` None: data given as they
+    are, no redundancy control). The best strength of a level is the
+    one with the highest mean test R1@0.5 over seeds (ties: the smaller strength); its
+    margin over the runner-up is given beside it with the two seed spreads, so a reader
+    sees whether the pick is beyond noise.
+    """
+    levels: list[dict[str, Any]] = []
+    for r in sorted(runs, key=lambda x: -1.0 if x is None else -x):
+        per_seed = runs[r]
+        strengths = sorted({p["strength"] for s in per_seed.values() for p in s["points"]})
+        rows = []
+        for st in strengths:
+            pts = [p for s in per_seed.values() for p in s["points"] if p["strength"] == st]
+            row: dict[str, Any] = {"strength": st, "seeds": len(pts)}
+            for k in GRID_KEYS:
+                row[k], row[f"{k}_std"] = _mean_std([p["metrics"][k] for p in pts])
+            for k in ALIGN_KEYS:
+                row[k], row[f"{k}_std"] = _mean_std([p["alignment"][k] for p in pts])
+            swapped = [p["controls"]["video_swapped"]["R1@0.5"] for p in pts
+                       if (p.get("controls") or {}).get("video_swapped")]
+            if swapped:
+                row["swapped_R1@0.5"] = _mean_std(swapped)[0]
+            rows.append(row)
+        ranked = sorted(rows, key=lambda x: (-x["R1@0.5"], x["strength"]))
+        best = ranked[0]
+        level = {"redundancy": r, "rows": rows, "best_strength": best["strength"],
+                 "best_R1@0.5": best["R1@0.5"]}
+        if len(ranked) > 1:
+            level["margin_over_next"] = best["R1@0.5"] - ranked[1]["R1@0.5"]
+        levels.append(level)
+    return {"levels": levels}
+
+
+def plot_grid(grid: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Two panels against strength, one curve per redundancy level with seed-spread bars:
+    test R1@0.5, and the measured alignment (mutual kNN)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
+    for level in grid["levels"]:
+        rows = level["rows"]
+        xs = [row["strength"] for row in rows]
+        r = level["redundancy"]
+        label = "given data" if r is None else f"redundancy {r:g}"
+        ax.errorbar(xs, [row["R1@0.5"] for row in rows], yerr=[row["R1@0.5_std"] for row in rows],
+                    marker="o", capsize=3, label=label)
+        bx.errorbar(xs, [row["mutual_knn"] for row in rows], yerr=[row["mutual_knn_std"] for row in rows],
+                    marker="^", capsize=3, label=label)
+    ax.set_xlabel("alignment strength")
+    ax.set_ylabel("test R@1 IoU=0.5 (%)")
+    ax.set_title("Grounding accuracy")
+    bx.set_xlabel("alignment strength")
+    bx.set_ylabel("mutual kNN (k=5)")
+    bx.set_title("Measured cross-modal alignment")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def grid_markdown(grid: dict[str, Any]) -> str:
+    """The grid as a markdown table (mean +- seed std), best strength per level marked."""
+    lines = ["| redundancy | strength | seeds | R1@0.5 | R1@0.7 | mIoU | swapped R1@0.5 | mutual kNN | q->v R@1 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for level in grid["levels"]:
+        for row in level["rows"]:
+            mark = "**" if row["strength"] == level["best_strength"] else ""
+            sw = f"{row['swapped_R1@0.5']:.2f}" if "swapped_R1@0.5" in row else "-"
+            r = level["redundancy"]
+            lines.append(
+                f"| {'data' if r is None else format(r, 'g')} | {mark}{row['strength']:g}{mark} | {row['seeds']} | "
+                f"{row['R1@0.5']:.2f} ± {row['R1@0.5_std']:.2f} | {row['R1@0.7']:.2f} ± {row['R1@0.7_std']:.2f} | "
+                f"{row['mIoU']:.2f} ± {row['mIoU_std']:.2f} | {sw} | "
+                f"{row['mutual_knn']:.3f} ± {row['mutual_knn_std']:.3f} | {row['retrieval_r1']:.3f} |")
+    return "\n".join(lines) + "\n"

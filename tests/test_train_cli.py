@@ -78,3 +78,48 @@ def test_ablate_and_sweep(stores, tmp_path, capsys):
     assert [p["strength"] for p in points] == [0.0, 2.0]
     assert all(0.0 <= p["alignment"]["mutual_knn"] <= 1.0 for p in points)
     assert (sw / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_alignment_redundancy_grid_builds_its_data_and_resumes(tmp_path, capsys):
+    """``--redundancy``: one synthetic video set, sentences per level, the grid with the best
+    strength per level; a second call reuses every finished run."""
+    out = tmp_path / "grid"
+    args = ["sweep-alignment", "--out", str(out), "--redundancy", "1", "0.5", "--strengths", "0", "1",
+            "--seeds", "0", "--synth-size", "quick", "--synth-videos", "20", "--epochs", "1", *TINY]
+    assert main(args) == 0
+    grid = json.loads((out / "grid.json").read_text())
+    assert [lv["redundancy"] for lv in grid["levels"]] == [1.0, 0.5]
+    for lv in grid["levels"]:
+        assert [row["strength"] for row in lv["rows"]] == [0.0, 1.0]
+        assert lv["best_strength"] in (0.0, 1.0)
+        assert all(0.0 <= row["mutual_knn"] <= 1.0 and "swapped_R1@0.5" in row for row in lv["rows"])
+    assert grid["data"]["1"]["visible_word_share"] == 1.0
+    assert 0.4 <= grid["data"]["0.5"]["visible_word_share"] <= 0.6
+    assert (out / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "best strength at redundancy 0.5" in capsys.readouterr().out
+    result = out / "redundancy-0.5" / "seed-0" / "strength-1" / "result.json"
+    mtime = result.stat().st_mtime_ns
+    assert main(args) == 0
+    assert result.stat().st_mtime_ns == mtime
+    bad = main(["sweep-alignment", "--out", str(tmp_path / "x"), "--redundancy", "0"])
+    assert bad == 2 and "(0, 1]" in capsys.readouterr().err
+    assert main(["sweep-alignment", "--out", str(tmp_path / "y")]) == 2
+    assert "--redundancy" in capsys.readouterr().err
+
+
+def test_grid_summary_takes_seed_spread_and_picks_the_best_strength():
+    from model.sweep import grid_markdown, summarise_grid
+
+    def sweep(vals):
+        return {"points": [{"strength": s, "metrics": {"R1@0.5": v, "R1@0.7": v / 2, "mIoU": v},
+                            "alignment": {"mutual_knn": s / 10, "retrieval_r1": 0.1},
+                            "controls": {"video_swapped": {"R1@0.5": 5.0}}} for s, v in vals]}
+
+    grid = summarise_grid({1.0: {0: sweep([(0, 30), (1, 40)]), 1: sweep([(0, 34), (1, 44)])},
+                           0.25: {0: sweep([(0, 20), (1, 10)]), 1: sweep([(0, 22), (1, 12)])}})
+    hi, lo = grid["levels"]
+    assert hi["redundancy"] == 1.0 and hi["best_strength"] == 1 and hi["margin_over_next"] == 10.0
+    assert lo["best_strength"] == 0 and lo["best_R1@0.5"] == 21.0
+    row = hi["rows"][1]
+    assert row["R1@0.5"] == 42.0 and abs(row["R1@0.5_std"] - 2.8284271) < 1e-6 and row["seeds"] == 2
+    assert "**1**" in grid_markdown(grid)

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     g = parser.add_argument_group("data")
-    g.add_argument("--features", required=True, help="feature store root (path or fsspec URL), from `mktn extract`")
-    g.add_argument("--queries", required=True, help="query store root, from `mktn embed`")
-    g.add_argument("--annotations", required=True, nargs="+", metavar="DIR|FILE|SPLIT=FILE",
+    g.add_argument("--features", required=required, help="feature store root (path or fsspec URL), from `mktn extract`")
+    g.add_argument("--queries", required=required, help="query store root, from `mktn embed`")
+    g.add_argument("--annotations", required=required, nargs="+", metavar="DIR|FILE|SPLIT=FILE",
                    help="annotation directory or files; the split comes from the file name or SPLIT=")
     g.add_argument("--format", default=None, help="annotation format (default: sniffed per file)")
     g.add_argument("--durations", default=None, help="durations CSV/JSON (Charades-STA metadata)")

@@ -7,7 +7,13 @@ and ``street`` (a top-down street scene with small vehicles, pedestrians and dog
 ``build_synth_config("quick", "street")``.
 """
 
-from pipeline.synth.benchmark import SynthResult, dataset_stats, generate_benchmark, is_complete
+from pipeline.synth.benchmark import (
+    SynthResult,
+    dataset_stats,
+    generate_benchmark,
+    is_complete,
+    write_annotations_only,
+)
 from pipeline.synth.config import DOMAINS, PRESETS, SynthConfig, build_synth_config
 
 __all__ = [
@@ -18,5 +24,6 @@ __all__ = [
     "build_synth_config",
     "dataset_stats",
     "generate_benchmark",
+    "write_annotations_only",
     "is_complete",
 ]

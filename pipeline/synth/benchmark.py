@@ -12,7 +12,8 @@ Layout of ``out``::
 
 Everything is deterministic for (config, seed): each video draws from its own
 ``SeedSequence([seed, index, stream])`` (stream 0: the scene, 1: the sentences,
-2: the order its queries are listed in), so the result does not depend on the
+2: the order its queries are listed in, 3: the text-only clauses of the
+redundancy control), so the result does not depend on the
 number of workers or on which videos a rerun skips.
 
 Query order carries no answer: each video's queries are listed in a seeded
@@ -45,6 +46,7 @@ from pipeline.provenance import code_version
 from pipeline.synth.config import SynthConfig
 from pipeline.synth.domains import all_noun_words, get_domain
 from pipeline.synth.language import Query
+from pipeline.synth.redundancy import dilute_queries, visible_share
 from pipeline.synth.writer import write_mp4
 from storage.atomic import atomic_write_json, atomic_write_text
 from storage.fingerprint import file_digest
@@ -58,7 +60,7 @@ PLAN = ".synth-plan.json"
 #    the config names its domain
 FORMAT_VERSION = 2
 _SPLIT_STREAM = 1 << 20
-_SCENE, _LANGUAGE, _ORDER = 0, 1, 2  # per-video SeedSequence streams
+_SCENE, _LANGUAGE, _ORDER, _TEXT_ONLY = 0, 1, 2, 3  # per-video SeedSequence streams
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,9 @@ def plan_videos(cfg: SynthConfig, seed: int) -> list[tuple[Any, list[Query]]]:
         order_rng = np.random.default_rng(np.random.SeedSequence([seed, i, _ORDER]))
         script = domain.make_script(domain.video_id(i), scene_rng, cfg)
         queries = domain.describe(script, lang_rng)  # in event order
+        if cfg.redundancy < 1:
+            text_rng = np.random.default_rng(np.random.SeedSequence([seed, i, _TEXT_ONLY]))
+            queries = dilute_queries(queries, cfg.redundancy, text_rng)
         planned.append((script, [queries[int(k)] for k in order_rng.permutation(len(queries))]))
     return planned
 
@@ -205,6 +210,8 @@ def dataset_stats(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "normalised_length_quantiles": [round(float(q), 3) for q in np.quantile(rel_len, [0.1, 0.5, 0.9])] if n else [],
         "normalised_start_quantiles": [round(float(q), 3) for q in np.quantile(rel_start, [0.1, 0.5, 0.9])] if n else [],
         "listed_order_vs_start_spearman": order_start_correlation(records),
+        # the redundancy control: share of content words naming what the video shows
+        "visible_word_share": round(visible_share([r["query"] for r in records]), 4),
     }
 
 
@@ -326,16 +333,8 @@ def generate_benchmark(
             f"in {videos_dir}, rerun the same command to retry the rest"
         )
 
-    by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
-    for (script, queries), split in zip(planned, splits, strict=True):
-        by_split[split].extend(annotation_records(script, queries, split, cfg.domain))
     ann_dir = out / "annotations"
-    empty = [s for s in SPLITS if not by_split[s]]
-    if empty:
-        log.warning("splits %s have no videos (%d videos in all); use --videos 3 or more", empty, len(planned))
-    for split in SPLITS:
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in by_split[split])
-        atomic_write_text(ann_dir / f"{split}.jsonl", text)
+    by_split = _write_annotations(ann_dir, planned, splits, cfg.domain)
 
     all_records = [r for s in SPLITS for r in by_split[s]]
     stats = dataset_stats(all_records)
@@ -367,6 +366,32 @@ def generate_benchmark(
         elapsed=elapsed,
         stats=stats,
     )
+
+
+def _write_annotations(
+    ann_dir: Path, planned: Sequence[tuple[Any, list[Query]]], splits: Sequence[str], domain: str
+) -> dict[str, list[dict[str, Any]]]:
+    by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    for (script, queries), split in zip(planned, splits, strict=True):
+        by_split[split].extend(annotation_records(script, queries, split, domain))
+    empty = [s for s in SPLITS if not by_split[s]]
+    if empty:
+        log.warning("splits %s have no videos (%d videos in all); use --videos 3 or more", empty, len(planned))
+    for split in SPLITS:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in by_split[split])
+        atomic_write_text(ann_dir / f"{split}.jsonl", text)
+    return by_split
+
+
+def write_annotations_only(ann_dir: str | os.PathLike[str], cfg: SynthConfig, seed: int = 0) -> dict[str, Any]:
+    """The annotation files of ``(cfg, seed)`` without rendering a frame (planning is cheap).
+
+    For datasets that differ from a rendered one only in their sentences (another
+    ``redundancy``: the videos are the same pixels), e.g. the levels of
+    ``mktn sweep-alignment --redundancy``. Returns the dataset statistics.
+    """
+    by_split = _write_annotations(Path(ann_dir), plan_videos(cfg, seed), assign_splits(cfg, seed), cfg.domain)
+    return dataset_stats([r for s in SPLITS for r in by_split[s]])
 
 
 def is_complete(out: str | os.PathLike[str]) -> bool:

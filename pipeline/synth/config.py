@@ -39,6 +39,10 @@ class SynthConfig:
     preset: str = "veryfast"  # libx264 speed preset
     domain: str = "shapes"  # which generator (DOMAINS); recorded in synth.json
     height: int | None = None  # frame height in px; None: square (size x size)
+    # share of a query's content words that describe what the video shows (pipeline/synth/
+    # redundancy.py): 1 = the domain's own sentences; lower adds text-only clauses. Videos
+    # are the same pixels at every value.
+    redundancy: float = 1.0
 
     @property
     def width(self) -> int:
@@ -72,12 +76,16 @@ class SynthConfig:
             problems.append(f"need 1 <= min_events <= max_events <= 10, got {self.min_events}, {self.max_events}")
         if len(self.splits) != 3 or any(s < 0 for s in self.splits) or abs(sum(self.splits) - 1.0) > 1e-6:
             problems.append(f"splits must be three non-negative fractions summing to 1, got {self.splits}")
+        if not 0 < self.redundancy <= 1:
+            problems.append(f"redundancy must be in (0, 1], got {self.redundancy}")
         if problems:
             raise ValueError("invalid synthetic benchmark config: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["splits"] = list(self.splits)
+        if self.redundancy == 1.0:  # the default: datasets written before the key keep their identity
+            del d["redundancy"]
         return d
 
     @classmethod
