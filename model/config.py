@@ -347,6 +347,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "CC w/o textual feature": ("loss.contrast_query_negatives=false",),
     "ANS fixed threshold": ("model.negative_selection=fixed",),
     "ANS w/o": ("model.negative_selection=none",),
+    # the multi-level paper: the segment level (ground-truth moment vs sentence) beside the global one
+    "w/o segment alignment": ("loss.segment_alignment=false",),
     # Table 6 (OPM)
     "w/o CAP": ("model.opm_cap=false",),
     "w/o OCA": ("loss.opm_oca=false",),
