@@ -11,6 +11,14 @@ runs in its own process so its peak memory (max RSS, or CUDA max allocated) is i
     python bench/train_throughput.py --device cuda         # on a GPU (autocast as in training)
     python bench/train_throughput.py --shape tacos          # a real dataset's shape (see below)
     python bench/train_throughput.py --head mmn             # another grounding head (model.head)
+    python bench/train_throughput.py --heads span tan2d mmn --shapes charades-sta activitynet
+                                                           # every (shape, head) in one run, one table
+
+The ceiling of a multi-pair speed-up: a multi-pair step spends ``V`` on the video side and
+``Q`` on per-query work; single-pair training of the same queries repeats the video side once
+per query, ``qpv`` times. With the multi-pair per-query share ``s = Q / (V + Q)``, the
+speed-up cannot exceed ``qpv * (1 - s) + s`` (the video side free of repeats, nothing else
+saved): it is capped by the queries per video, whatever the head.
 
 ``--shape charades-sta|activitynet|tacos`` takes the dataset's preset (clips, widths, layers,
 batch) and its real training annotations from ``../shared/data`` (or ``--annotations FILE``):
@@ -206,6 +214,10 @@ def main() -> int:
     p.add_argument("--set", action="append", default=[], help="config override, e.g. model.d_model=256")
     p.add_argument("--head", choices=("span", "tan2d", "mmn"), default=None,
                    help="grounding head (model.head; default: the preset's, span)")
+    p.add_argument("--heads", nargs="+", choices=("span", "tan2d", "mmn"), default=None,
+                   help="several heads in one run (each with every --shapes entry); one table")
+    p.add_argument("--shapes", nargs="+", choices=("synthetic", *sorted(SHAPES)), default=None,
+                   help="several shapes in one run ('synthetic': no --shape); one table")
     p.add_argument("--batch-videos", type=int, default=8)
     p.add_argument("--steps", type=int, default=12, help="timed steps per mode")
     p.add_argument("--warmup", type=int, default=2)
@@ -214,6 +226,8 @@ def main() -> int:
     p.add_argument("--json", default=None, help="write the figures to this file")
     p.add_argument("--mode", choices=("multi", "single"), default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.heads or args.shapes:
+        return run_grid(args)
     if args.shape:
         given = set(sys.argv[1:])
         args.preset = args.shape
@@ -260,6 +274,58 @@ def main() -> int:
           f"({m['inference_videos_per_s']:.2f} videos/s); load avg {report['load_avg'][0]:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def ceiling(queries_per_video: float, share: float) -> float:
+    """The largest multi-pair speed-up a per-query share allows (module docstring)."""
+    return queries_per_video * (1.0 - share) + share
+
+
+def run_grid(args: argparse.Namespace) -> int:
+    """Every (shape, head) of ``--shapes`` x ``--heads``, each a run of this script (its own two
+    processes), in one table with the ceiling its per-query share allows."""
+    import tempfile
+
+    skip = {"--heads", "--shapes", "--json", "--head", "--shape"}
+    passthrough, drop = [], False
+    for a in sys.argv[1:]:
+        if a.startswith("--"):
+            drop = a in skip
+        if not drop:
+            passthrough.append(a)
+    rows = []
+    for shape in args.shapes or ["synthetic"]:
+        for head in args.heads or ["mmn"]:
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "r.json"
+                cmd = [sys.executable, __file__, *passthrough, "--head", head, "--json", str(out)]
+                if shape != "synthetic":
+                    cmd += ["--shape", shape]
+                subprocess.run(cmd, capture_output=True, text=True, check=True)
+                rep = json.loads(out.read_text())
+            m, s = rep["multi_pair"], rep["single_pair"]
+            qpv = m["queries_per_step"] / m["video_encodings_per_step"]
+            cap = ceiling(qpv, m["per_query_share"])
+            rows.append({"shape": shape, "head": head, "queries_per_video": qpv,
+                         "multi_videos_per_s": m["videos_per_s"], "single_videos_per_s": s["videos_per_s"],
+                         "multi_queries_per_s": m["queries_per_s"], "single_queries_per_s": s["queries_per_s"],
+                         "speedup": rep["speedup"], "per_query_share": m["per_query_share"],
+                         "ceiling": cap, "of_ceiling": rep["speedup"] / cap, "load_avg": rep["load_avg"][0]})
+            print(f"done {shape} / {head}: {rep['speedup']:.2f}x (ceiling {cap:.2f}x)", file=sys.stderr)
+    print("| shape | head | q/video | VPS multi | VPS single | q/s multi | q/s single | speed-up | "
+          "per-query share | ceiling | of ceiling | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['shape']} | {r['head']} | {r['queries_per_video']:.2f} | {r['multi_videos_per_s']:.2f} | "
+              f"{r['single_videos_per_s']:.2f} | {r['multi_queries_per_s']:.1f} | {r['single_queries_per_s']:.1f} | "
+              f"**{r['speedup']:.2f}x** | {r['per_query_share']:.0%} | {r['ceiling']:.2f}x | "
+              f"{r['of_ceiling']:.0%} | {r['load_avg']:.1f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.machine()} {os.cpu_count()} cores", "torch": torch.__version__,
+            "rows": rows}, indent=2) + "\n")
     return 0
 
 
