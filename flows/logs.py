@@ -49,17 +49,23 @@ def _prefect_level() -> int:
     return level if isinstance(level, int) else logging.INFO
 
 
+_HANDLER: RunLogHandler | None = None
+
+
 def send_library_logs_to_runs(names: tuple[str, ...] = LIBRARY_LOGGERS) -> list[str]:
-    """Attach a :class:`RunLogHandler` to each logger of ``names`` (once); -> the names it was added to."""
+    """Attach the (one, shared) :class:`RunLogHandler` to each logger of ``names`` that has no API
+    handler yet; -> the names it was added to (none on a second call)."""
+    global _HANDLER
     level = _prefect_level()
+    if _HANDLER is None:
+        _HANDLER = RunLogHandler()
+        _HANDLER.setLevel(level)
     added = []
     for name in names:
         lib = logging.getLogger(name)
         if any(isinstance(h, APILogHandler) for h in lib.handlers):
             continue  # ours already, or Prefect's (PREFECT_LOGGING_EXTRA_LOGGERS)
-        handler = RunLogHandler()
-        handler.setLevel(level)
-        lib.addHandler(handler)
+        lib.addHandler(_HANDLER)
         if lib.level == logging.NOTSET and lib.getEffectiveLevel() > level:
             lib.setLevel(level)
         added.append(name)
