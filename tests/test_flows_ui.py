@@ -74,7 +74,11 @@ def progress_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[UUID, float]]:
 def _artifacts(flow_run_id: UUID, key: str) -> list[Any]:
     """Every version of the artifact ``key`` of a flow run, oldest first."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
     from prefect.client.schemas.sorting import ArtifactSort
 
     with get_client(sync_client=True) as client:
