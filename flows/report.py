@@ -369,7 +369,8 @@ def write_report(
 
 
 def _png_for_artifact(data: bytes, max_width: int) -> bytes:
-    """``data`` (a PNG) scaled down to ``max_width`` pixels wide when wider, re-encoded optimised."""
+    """``data`` (a PNG) scaled down to ``max_width`` pixels wide when wider, in a 256-colour palette
+    (a plot has few colours; the smoothed edges of a plain RGB resize made the file larger)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as img:
@@ -378,7 +379,7 @@ def _png_for_artifact(data: bytes, max_width: int) -> bytes:
         height = max(1, round(img.height * max_width / img.width))
         small = img.convert("RGB").resize((max_width, height), Image.Resampling.LANCZOS)
         buf = io.BytesIO()
-        small.save(buf, format="PNG", optimize=True)
+        small.quantize(colors=256).save(buf, format="PNG", optimize=True)
         return buf.getvalue()
 
 
