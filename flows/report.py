@@ -10,10 +10,12 @@ into dicts with ``epoch`` and any number of ``loss*`` / ``val_*`` keys).
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,13 @@ IOUS = (0.3, 0.5, 0.7)
 # recall at IoU, mIoU, then mAP at IoU 0.5 / 0.75 / averaged over 0.5:0.05:0.95 (model.metrics)
 METRIC_ORDER = ("R1@0.3", "R1@0.5", "R1@0.7", "R5@0.3", "R5@0.5", "R5@0.7", "mIoU",
                 "mAP@0.5", "mAP@0.75", "mAP")
+
+
+# the report as a Prefect markdown artifact: its PNGs inline (data URIs), at most this many bytes of
+# image data in all, each plot at most this wide (a wider one is scaled down first)
+ARTIFACT_MAX_BYTES = 1_500_000
+ARTIFACT_MAX_WIDTH = 1000
+_IMAGE = re.compile(r"!\[(?P<alt>[^\]]*)\]\((?P<src>[^)\s]+\.png)\)")
 
 
 @dataclass(frozen=True)
@@ -357,3 +366,59 @@ def write_report(
     atomic_write_text(md_path, "\n".join(lines) + "\n")
     logger.info("report written to %s", md_path)
     return ReportPaths(markdown=str(md_path), metrics_json=str(metrics_path), figures=figures)
+
+
+def _png_for_artifact(data: bytes, max_width: int) -> bytes:
+    """``data`` (a PNG) scaled down to ``max_width`` pixels wide when wider, in a 256-colour palette
+    (a plot has few colours; the smoothed edges of a plain RGB resize made the file larger)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        if img.width <= max_width:
+            return data
+        height = max(1, round(img.height * max_width / img.width))
+        small = img.convert("RGB").resize((max_width, height), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        small.quantize(colors=256).save(buf, format="PNG", optimize=True)
+        return buf.getvalue()
+
+
+def artifact_markdown(
+    markdown_path: str | os.PathLike[str],
+    *,
+    max_bytes: int = ARTIFACT_MAX_BYTES,
+    max_width: int = ARTIFACT_MAX_WIDTH,
+    files: Mapping[str, str] | None = None,
+) -> str:
+    """``report.md`` as a Prefect markdown artifact a remote UI can show whole.
+
+    Each ``![alt](name.png)`` beside the report becomes a ``data:image/png;base64`` URI (the
+    PNG scaled down to ``max_width`` pixels when wider), in the report's order, while the
+    encoded images stay within ``max_bytes`` in all; a plot that would go over, or whose file
+    is gone, is left out and a line in its place says so and names the file. The report's
+    own path (and any ``files``: label -> path) are written as text under the title: a link
+    to a local file opens nothing in a browser on another machine.
+    """
+    path = Path(markdown_path)
+    text = path.read_text(encoding="utf-8")
+    used = 0
+
+    def inline(match: re.Match[str]) -> str:
+        nonlocal used
+        alt, src = match.group("alt"), match.group("src")
+        png = path.parent / src
+        if not png.is_file():
+            return f"*(plot \"{alt}\" left out: `{png}` is missing)*"
+        encoded = base64.b64encode(_png_for_artifact(png.read_bytes(), max_width)).decode("ascii")
+        if used + len(encoded) > max_bytes:
+            return (f"*(plot \"{alt}\" left out of this artifact: the plots inline here are kept under "
+                    f"{max_bytes / 1e6:.1f} MB; the file is `{png}`)*")
+        used += len(encoded)
+        return f"![{alt}](data:image/png;base64,{encoded})"
+
+    body = _IMAGE.sub(inline, text)
+    where = [f"- report: `{path}`"] + [f"- {label}: `{p}`" for label, p in (files or {}).items()]
+    note = ["", "Files on the machine that ran the flow:", "", *where, ""]
+    lines = body.split("\n")
+    at = 1 if lines and lines[0].startswith("# ") else 0
+    return "\n".join(lines[:at] + note + lines[at:])

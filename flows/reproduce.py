@@ -31,7 +31,7 @@ from flows.embed import embed_queries
 from flows.evaluate import TRAINED_KEYS, evaluate
 from flows.extract import extract_features
 from flows.import_features import import_features
-from flows.report import METRIC_ORDER
+from flows.report import METRIC_ORDER, artifact_markdown
 from flows.runners import DEFAULT_MAX_WORKERS
 from flows.train import train
 from flows.workspace import Workspace
@@ -214,7 +214,9 @@ def reproduce(
     )
     create_markdown_artifact(
         key="reproduce-summary",
-        markdown=Path(report["markdown"]).read_text(encoding="utf-8"),
+        # the plots inline (data URIs, under ARTIFACT_MAX_BYTES in all): a remote UI cannot open
+        # report.md's relative PNG paths, nor a link to a local file
+        markdown=artifact_markdown(report["markdown"], files={"metrics": report["metrics_json"]}),
         description=f"reproduction report of {spec.name}",
     )
     log.info("report: %s; metrics: %s", report["markdown"], report["metrics_json"])

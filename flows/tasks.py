@@ -22,6 +22,7 @@ from prefect import task
 from flows.caching import content_policy
 from flows.dataset import DatasetSpec
 from flows.fingerprints import FingerprintIndex
+from flows.logs import send_library_logs_to_runs
 from flows.retry import (
     RETRIES,
     RETRY_DELAYS,
@@ -67,6 +68,9 @@ class _ThreadTimeoutWarningFilter(logging.Filter):
 
 
 logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutWarningFilter())
+# the library's own records (pipeline.*, model.*, storage.*, flows.*) go to the run they are logged
+# in, in every process that runs these tasks (every flow module imports this one): flows/logs.py
+send_library_logs_to_runs()
 EMBED_PACKAGES = ("pipeline", "storage")
 EMBED_DEFAULTS: dict[str, Any] = {"progress": False}  # pipeline.embed.build_embed_config(defaults=)
 MODEL_PACKAGES = ("pipeline", "storage", "model")
@@ -322,12 +326,15 @@ def embed_dataset_queries(
     encoder_hash: str,
 ) -> dict[str, Any]:
     """Tokenize and embed every query of the dataset (``pipeline.embed.embed_queries``)."""
+    from flows.progress import EmbeddingProgress
     from pipeline.embed import build_embed_config, embed_queries
     from storage.queries import QueryStore
 
     records = spec.load().records
     config = build_embed_config(encoder, dataset=spec.name, defaults=EMBED_DEFAULTS)
-    summary = embed_queries(records, QueryStore(query_store), config)
+    progress = EmbeddingProgress(f"queries of {spec.name} embedded into {query_store}")
+    summary = embed_queries(records, QueryStore(query_store), config, on_progress=progress)
+    progress.finish()
     return {**summary.to_dict(), "task_run_id": current_task_run_id()}
 
 
@@ -393,12 +400,16 @@ def train_model(
     ``run_key`` digests the configuration and every input (features, queries,
     annotations); a finished run (``result.json``) is returned as it is.
     """
+    from flows.progress import TrainingArtifacts
     from model.config import MKTNConfig
     from model.train import train
 
     out = Path(run_dir)
     result_file = out / "result.json"
     reused = result_file.is_file()
+    cfg = MKTNConfig.from_dict(config)
+    artifacts = TrainingArtifacts(f"MKTN training on {spec.name} ({cfg.name}, {cfg.train.epochs} epochs) "
+                                  f"in {out}")
     if reused:
         logger.info("run %s already finished; reusing %s", run_key, result_file)
         result = json.loads(result_file.read_text(encoding="utf-8"))
@@ -408,7 +419,8 @@ def train_model(
         resume = (out / "last.pt").is_file()
         if resume:
             logger.info("resuming the interrupted run in %s", out)
-        result = train(MKTNConfig.from_dict(config), data, out, resume=resume, show_progress=False).to_dict()
+        result = train(cfg, data, out, resume=resume, show_progress=False, on_epoch=artifacts).to_dict()
+    artifacts.finish(result.get("history") or [], result.get("best_epoch"))
     return {
         "run_key": run_key,
         "run_dir": str(out),

@@ -230,6 +230,25 @@ def checkpoint_payload(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     }
 
 
+def epoch_record(state: dict[str, Any], cfg: MKTNConfig, val: dict[str, float], train_means: dict[str, float],
+                 *, improved: bool, steps_per_epoch: int, elapsed_s: float) -> dict[str, Any]:
+    """What ``train``'s ``on_epoch`` callback receives after an epoch (plain JSON-able values).
+
+    ``epoch`` (1-based, just finished), ``epochs`` (planned), ``global_step``, ``steps_per_epoch``,
+    ``train`` (the epoch's mean loss terms; ``total`` is the loss), ``val`` (every validation
+    metric), ``improved``, ``best_epoch``/``best`` (the model-selection score so far),
+    ``stopped_early``, ``elapsed_s`` and ``history`` (every epoch so far, a resumed run's too).
+    """
+    return {
+        "epoch": int(state["epoch"]), "epochs": int(cfg.train.epochs), "global_step": int(state["global_step"]),
+        "steps_per_epoch": int(steps_per_epoch), "train": dict(train_means),
+        "val": {k: float(v) for k, v in val.items()}, "improved": bool(improved),
+        "best_epoch": int(state["best_epoch"]), "best": float(state["best"]), "select_metric": SELECT_METRIC,
+        "stopped_early": bool(state["stopped_early"]), "elapsed_s": round(float(elapsed_s), 2),
+        "history": [dict(h) for h in state["history"]],
+    }
+
+
 def _dims(prepared: PreparedData) -> dict[str, int]:
     v = next(iter(prepared.videos.values()))
     q = next(iter(prepared.queries.values()))
@@ -252,7 +271,8 @@ def _default_device() -> torch.device:
 
 def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str], *,
           device: str | torch.device | None = None, resume: bool = False, checkpoint_every: int = 0,
-          on_step: Callable[[int, dict[str, float]], None] | None = None, show_progress: bool = True,
+          on_step: Callable[[int, dict[str, float]], None] | None = None,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None, show_progress: bool = True,
           rank: int = 0, world_size: int = 1,
           distributed: DistributedContext | None = None, controls: bool = True) -> TrainResult:
     """Train MKTN on ``data`` (train split; val split for model selection; test split evaluated at the end).
@@ -260,7 +280,10 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
     ``resume`` continues from ``out_dir/last.pt`` exactly; without it an existing
     ``last.pt`` is an error (pass ``resume=True`` or another ``out_dir``).
     ``on_step(global_step, logs)`` runs after every optimiser step (tests use it to
-    interrupt a run). ``controls``: evaluate the best checkpoint's test controls too
+    interrupt a run). ``on_epoch(record)`` runs on the main process after every epoch's validation
+    and checkpoint, with :func:`epoch_record`'s dict (epoch, epochs, steps, the epoch's mean train
+    loss terms, the validation metrics, the best epoch so far, the history): a progress hook that
+    needs no particular UI (the flows turn it into Prefect artifacts). ``controls``: evaluate the best checkpoint's test controls too
     (``model.controls``: two extra evaluation passes). ``distributed`` (from ``model.distributed.init_from_env`` under
     torchrun): rank, world size and device come from it, the model is wrapped in
     DistributedDataParallel for the optimiser steps, and only rank 0 writes.
@@ -409,6 +432,9 @@ def train(cfg: MKTNConfig, data: GroundingData, out_dir: str | os.PathLike[str],
         if improved and main:
             save_checkpoint(best_path, checkpoint_payload(model, optimizer, scheduler, cfg, state, dims, norm, meta, data.vocab))
         write_last()
+        if on_epoch is not None and main:
+            on_epoch(epoch_record(state, cfg, val.metrics, train_means, improved=improved,
+                                  steps_per_epoch=steps_per_epoch, elapsed_s=time.perf_counter() - t0))
 
     test_metrics = None
     test_controls: dict[str, dict[str, float]] | None = None

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,8 +219,12 @@ def build_sentence_encoder(
     vocab_words: Sequence[str],
     vectors: WordVectors,
     words_id: str,
+    on_epoch: Callable[[int, int, float], None] | None = None,
 ) -> tuple[SkipThoughtEncoder, dict[str, Any]]:
-    """The skip-thought encoder the config names: trained, a release, or a checkpoint."""
+    """The skip-thought encoder the config names: trained, a release, or a checkpoint.
+
+    ``on_epoch(epoch, epochs, loss)``: called after each skip-thought training epoch (training only).
+    """
     st = cfg.skipthought
     if st == "train":
         ckpt_dir = (
@@ -242,6 +246,7 @@ def build_sentence_encoder(
             init_vectors_id=words_id,
             device=cfg.device,
             progress=cfg.progress,
+            on_epoch=on_epoch,
         )
     elif Path(st).is_dir():
         enc, info = load_theano_skipthoughts(
@@ -258,9 +263,19 @@ def build_sentence_encoder(
 
 
 def embed_queries(
-    records: Sequence[QueryMoment], store: QueryStore, config: EmbedConfig
+    records: Sequence[QueryMoment],
+    store: QueryStore,
+    config: EmbedConfig,
+    *,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> EmbedSummary:
-    """Embed ``records``' sentences into ``store`` under ``queries/<dataset>/<encoder_id>``."""
+    """Embed ``records``' sentences into ``store`` under ``queries/<dataset>/<encoder_id>``.
+
+    ``on_progress(stage, done, total)``: a progress hook for any UI, called after each unit of
+    work: ``("skip-thought", epoch, epochs)`` while the sentence encoder trains (only when it
+    trains), then ``("encode", block, blocks)`` per block of queries written. Not called for a
+    complete group that is reused.
+    """
     t0 = time.perf_counter()
     if not records:
         raise ValueError(f"dataset {config.dataset!r}: no query records to embed")
@@ -316,7 +331,8 @@ def embed_queries(
             config.vectors, corpus.vocab.words, train_sentences, progress=config.progress
         )
     encoder, st_info = build_sentence_encoder(
-        config, train_docs, corpus.vocab.words, vectors, words_id
+        config, train_docs, corpus.vocab.words, vectors, words_id,
+        on_epoch=None if on_progress is None else _skipthought_progress(on_progress),
     )
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     encoder = encoder.to(device)
@@ -346,6 +362,9 @@ def embed_queries(
                 encoder.encode(toks, batch_size=config.batch_size),
                 full_lengths=[q.full_length for q in block],
             )
+            if on_progress is not None:
+                blocks = -(-len(queries) // _BLOCK)
+                on_progress("encode", start // _BLOCK + 1, blocks)
         summary = EmbedSummary(
             dataset=config.dataset,
             encoder_id=encoder_id,
@@ -388,6 +407,17 @@ def embed_queries(
     summary.seconds = time.perf_counter() - t0
     logger.info("embedded %d queries into %s in %.1f s", len(queries), group.key, summary.seconds)
     return summary
+
+
+def _skipthought_progress(
+    on_progress: Callable[[str, int, int], None],
+) -> Callable[[int, int, float], None]:
+    """``train_skipthought``'s ``on_epoch`` as ``embed_queries``' ``("skip-thought", epoch, epochs)``."""
+
+    def on_epoch(epoch: int, epochs: int, loss: float) -> None:
+        on_progress("skip-thought", epoch, epochs)
+
+    return on_epoch
 
 
 def _jsonable(obj: Any) -> Any:

@@ -576,11 +576,14 @@ def train_skipthought(
     init_vectors_id: str = "",
     device: str | torch.device | None = None,
     progress: bool = True,
+    on_epoch: Callable[[int, int, float], None] | None = None,
 ) -> tuple[SkipThoughtEncoder, dict[str, Any]]:
     """Train an encoder on ordered ``documents`` (each a list of token lists); resumable.
 
     Returns the encoder (in eval mode, on CPU) and a record with the run id, the checkpoint
     path, the per-epoch mean loss per target token and the epoch it resumed from.
+    ``on_epoch(epoch, epochs, loss)`` runs after each epoch's checkpoint (``epoch`` 1-based;
+    a resumed run starts after its checkpoint's epoch): a progress hook for any UI.
     """
     dev = (
         torch.device(device)
@@ -591,7 +594,8 @@ def train_skipthought(
     if dev.type == "cpu" and cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
     try:
-        return _train(documents, cfg, checkpoint_dir, init_vectors, init_vectors_id, dev, progress)
+        return _train(documents, cfg, checkpoint_dir, init_vectors, init_vectors_id, dev, progress,
+                      on_epoch)
     finally:
         torch.set_num_threads(before)
 
@@ -604,6 +608,7 @@ def _train(
     init_vectors_id: str,
     dev: torch.device,
     progress: bool,
+    on_epoch: Callable[[int, int, float], None] | None = None,
 ) -> tuple[SkipThoughtEncoder, dict[str, Any]]:
     triples = training_triples(documents)
     if not triples:
@@ -689,6 +694,8 @@ def _train(
         )
         with atomic_open(ckpt_path, "wb") as fh:
             fh.write(buf.getvalue())
+        if on_epoch is not None:
+            on_epoch(epoch + 1, cfg.epochs, losses[-1])
 
     enc = enc.cpu().eval()
     record = {

@@ -61,7 +61,8 @@ def _log(path):
 
 def test_deterministic_and_resume_equals_uninterrupted(tmp_path, data):
     cfg = override(preset("synthetic"), SMALL)
-    full = train(cfg, data, tmp_path / "a", show_progress=False)
+    seen: list[dict] = []
+    full = train(cfg, data, tmp_path / "a", show_progress=False, on_epoch=seen.append)
     again = train(cfg, data, tmp_path / "b", show_progress=False)
     assert full.best_val == again.best_val and full.test == again.test
     assert [r.get("total") for r in _log(tmp_path / "a")] == [r.get("total") for r in _log(tmp_path / "b")]
@@ -78,8 +79,20 @@ def test_deterministic_and_resume_equals_uninterrupted(tmp_path, data):
     assert load_checkpoint(tmp_path / "c" / "last.pt")["state"]["global_step"] == 4
     with pytest.raises(FileExistsError, match="--resume"):
         train(cfg, data, tmp_path / "c", show_progress=False)
-    resumed = train(cfg, data, tmp_path / "c", resume=True, checkpoint_every=2, show_progress=False)
+    after: list[dict] = []
+    resumed = train(cfg, data, tmp_path / "c", resume=True, checkpoint_every=2, show_progress=False,
+                    on_epoch=after.append)
     assert resumed.best_val == full.best_val and resumed.test == full.test and resumed.steps == full.steps
+    # on_epoch: one plain-JSON record per epoch; a resumed run reports the epochs it ran, with the
+    # whole history (the interrupted run's epochs too)
+    assert [r["epoch"] for r in seen] == [1, 2, 3] and all(r["epochs"] == 3 for r in seen)
+    assert json.loads(json.dumps(seen)) == seen and seen[-1]["history"] == full.history
+    assert [len(r["history"]) for r in seen] == [1, 2, 3] and seen[-1]["best_epoch"] == full.best_epoch
+    assert {r["val"]["R1@0.5"] for r in seen} == {h["val"]["R1@0.5"] for h in full.history}
+    assert all(r["train"]["total"] == h["train"]["total"] for r, h in zip(seen, full.history, strict=True))
+    first = -(-4 // seen[0]["steps_per_epoch"])  # the epoch the step-4 checkpoint was in (1-based)
+    assert [r["epoch"] for r in after] == list(range(first, 4))
+    assert after[-1]["history"] == full.history
     assert [r.get("total") for r in _log(tmp_path / "c")] == [r.get("total") for r in _log(tmp_path / "a")]
     # the per-epoch history (loss means, embedding diagnostics) survives the interruption exactly
     assert resumed.history == full.history and len(full.history) == 3
