@@ -128,35 +128,49 @@ def summarise_grid(runs: dict[float | None, dict[int, dict[str, Any]]]) -> dict[
         if len(ranked) > 1:
             level["margin_over_next"] = best["R1@0.5"] - ranked[1]["R1@0.5"]
         levels.append(level)
-    return {"levels": levels}
+    chance: dict[str, float] = {}
+    for per_seed in runs.values():
+        for summary in per_seed.values():
+            for p in summary["points"]:
+                a = p["alignment"]
+                if "chance_knn" in a:
+                    chance["mutual_knn"] = float(a["chance_knn"])
+                    vids = round(a["k"] / a["chance_knn"]) + 1
+                    chance["retrieval_r1"] = 1.0 / vids
+    return {"levels": levels, "chance": chance}
 
 
 def plot_grid(grid: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Two panels against strength, one curve per redundancy level with seed-spread bars:
-    test R1@0.5, and the measured alignment (mutual kNN)."""
+    """Three panels against strength, one curve per redundancy level with seed-spread bars:
+    test R1@0.5 and the measured alignment (query -> video R@1, mutual kNN), with chance
+    levels where ``grid["chance"]`` gives them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(14, 4))
     for level in grid["levels"]:
         rows = level["rows"]
         xs = [row["strength"] for row in rows]
         r = level["redundancy"]
         label = "given data" if r is None else f"redundancy {r:g}"
-        ax.errorbar(xs, [row["R1@0.5"] for row in rows], yerr=[row["R1@0.5_std"] for row in rows],
-                    marker="o", capsize=3, label=label)
-        bx.errorbar(xs, [row["mutual_knn"] for row in rows], yerr=[row["mutual_knn_std"] for row in rows],
-                    marker="^", capsize=3, label=label)
-    ax.set_xlabel("alignment strength")
-    ax.set_ylabel("test R@1 IoU=0.5 (%)")
-    ax.set_title("Grounding accuracy")
-    bx.set_xlabel("alignment strength")
-    bx.set_ylabel("mutual kNN (k=5)")
-    bx.set_title("Measured cross-modal alignment")
-    ax.legend(fontsize=8)
+        for axis, key, marker in ((ax, "R1@0.5", "o"), (bx, "retrieval_r1", "v"), (cx, "mutual_knn", "^")):
+            axis.errorbar(xs, [row[key] for row in rows], yerr=[row[f"{key}_std"] for row in rows],
+                          marker=marker, capsize=3, label=label)
+    chance = grid.get("chance", {})
+    if "retrieval_r1" in chance:
+        bx.axhline(chance["retrieval_r1"], color="grey", ls=":", label="chance")
+    if "mutual_knn" in chance:
+        cx.axhline(chance["mutual_knn"], color="grey", ls=":", label="chance")
+    for axis, ylabel, title in ((ax, "test R@1 IoU=0.5 (%)", "Grounding accuracy"),
+                                (bx, "query -> video R@1", "Measured alignment: retrieval"),
+                                (cx, "mutual kNN (k=5)", "Measured alignment: mutual kNN")):
+        axis.set_xlabel("alignment strength")
+        axis.set_ylabel(ylabel)
+        axis.set_title(title)
+    bx.legend(fontsize=8)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120)
