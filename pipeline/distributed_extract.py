@@ -10,12 +10,15 @@ marker. Videos are independent keys of the store (``storage.features`` allows
 concurrent writers of different videos), so workers on several machines write
 to one store with no coordination, provided the store root is a location every
 worker reaches: a path on a shared file system (``file:///mnt/nfs/features.zarr``)
-or object storage (``s3://...``, ``gs://...`` with the matching fsspec package).
+or object storage (``s3://...`` with the ``mktn[s3]`` extra, ``gs://...`` with gcsfs). The
+storage options of a URL root (``storage.remote``) are resolved here and sent with every task.
 A ``memory://`` store lives in one process and is refused.
 
 What the client does before fanning out: validate every video id (duplicates
 and unsafe names fail there, naming both files), and create the extractor
-group with its provenance once, so workers never race to create it.
+group with its provenance once, so workers never race to create it. After every task:
+the normalisation statistics, then the group's metadata snapshot (``storage.features``),
+so a rerun checks its videos against one read.
 
 A video that fails (corrupt file, a worker that died twice) fails alone: its
 :class:`~pipeline.extract.VideoResult` says why, the others go on. A *transient* failure

@@ -87,9 +87,6 @@ warnings.filterwarnings(
     "ignore",
     message=r"Object at (.*/)?\.([^/]+\.writing|write-probe\.[^/]+\.tmp) is not recognized",
 )
-# zarr warns on every consolidation that consolidated metadata is not (yet) in the v3 spec; the
-# snapshot is this store's own cache (module docstring), read back only by zarr-python
-warnings.filterwarnings("ignore", message=r"Consolidated metadata is currently not part")
 
 FEATURES_ROOT = "features"
 NORMALIZATION_ATTR = "normalization"
@@ -533,7 +530,11 @@ class FeatureGroup:
         through it from now on. Costs one read per member (on S3: about five requests a video);
         run it once, after a run's writes (:meth:`FeatureStore.consolidate`).
         """
-        zarr.consolidate_metadata(self._group.store, path=self._group.path, zarr_format=3)
+        with warnings.catch_warnings():
+            # zarr warns on every consolidation that consolidated metadata is not (yet) in the
+            # v3 spec; the snapshot is this store's own cache, read back only by zarr-python
+            warnings.filterwarnings("ignore", message=r"Consolidated metadata is currently not")
+            zarr.consolidate_metadata(self._group.store, path=self._group.path, zarr_format=3)
         self._set_group(_open_group(self._group.store, self._group.path, "r+"))
 
     def __repr__(self) -> str:
