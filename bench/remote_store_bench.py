@@ -10,6 +10,7 @@ requests the server answers (its access log) for:
 * ``rerun checks``: what ``mktn extract``'s rerun does before deciding to skip: open the group,
   then ``pipeline.extract.up_to_date`` for every video;
 * ``committed_attrs``: the flows' one-pass read of every committed video's attributes;
+* ``read_all``: what training or evaluation loads: list the videos, ``read_video`` each;
 * ``consolidate``: writing the snapshot, once, at the end of a run that wrote.
 
 Each with no snapshot (the group as a run's writes leave it) and with one. The feature sizes
@@ -92,12 +93,19 @@ def run(n: int, endpoint: str, log: RequestLog, tmp: Path) -> dict[str, Any]:
         g = FeatureStore(url, storage_options=options).group("d", "e", create=False)
         assert len(g.committed_attrs()) == n
 
+    def read_all() -> None:
+        g = FeatureStore(url, storage_options=options).group("d", "e", create=False)
+        for vid in g.list_videos():
+            assert g.read_video(vid).num_clips == 4
+
     out: dict[str, Any] = {"videos": n}
     out["rerun_checks_without"] = _count(log, rerun_checks)
     out["committed_attrs_without"] = _count(log, committed)
+    out["read_all_without"] = _count(log, read_all)
     out["consolidate"] = _count(log, lambda: store.consolidate("d", "e"))
     out["rerun_checks_with"] = _count(log, rerun_checks)
     out["committed_attrs_with"] = _count(log, committed)
+    out["read_all_with"] = _count(log, read_all)
     return out
 
 
@@ -136,7 +144,7 @@ def main() -> int:
     for r in results:
         print(f"{r['videos']} videos:")
         for key in ("rerun_checks_without", "rerun_checks_with", "committed_attrs_without",
-                    "committed_attrs_with", "consolidate"):
+                    "committed_attrs_with", "read_all_without", "read_all_with", "consolidate"):
             c = r[key]
             print(f"  {key:24s} {c['requests']:6d} requests {c['by_method']}  {c['wall_s']:.2f} s")
     if args.json:
