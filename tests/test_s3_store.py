@@ -185,7 +185,9 @@ def _stored_snapshot(root: str, options: dict[str, Any] | None) -> bool:
     return FeatureStore(root, storage_options=options).group("d", "e").has_snapshot
 
 
-def test_the_snapshot_rule(store_root: tuple[str, dict[str, Any] | None]) -> None:
+def test_the_snapshot_rule(store_root: tuple[str, dict[str, Any] | None],
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(STORAGE_OPTIONS_ENV, raising=False)  # `mktn store` sets it; restored after
     root, options = store_root
     store = FeatureStore(root, storage_options=options)
     writer = store.group("d", "e", attrs={"feature_dim": 8})
@@ -223,6 +225,13 @@ def test_the_snapshot_rule(store_root: tuple[str, dict[str, Any] | None]) -> Non
     assert fresh.has_snapshot and fresh.list_videos() == ["v0", "v1", "v2", "v3"]
     assert fresh.read_video("v1").frames.shape == (7, 8)
 
+    # by hand: `mktn store consolidate` rewrites the snapshot of every group of the store
+    _write(store.group("d", "e"), "v5", 2, 5.0)
+    assert not _stored_snapshot(root, options)
+    assert main(["store", "consolidate", "--store", root, *_option_flags(options or {})]) == 0
+    again = store.group("d", "e", create=False)
+    assert again.has_snapshot and "v5" in again.list_videos()
+
 
 def test_query_store_on_s3(s3: dict[str, Any]) -> None:
     url = _url(s3, "queries")
@@ -252,8 +261,11 @@ def test_storage_options_parse_and_errors(capsys: pytest.CaptureFixture[str],
     monkeypatch.setenv(STORAGE_OPTIONS_ENV, "{not json")
     with pytest.raises(ValueError, match=f"{STORAGE_OPTIONS_ENV} is not JSON"):
         FeatureStore("memory://x.zarr")
-    # a scheme whose filesystem package is not installed: one line naming it
+    # `mktn store consolidate` on a local root that does not exist: one line, exit 2
     monkeypatch.delenv(STORAGE_OPTIONS_ENV)
+    assert main(["store", "consolidate", "--store", "/nonexistent/store.zarr"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    # a scheme whose filesystem package is not installed: one line naming it
     with pytest.raises(ValueError, match="needs the gcsfs package, which is not installed"):
         FeatureStore("gs://bucket/features.zarr")
 
