@@ -115,11 +115,13 @@ def env_storage_options() -> dict[str, Any]:
 
 def set_env_storage_options(items: Iterable[str]) -> dict[str, Any]:
     """Merge ``KEY=VALUE`` items into ``MKTN_STORAGE_OPTIONS`` (what a command's
-    ``--storage-option`` flags do) and return the merged options."""
+    ``--storage-option`` flags do) and return the merged options (``{}`` for no items: the
+    variable is left as it is)."""
     extra = parse_storage_options(items)
+    if not extra:  # nothing to merge: the variable is read (and checked) by the store it serves
+        return {}
     merged = _merge(env_storage_options(), extra)
-    if extra:
-        os.environ[STORAGE_OPTIONS_ENV] = json.dumps(merged)
+    os.environ[STORAGE_OPTIONS_ENV] = json.dumps(merged)
     return merged
 
 
