@@ -207,6 +207,7 @@ def extract_features(
         normalization = persisted(tasks.feature_normalization, ws.root, refresh=refresh)(
             feature_store=ws.feature_store, dataset=dataset, extractor_id=extractor_id, videos=videos
         )
+        tasks.consolidate_features(ws.feature_store, dataset, extractor_id)
 
     summary: dict[str, Any] = {
         "dataset": dataset,

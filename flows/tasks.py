@@ -200,6 +200,15 @@ def feature_normalization(
     return {"num_videos": int(norm.num_videos), "num_clips": int(norm.num_clips)}
 
 
+def consolidate_features(feature_store: str, dataset: str, extractor_id: str) -> bool:
+    """The extraction's last step, after every task: the group's metadata snapshot, so the next
+    run's checks read one snapshot instead of every video's metadata (``storage.features``).
+    A plain call, not a task: it must run whenever the group lacks one. True when written."""
+    from storage.features import FeatureStore
+
+    return FeatureStore(feature_store).consolidate(dataset, extractor_id)
+
+
 def store_has_normalization(feature_store: str, dataset: str, extractor_id: str) -> bool:
     from storage.features import FeatureStore
 

@@ -10,12 +10,15 @@ marker. Videos are independent keys of the store (``storage.features`` allows
 concurrent writers of different videos), so workers on several machines write
 to one store with no coordination, provided the store root is a location every
 worker reaches: a path on a shared file system (``file:///mnt/nfs/features.zarr``)
-or object storage (``s3://...``, ``gs://...`` with the matching fsspec package).
+or object storage (``s3://...`` with the ``mktn[s3]`` extra, ``gs://...`` with gcsfs). The
+storage options of a URL root (``storage.remote``) are resolved here and sent with every task.
 A ``memory://`` store lives in one process and is refused.
 
 What the client does before fanning out: validate every video id (duplicates
 and unsafe names fail there, naming both files), and create the extractor
-group with its provenance once, so workers never race to create it.
+group with its provenance once, so workers never race to create it. After every task:
+the normalisation statistics, then the group's metadata snapshot (``storage.features``),
+so a rerun checks its videos against one read.
 
 A video that fails (corrupt file, a worker that died twice) fails alone: its
 :class:`~pipeline.extract.VideoResult` says why, the others go on. A *transient* failure
@@ -42,7 +45,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,7 @@ from pipeline.scaleout import (
 )
 from storage.features import FeatureGroup, FeatureStore
 from storage.keys import COMMIT_ATTR
+from storage.remote import is_remote_root, resolve_storage_options
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +115,16 @@ def dask_client(address: str, *, workers: int = 2) -> Iterator[Any]:
 
 
 def _extract_task(
-    path: str, store_root: str, config: ExtractionConfig, video_id: str, force: bool, delay: float = 0.0
+    path: str, store_root: str, config: ExtractionConfig, video_id: str, force: bool, delay: float = 0.0,
+    storage_options: dict[str, Any] | None = None,
 ) -> VideoResult:
     """Runs on a worker: one video into the shared store (never raises for a bad video).
-    ``delay``: seconds to wait first (a retry's backoff)."""
+    ``delay``: seconds to wait first (a retry's backoff); ``storage_options``: the client's
+    options of a URL root (None: the worker's own ``MKTN_STORAGE_OPTIONS``)."""
     if delay > 0:
         time.sleep(delay)
-    return extract_one(path, store_root, config, video_id=video_id, force=force)
+    store = FeatureStore(store_root, storage_options=storage_options)
+    return extract_one(path, store, config, video_id=video_id, force=force)
 
 
 @dataclass
@@ -148,6 +155,8 @@ def extract_on_dask(
     retries: int = 1,
     normalize: bool = True,
     progress: bool = True,
+    consolidate: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> ExtractionSummary:
     """Extract ``paths`` into ``store_root`` with one task per video on ``client``'s workers.
 
@@ -159,15 +168,22 @@ def extract_on_dask(
     resubmitted up to ``pipeline.scaleout.RETRIES`` times after ``retry_delay``; a bad *video*
     is not retried: it returns ``failed``. ``normalize``: when any video was extracted,
     recompute the group's normalisation statistics here, once, after every worker is done
-    (``FeatureGroup.compute_normalization``). Returns the per-video summary, in input order.
+    (``FeatureGroup.compute_normalization``). ``consolidate``: end with the group's metadata
+    snapshot (``FeatureStore.consolidate``; the caller's job when it writes more after).
+    ``storage_options``: the fsspec options of a URL root, for this process and every task
+    (None: this process's ``MKTN_STORAGE_OPTIONS``, resolved here and sent with the tasks).
+    Returns the per-video summary, in input order.
     """
     t0 = time.perf_counter()
     root = _check_store_root(store_root)
     if config.threads is None:
         config = replace(config, threads=max(1, threads_per_worker))
     extractor_id = config.resolved_extractor_id()
+    options = resolve_storage_options(storage_options) if is_remote_root(root) else None
     # Create (or check) the extractor group once, here, before any worker writes.
-    FeatureStore(root).group(config.dataset, extractor_id, attrs=config.feature_config())
+    FeatureStore(root, storage_options=options).group(
+        config.dataset, extractor_id, attrs=config.feature_config()
+    )
 
     jobs, bad = _plan(paths)
     # A fresh key per run: Dask answers a key it still holds with the old result instead of
@@ -176,7 +192,7 @@ def extract_on_dask(
 
     def submit(vid: str, path: str, attempt: int = 0, delay: float = 0.0) -> Any:
         return client.submit(
-            _extract_task, path, root, config, vid, force, delay,
+            _extract_task, path, root, config, vid, force, delay, options,
             key=f"extract-{run_id}-{vid}" + (f"-retry{attempt}" if attempt else ""),
             pure=False, retries=retries,
         )
@@ -214,7 +230,10 @@ def extract_on_dask(
     finally:
         bar.close()
     if normalize and any(r.status == "done" for r in results.values()):
-        FeatureStore(root).group(config.dataset, extractor_id).compute_normalization()
+        store = FeatureStore(root, storage_options=options)
+        store.group(config.dataset, extractor_id).compute_normalization()
+    if consolidate:  # the last step, after every worker: the metadata snapshot (storage.features)
+        FeatureStore(root, storage_options=options).consolidate(config.dataset, extractor_id)
     summary = ExtractionSummary(
         results=bad + [results[vid] for vid, _ in jobs],
         extractor_id=extractor_id,

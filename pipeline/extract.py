@@ -1231,15 +1231,21 @@ def extract_videos(
     *,
     force: bool = False,
     progress: bool = True,
+    consolidate: bool = True,
 ) -> ExtractionSummary:
     """Extract every video in ``paths`` into ``store``; skip up-to-date ones; never stop on a bad one.
 
-    Returns the per-video summary (``summary.exit_code`` is 1 when any failed).
+    Returns the per-video summary (``summary.exit_code`` is 1 when any failed). ``consolidate``:
+    end with the group's metadata snapshot (``FeatureStore.consolidate``), so the next run's
+    up-to-date checks read one snapshot instead of every video's metadata; a caller that writes
+    more first (``mktn extract``'s normalisation statistics) passes False and consolidates last.
     """
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
     jobs, bad = _jobs(paths, force)
     summary = _run(jobs, store, config, progress=progress)
     summary.results = bad + summary.results
+    if consolidate and jobs:
+        store.consolidate(config.dataset, summary.extractor_id)
     return summary
 
 

@@ -669,6 +669,8 @@ def import_features(
         summary.feature_dim = width
     if summary.done and normalize and group is not None:
         group.compute_normalization()
+    if group is not None:  # the run's last step: the metadata snapshot (storage.features)
+        group.ensure_snapshot()
     summary.wall_seconds = time.perf_counter() - t0
     return summary
 

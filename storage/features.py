@@ -30,13 +30,33 @@ a remote (fsspec) store has no lock and must have one writer per video. ``comput
 and is meant to run once, after extraction.
 
 The root may be a local path, a ``file://`` URL, or any fsspec URL that zarr's
-``FsspecStore`` understands (``memory://``, ``s3://``...), or an existing zarr
-``Store`` object.
+``FsspecStore`` understands (``memory://``, ``s3://`` with the ``mktn[s3]`` extra...), opened
+with the storage options of :mod:`storage.remote`, or an existing zarr ``Store`` object.
+
+Consolidated metadata (a *snapshot*): every video's metadata (attributes, commit marker and
+array metadata) copied into the extractor group's own ``zarr.json``
+(:meth:`FeatureGroup.consolidate`), so a reader learns all of them in one read instead of one
+read per video (on S3, two requests per video). The rule that keeps it honest:
+
+* a writer drops the snapshot before its first change to the group (a video written,
+  re-written or un-committed, attributes updated), so a crashed or running write never
+  leaves a snapshot older than the data;
+* the process that ran a writing run writes a new snapshot as its last step
+  (``mktn extract``, the Dask finaliser, ``mktn import-features``, the flows;
+  :meth:`FeatureStore.consolidate`, or ``mktn store consolidate`` by hand);
+* readers use the snapshot when there is one, but never trust it for *which* videos exist:
+  membership is one listing of the group, and a video the snapshot does not know (written
+  since) or knows only uncommitted is read from its own metadata. :meth:`FeatureGroup.read_video`
+  checks the commit marker of the video's live metadata after reading its arrays and reads
+  again without the snapshot when the two differ. A snapshot can thus cost a redundant
+  re-extraction (attributes from an older state), never wrong features.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -56,6 +76,7 @@ from zarr.codecs import BloscCodec
 
 from storage.keys import COMMIT_ATTR, join_key, safe_component
 from storage.provenance import code_version
+from storage.remote import is_remote_root, open_fsspec_store
 
 log = logging.getLogger(__name__)
 
@@ -271,16 +292,46 @@ class Normalization:
         )
 
 
-def open_zarr_store(root: str | os.PathLike[str] | Store) -> Store:
-    """A zarr ``Store`` for a local path, a ``file://`` URL, another fsspec URL, or a Store."""
+def open_zarr_store(
+    root: str | os.PathLike[str] | Store, storage_options: Mapping[str, Any] | None = None
+) -> Store:
+    """A zarr ``Store`` for a local path, a ``file://`` URL, another fsspec URL, or a Store.
+
+    ``storage_options``: the fsspec filesystem's options for a URL root (None: those of
+    ``MKTN_STORAGE_OPTIONS``; :mod:`storage.remote`). A URL whose filesystem package is missing
+    (``s3://`` without s3fs) is one ``ValueError`` naming what to install.
+    """
     if isinstance(root, Store):
         return root
     text = os.fspath(root)
     if text.startswith("file://"):
         return zarr.storage.LocalStore(text[len("file://") :])
-    if "://" in text:
-        return zarr.storage.FsspecStore.from_url(text)
+    if is_remote_root(text):
+        return open_fsspec_store(text, storage_options)
     return zarr.storage.LocalStore(Path(text))
+
+
+def _open_group(store: Store, path: str, mode: str, **kwargs: Any) -> zarr.Group:
+    # zarr_format=3: the store is v3 only; without it zarr also probes three v2 keys per open
+    return zarr.open_group(store=store, path=path, mode=mode, zarr_format=3, **kwargs)  # type: ignore[arg-type]
+
+
+def _list_dir(store: Store, path: str) -> list[str]:
+    """The names directly under ``path`` (one listing request on an object store)."""
+    from zarr.core.sync import sync
+
+    async def collect() -> list[str]:
+        return [name async for name in store.list_dir(path)]
+
+    return sync(collect())
+
+
+def _without_snapshot(group: zarr.Group) -> zarr.Group:
+    """The same group with its consolidated metadata set aside: members read from the store."""
+    from zarr.core.group import AsyncGroup
+
+    meta = dataclasses.replace(group.metadata, consolidated_metadata=None)
+    return zarr.Group(AsyncGroup(metadata=meta, store_path=group.store_path))
 
 
 def _jsonable(value: Any) -> Any:
@@ -308,9 +359,15 @@ def _array(group: zarr.Group, name: str) -> zarr.Array:
 class FeatureStore:
     """A Zarr v3 feature store rooted at a path, URL or zarr Store."""
 
-    def __init__(self, root: str | os.PathLike[str] | Store) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | Store,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``storage_options``: the fsspec options of a URL root (None: ``MKTN_STORAGE_OPTIONS``)."""
         self.root = root if isinstance(root, Store) else os.fspath(root)
-        self._store = open_zarr_store(root)
+        self._store = open_zarr_store(root, storage_options)
 
     def __repr__(self) -> str:
         return f"FeatureStore({self.root!r})"
@@ -332,7 +389,7 @@ class FeatureStore:
         """
         path = join_key(FEATURES_ROOT, dataset, extractor_id, what="dataset/extractor id")
         try:
-            group = zarr.open_group(store=self._store, path=path, mode="r+")
+            group = _open_group(self._store, path, "r+")
         except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError) as exc:
             if not create:
                 raise KeyError(
@@ -344,7 +401,7 @@ class FeatureStore:
                 "code_version": code_version(),
             }
             base.update(_jsonable(dict(attrs or {})))
-            group = zarr.open_group(store=self._store, path=path, mode="a", attributes=base)
+            group = _open_group(self._store, path, "a", attributes=base)
             return FeatureGroup(group, dataset, extractor_id)
         if attrs:
             existing = group.attrs.asdict()
@@ -369,7 +426,7 @@ class FeatureStore:
     def list_extractors(self) -> list[tuple[str, str]]:
         """``(dataset, extractor_id)`` pairs present in the store."""
         try:
-            root = zarr.open_group(store=self._store, path=FEATURES_ROOT, mode="r")
+            root = _open_group(self._store, FEATURES_ROOT, "r")
         except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
             return []
         out = []
@@ -404,14 +461,81 @@ class FeatureStore:
             )
         return self.group(*pairs[0], create=False)
 
+    def consolidate(self, dataset: str, extractor_id: str, *, force: bool = False) -> bool:
+        """Write the metadata snapshot of one group (module docstring), the last step of a
+        writing run. A group that has one already keeps it unless ``force`` (a snapshot is
+        dropped by every write, so one that exists is as new as the data). True when written.
+        """
+        group = self.group(dataset, extractor_id, create=False)
+        if group.has_snapshot and not force:
+            return False
+        group.consolidate()
+        return True
+
 
 class FeatureGroup:
-    """The videos of one dataset and extractor. Build with ``FeatureStore.extractor``."""
+    """The videos of one dataset and extractor. Build with ``FeatureStore.group``.
+
+    Reads use the group's metadata snapshot when it has one (module docstring); writes always
+    go to the videos' own metadata, and the first write drops the snapshot.
+    """
 
     def __init__(self, group: zarr.Group, dataset: str, extractor_id: str) -> None:
-        self._group = group
+        self._set_group(group)
         self.dataset = dataset
         self.extractor_id = extractor_id
+        self.changed = False  # True once this object wrote to the group
+
+    def _set_group(self, group: zarr.Group) -> None:
+        if group.metadata.consolidated_metadata is not None:
+            self._snapshot: zarr.Group | None = group
+            self._group = _without_snapshot(group)  # the live view: writes and checks
+        else:
+            self._snapshot = None
+            self._group = group
+
+    @property
+    def has_snapshot(self) -> bool:
+        """True while this object reads through a metadata snapshot (module docstring)."""
+        return self._snapshot is not None
+
+    def _snapshot_entry(self, video_id: str) -> Any:
+        """The snapshot's metadata of ``video_id`` when it records it committed, else None."""
+        if self._snapshot is None:
+            return None
+        consolidated = self._snapshot.metadata.consolidated_metadata
+        meta = consolidated.metadata.get(video_id) if consolidated is not None else None
+        if meta is None or getattr(meta, "node_type", None) != "group":
+            return None
+        return meta if COMMIT_ATTR in meta.attributes else None
+
+    def _drop_snapshot(self) -> None:
+        """Before this object's first change: rewrite the group's metadata without the snapshot."""
+        self.changed = True
+        if self._snapshot is None:
+            return
+        self._group.update_attributes({})  # the live view's metadata carries no snapshot
+        self._snapshot = None
+
+    def ensure_snapshot(self) -> bool:
+        """:meth:`consolidate` unless this object still reads through a snapshot (one that no
+        write of its own has dropped); the end of a writing run. True when one was written."""
+        if self._snapshot is not None:
+            return False
+        self.consolidate()
+        return True
+
+    def consolidate(self) -> None:
+        """Copy every member's metadata into the group's ``zarr.json`` (the snapshot) and read
+        through it from now on. Costs one read per member (on S3: about five requests a video);
+        run it once, after a run's writes (:meth:`FeatureStore.consolidate`).
+        """
+        with warnings.catch_warnings():
+            # zarr warns on every consolidation that consolidated metadata is not (yet) in the
+            # v3 spec; the snapshot is this store's own cache, read back only by zarr-python
+            warnings.filterwarnings("ignore", message=r"Consolidated metadata is currently not")
+            zarr.consolidate_metadata(self._group.store, path=self._group.path, zarr_format=3)
+        self._set_group(_open_group(self._group.store, self._group.path, "r+"))
 
     def __repr__(self) -> str:
         return f"FeatureGroup({self._group.path!r})"
@@ -553,6 +677,7 @@ class FeatureGroup:
         overwrite: bool,
     ) -> None:
         t, d = frames.shape
+        self._drop_snapshot()
         if video_id in self._group:
             if self.is_complete(video_id) and not overwrite:
                 raise FileExistsError(
@@ -625,13 +750,15 @@ class FeatureGroup:
         self.video_attrs(video_id)  # raises IncompleteVideoError if not committed
         if COMMIT_ATTR in attrs:
             raise ValueError(f"the {COMMIT_ATTR!r} attribute is written only by write_video")
+        self._drop_snapshot()
         vgroup = self._group[video_id]
         assert isinstance(vgroup, zarr.Group)
         vgroup.attrs.update(_jsonable(dict(attrs)))
 
     # -- reading --------------------------------------------------------------------------
 
-    def _video_attrs(self, video_id: str) -> dict[str, Any] | None:
+    def _live_video_attrs(self, video_id: str) -> dict[str, Any] | None:
+        """The video's attributes from its own metadata (never the snapshot); None if unreadable."""
         try:
             vgroup = self._group[video_id]
         except (KeyError, FileNotFoundError):
@@ -642,6 +769,12 @@ class FeatureGroup:
         if not isinstance(vgroup, zarr.Group):
             return None
         return dict(vgroup.attrs.asdict())
+
+    def _video_attrs(self, video_id: str) -> dict[str, Any] | None:
+        meta = self._snapshot_entry(video_id)
+        if meta is not None:
+            return dict(meta.attributes)
+        return self._live_video_attrs(video_id)
 
     def is_complete(self, video_id: str) -> bool:
         """True when ``video_id`` has committed features."""
@@ -661,10 +794,34 @@ class FeatureGroup:
         return attrs
 
     def read_video(self, video_id: str, *, dtype: str | None = None) -> VideoFeatures:
-        """The committed features of ``video_id`` as numpy arrays (stored dtype unless ``dtype``)."""
-        attrs = self.video_attrs(video_id)
+        """The committed features of ``video_id`` as numpy arrays (stored dtype unless ``dtype``).
+
+        Through the snapshot when it records the video; if the video's own commit marker read
+        after the arrays is not the snapshot's (rewritten since), it is read again without it.
+        """
+        safe_component(video_id, what="video id")
+        if self._snapshot_entry(video_id) is not None:
+            try:
+                return self._read_video(video_id, dtype, snapshot=True)
+            except IncompleteVideoError:
+                log.debug("video %r changed since the metadata snapshot; reading it again", video_id)
+        return self._read_video(video_id, dtype, snapshot=False)
+
+    def _read_video(self, video_id: str, dtype: str | None, *, snapshot: bool) -> VideoFeatures:
+        if snapshot:
+            assert self._snapshot is not None
+            attrs = dict(self._snapshot_entry(video_id).attributes)
+            source = self._snapshot
+        else:
+            attrs = self._live_video_attrs(video_id) or {}
+            if COMMIT_ATTR not in attrs:
+                raise IncompleteVideoError(
+                    f"video {video_id!r} has no complete features in {self!r}; "
+                    "run `mktn extract` again to (re)extract it"
+                )
+            source = self._group
         try:
-            vgroup = self._group[video_id]
+            vgroup = source[video_id]
             assert isinstance(vgroup, zarr.Group)
             frames = np.asarray(_array(vgroup, "frames")[...])
             patches = np.asarray(_array(vgroup, "patches")[...])
@@ -674,7 +831,7 @@ class FeatureGroup:
                 f"video {video_id!r} in {self!r} lost an array while being read ({exc!r}): "
                 "it is being rewritten or a write crashed; run `mktn extract` again"
             ) from None
-        again = self._video_attrs(video_id)
+        again = self._live_video_attrs(video_id)
         if again is None or again.get(COMMIT_ATTR) != attrs[COMMIT_ATTR]:
             raise IncompleteVideoError(
                 f"video {video_id!r} in {self!r} was rewritten while being read; read it again"
@@ -683,25 +840,52 @@ class FeatureGroup:
             frames, patches = frames.astype(dtype), patches.astype(dtype)
         return VideoFeatures(frames=frames, patches=patches, clip_times=times, attrs=attrs)
 
+    def _video_groups(self) -> dict[str, dict[str, Any]]:
+        """``{name: attributes}`` of every member group (video), committed or not, sorted.
+
+        Without a snapshot: zarr's listing of the group, every member's metadata read (at once).
+        With one: one listing of the group's names (membership is never taken from the
+        snapshot), the snapshot's attributes of the committed videos it records, and the own
+        metadata of the rest (written since the snapshot, or recorded uncommitted).
+        """
+        if self._snapshot is None:
+            return dict(sorted((n, dict(g.attrs.asdict())) for n, g in self._group.groups()))
+        out: dict[str, dict[str, Any]] = {}
+        unknown: list[str] = []
+        for name in _list_dir(self._group.store, self._group.path):
+            if name == "zarr.json" or name.startswith(".") or "/" in name:
+                continue
+            meta = self._snapshot_entry(name)
+            if meta is not None:
+                out[name] = dict(meta.attributes)
+            else:
+                unknown.append(name)
+        if unknown:
+            from zarr.core.sync import sync
+
+            async def fetch() -> list[Any]:
+                ag = self._group._async_group
+                return await asyncio.gather(*(ag.getitem(n) for n in unknown),
+                                            return_exceptions=True)
+
+            for name, node in zip(unknown, sync(fetch()), strict=True):
+                if isinstance(node, zarr.AsyncGroup):
+                    out[name] = dict(node.attrs)
+        return dict(sorted(out.items()))
+
     def list_videos(self, complete_only: bool = True) -> list[str]:
         """Sorted video ids; only committed ones unless ``complete_only=False``."""
-        names = sorted(name for name, _ in self._group.groups())
-        if not complete_only:
-            return names
-        return [n for n in names if self.is_complete(n)]
+        groups = self._video_groups()
+        return [n for n, attrs in groups.items() if not complete_only or COMMIT_ATTR in attrs]
 
     def committed_attrs(self) -> dict[str, dict[str, Any]]:
         """``{video_id: attributes}`` of every committed video, read in one pass over the group.
 
-        One listing of the group's members (their metadata read concurrently) instead of
-        a metadata read per video: what a cached rerun checks 200 videos against.
+        With a snapshot: one read of the group and one listing, whatever the number of videos;
+        without: one listing of the group's members (their metadata read concurrently) instead
+        of a metadata read per video: what a cached rerun checks 200 videos against.
         """
-        out: dict[str, dict[str, Any]] = {}
-        for name, vgroup in self._group.groups():
-            attrs = dict(vgroup.attrs.asdict())
-            if COMMIT_ATTR in attrs:
-                out[name] = attrs
-        return dict(sorted(out.items()))
+        return {n: a for n, a in self._video_groups().items() if COMMIT_ATTR in a}
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.list_videos())
@@ -729,6 +913,8 @@ class FeatureGroup:
                 yield feats.frames, feats.patches
 
         norm = Normalization.fit(arrays())
+        # the live view's metadata has no snapshot: this write drops it (module docstring)
+        self.changed, self._snapshot = True, None
         self._group.attrs.update({NORMALIZATION_ATTR: norm.to_attrs()})
         return norm
 

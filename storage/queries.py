@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from zarr.abc.store import Store
 
 from storage.keys import COMMIT_ATTR, LEGACY_COMMIT_ATTRS, is_committed, join_key, safe_component
 from storage.provenance import code_version
+from storage.remote import is_remote_root, open_fsspec_store
 
 logger = logging.getLogger(__name__)
 
@@ -112,23 +113,32 @@ class QueryArrays:
             yield self.query(q)
 
 
-def _open_root(root: StoreRoot, mode: str) -> zarr.Group:
+def _open_root(
+    root: StoreRoot, mode: str, storage_options: Mapping[str, Any] | None = None
+) -> zarr.Group:
     if isinstance(root, Store):
         return zarr.open_group(store=root, mode=mode)  # type: ignore[arg-type]
     text = os.fspath(root)
     if text.startswith("file://"):
         return zarr.open_group(store=zarr.storage.LocalStore(text[len("file://") :]), mode=mode)  # type: ignore[arg-type]
-    if "://" in text:  # s3://, gs://, memory://...: through fsspec
-        return zarr.open_group(store=zarr.storage.FsspecStore.from_url(text), mode=mode)  # type: ignore[arg-type]
+    if is_remote_root(text):  # s3://, gs://, memory://...: through fsspec, with the options
+        store = open_fsspec_store(text, storage_options)
+        return zarr.open_group(store=store, mode=mode, zarr_format=3)  # type: ignore[arg-type]
     return zarr.open_group(store=str(Path(text)), mode=mode)  # type: ignore[arg-type]
 
 
 class QueryStore:
-    """A Zarr v3 store of query features; ``root`` is a path, an fsspec URL or a zarr Store."""
+    """A Zarr v3 store of query features; ``root`` is a path, an fsspec URL or a zarr Store.
 
-    def __init__(self, root: StoreRoot) -> None:
+    ``storage_options``: the fsspec options of a URL root (None: ``MKTN_STORAGE_OPTIONS``;
+    :mod:`storage.remote`).
+    """
+
+    def __init__(
+        self, root: StoreRoot, *, storage_options: Mapping[str, Any] | None = None
+    ) -> None:
         self.root = root
-        self._group = _open_root(root, "a")
+        self._group = _open_root(root, "a", storage_options)
 
     def group(self, dataset: str, encoder_id: str) -> QueryGroup:
         """The group ``queries/<dataset>/<encoder_id>`` (created on first write)."""

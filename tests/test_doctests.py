@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["model.spans", "model.metrics", "model.controls", "model.evaluate", "storage.keys", "storage.errors", "pipeline.synth.writer",
+MODULES = ["model.spans", "model.metrics", "model.controls", "model.evaluate", "storage.keys", "storage.errors", "storage.remote", "pipeline.synth.writer",
            "flows.report", "flows.import_features", "pipeline.datasets.registry", "pipeline.overrides",
            "model.config", "pipeline.scaleout", "flows.retry", "flows.progress"]
 

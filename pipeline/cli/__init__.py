@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import sys
+from typing import Any
 
 from pipeline import __version__
 
@@ -91,6 +92,31 @@ def store_write_exit(command: str, exc: OSError, store: object, *, what: str,
     return 2
 
 
+def add_storage_option_argument(parser: Any) -> None:
+    """``--storage-option KEY=VALUE`` (repeatable): the fsspec options of URL store roots."""
+    parser.add_argument(
+        "--storage-option", dest="storage_options", action="append", default=[],
+        metavar="KEY=VALUE",
+        help="an fsspec option for URL store roots (s3://...), e.g. endpoint_url=http://host:9000, "
+        "anon=false, client_kwargs.region_name=eu-west-1; repeatable, merged over "
+        "$MKTN_STORAGE_OPTIONS (a JSON object) and passed on to every process the command starts. "
+        "Keep credentials in the filesystem's own sources (AWS_ACCESS_KEY_ID...); docs/deploy.md",
+    )
+
+
+def apply_storage_options(command: str, args: argparse.Namespace) -> bool:
+    """Merge the command's ``--storage-option`` flags into ``MKTN_STORAGE_OPTIONS``; False (after
+    one line on stderr) when one is malformed."""
+    from storage.remote import set_env_storage_options
+
+    try:
+        set_env_storage_options(getattr(args, "storage_options", None) or [])
+    except ValueError as exc:
+        print(f"mktn {command}: error: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # No telemetry from the Prefect servers our commands start (reproduce's temporary
@@ -107,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
+        return 2
+    if not apply_storage_options(args.command, args):
         return 2
     try:
         return int(func(args) or 0)

@@ -39,6 +39,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     a("--durations", nargs="+", metavar="CSV", help="video durations (Charades_v1_*.csv ...)")
     a("--store", required=True, help="query store root: a path or an fsspec URL")
+    from pipeline.cli import add_storage_option_argument
+
+    add_storage_option_argument(parser)
     a("--dataset", help="dataset name in the store (default: the annotation format's name)")
     a(
         "--glove",

@@ -11,6 +11,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     a = parser.add_argument
     a("--store", required=True, help="feature store root: a path or fsspec URL")
+    from pipeline.cli import add_storage_option_argument
+
+    add_storage_option_argument(parser)
     a("--dataset", required=True, help="dataset group in the store")
     a("--extractor", default=None, help="extractor id (default: the dataset's only one)")
     a("--format", required=True, choices=EXPORT_FORMATS,

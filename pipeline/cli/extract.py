@@ -15,6 +15,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="a directory (searched recursively), a .txt list of paths, or one video file",
     )
     parser.add_argument("--store", required=True, help="feature store root: a path or fsspec URL")
+    from pipeline.cli import add_storage_option_argument
+
+    add_storage_option_argument(parser)
     parser.add_argument(
         "--backbone",
         default="classic",
@@ -154,10 +157,12 @@ def run(args: argparse.Namespace) -> int:
                     force=args.force,
                     normalize=False,
                     progress=not args.no_progress,
+                    consolidate=False,  # below, after the normalisation statistics
                 )
         else:
             summary = extract_videos(
-                paths, store, config, force=args.force, progress=not args.no_progress
+                paths, store, config, force=args.force, progress=not args.no_progress,
+                consolidate=False,  # below, after the normalisation statistics
             )
     except (ValueError, FileNotFoundError) as exc:
         print(f"mktn extract: {exc}", file=sys.stderr)
@@ -165,11 +170,11 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # a read-only or full store location: one line, not a traceback
         return store_write_exit("extract", exc, args.store, what="feature store")
     print(summary.format())
+    try:
+        group = store.group(config.dataset, summary.extractor_id, create=False)
+    except KeyError:  # nothing was ever stored
+        return summary.exit_code
     if not args.no_normalization:
-        try:
-            group = store.group(config.dataset, summary.extractor_id, create=False)
-        except KeyError:  # nothing was ever stored
-            return summary.exit_code
         # also when every video was skipped but the statistics are missing (a run that
         # stopped after its videos, e.g. on a full disk): the rerun then writes them
         if summary.done or (group.normalization() is None and group.list_videos()):
@@ -185,4 +190,12 @@ def run(args: argparse.Namespace) -> int:
                 f"normalisation statistics over {norm.num_videos} videos / {norm.num_clips} clips "
                 f"stored in {store.root}/features/{config.dataset}/{summary.extractor_id}"
             )
+    try:  # the last step: the metadata snapshot a rerun reads instead of every video's
+        group.ensure_snapshot()
+    except OSError as exc:
+        return store_write_exit(
+            "extract", exc, args.store, what="feature store",
+            doing="writing the metadata snapshot to",
+            note=" (the extracted videos are stored; the rerun skips them and writes the snapshot)",
+        )
     return summary.exit_code

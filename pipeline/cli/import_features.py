@@ -16,6 +16,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
       help="source layout: " + "; ".join(f"{k}: {v}" for k, v in FORMATS.items()))
     a("--source", required=True, help="the HDF5 file or the folder of the published features")
     a("--store", required=True, help="feature store root: a path or fsspec URL")
+    from pipeline.cli import add_storage_option_argument
+
+    add_storage_option_argument(parser)
     a("--dataset", required=True, help="dataset name: the store group (the same name `mktn embed` uses)")
     a("--annotations", nargs="+", default=None, metavar="[SPLIT=]FILE",
       help="annotation files: only the videos they name are imported, and their durations give "

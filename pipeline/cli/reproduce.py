@@ -81,6 +81,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "inode and ctime are unchanged (<work>/fingerprints.json)",
     )
     parser.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    from pipeline.cli import add_storage_option_argument
+
+    add_storage_option_argument(parser)  # for $MKTN_FEATURE_STORE / $MKTN_QUERY_STORE URLs
     parser.set_defaults(func=run)
 
 

@@ -48,6 +48,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-schedule", action="store_true", help="create the re-evaluate schedule paused")
     parser.add_argument("--limit", type=int, default=None, help="most flow runs at once (default: no limit)")
     parser.add_argument("--dry-run", action="store_true", help="list the deployments and exit without serving")
+    from pipeline.cli import add_storage_option_argument
+
+    add_storage_option_argument(parser)  # the flow runs served here inherit the environment
     parser.set_defaults(func=run)
 
 

@@ -1,14 +1,21 @@
-"""``mktn store check|gc``: report (check) or remove (gc) leftovers of killed or failed writes."""
+"""``mktn store check|gc|consolidate``: report (check) or remove (gc) leftovers of killed or failed
+writes; (consolidate) rewrite the metadata snapshot of every group of a feature store."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("check", "gc"), help="check: report; gc: remove")
+    parser.add_argument(
+        "action", choices=("check", "gc", "consolidate"),
+        help="check: report leftovers; gc: remove them; consolidate: rewrite the metadata snapshot "
+        "of every (dataset, extractor) group of a feature store, a local path or a URL "
+        "(docs/features.md, 'Remote stores')",
+    )
     parser.add_argument(
         "--store",
         action="append",
@@ -24,11 +31,44 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default 600)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    from pipeline.cli import add_storage_option_argument
+
+    add_storage_option_argument(parser)
     parser.set_defaults(func=run)
+
+
+def consolidate(args: argparse.Namespace) -> int:
+    from storage.features import FeatureStore
+    from storage.remote import is_remote_root
+
+    report: dict[str, list[str]] = {}
+    for root in args.store:
+        local = root[len("file://"):] if root.startswith("file://") else root
+        if not is_remote_root(root) and not os.path.isdir(local):
+            print(f"mktn store: {root} does not exist; nothing to consolidate", file=sys.stderr)
+            return 2
+        try:
+            store = FeatureStore(root)
+            groups = store.list_extractors()
+            for dataset, extractor_id in groups:
+                store.consolidate(dataset, extractor_id, force=True)
+        except (ValueError, OSError) as exc:
+            print(f"mktn store: error: {root}: {exc}", file=sys.stderr)
+            return 2
+        report[root] = [f"{d}/{e}" for d, e in groups]
+        if not args.json:
+            names = ", ".join(report[root]) or "none (not a feature store?)"
+            print(f"{root}: consolidated {len(groups)} group(s): {names}")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from storage.cleanup import as_dicts, find_leftovers, remove_leftovers
+
+    if args.action == "consolidate":
+        return consolidate(args)
 
     report: dict[str, object] = {}
     total = 0

@@ -31,6 +31,9 @@ def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True) -
                    "the same machine and torch build (e.g. --threads 1); with the default, two "
                    "identical runs can differ in the 8th digit")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from pipeline.cli import add_storage_option_argument
+
+    add_storage_option_argument(g)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
