@@ -401,3 +401,44 @@ class ClipStream:
         return ClipBatch(
             indices=indices, times=self.plan.clip_times[indices], frames=np.stack(frames)
         )
+
+
+@dataclass(frozen=True)
+class Thumbnails:
+    """Small frames evenly spread over a video: ``frames`` uint8 [N, height, W, 3] (RGB), ``times``
+    [N] the second each one shows (the middle of its N-th of the video), ``duration`` seconds."""
+
+    times: np.ndarray
+    frames: np.ndarray
+    duration: float
+
+
+def thumbnails(path: str | os.PathLike[str], n: int = 10, height: int = 48, *,
+               info: VideoInfo | None = None) -> Thumbnails:
+    """``n`` frames evenly spaced over the video, decoded at ``height`` pixels high (aspect kept).
+
+    Thumbnail ``k`` is the frame on screen at ``(k + 0.5) * duration / n``: the middle of the
+    ``k``-th of ``n`` equal parts, so a strip of them drawn side by side over ``[0, duration]``
+    puts each picture over the time it shows. The decoder scales the frames (a few kB each).
+
+    Raises :class:`VideoDecodeError` naming the file when it cannot be decoded.
+    """
+    if n < 1:
+        raise ValueError(f"thumbnails: n must be >= 1, got {n}")
+    if height < 2:
+        raise ValueError(f"thumbnails: height must be >= 2 pixels, got {height}")
+    path = os.fspath(path)
+    info = info if info is not None else probe(path)
+    width = max(2, round(info.width * height / info.height))
+    times = (np.arange(n, dtype=np.float64) + 0.5) * (info.duration / n)
+    src = np.searchsorted(info.frame_starts, times + 1e-6, side="right") - 1
+    src = np.clip(src, 0, info.num_frames - 1)
+    unique, inverse = np.unique(src, return_inverse=True)
+    vr = _open_reader(path, width=width, height=height)
+    try:
+        decoded = vr.get_batch(unique.tolist()).asnumpy()
+    except Exception as exc:
+        raise VideoDecodeError(path, f"cannot decode thumbnail frames (truncated or corrupt?): {exc}") from exc
+    finally:
+        del vr
+    return Thumbnails(times=times, frames=np.ascontiguousarray(decoded[inverse]), duration=info.duration)
