@@ -123,7 +123,8 @@ def _pct(x: float, duration: float) -> float:
 
 
 def nice_ticks(duration: float, target: int = 7) -> list[float]:
-    """Round tick positions (1, 2 or 5 times a power of ten apart) over ``[0, duration]``.
+    """Round tick positions over ``[0, duration]``: 1, 2 or 5 times a power of ten apart, the
+    step whose tick count is nearest ``target``.
 
     >>> nice_ticks(14.05)
     [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0]
@@ -134,8 +135,8 @@ def nice_ticks(duration: float, target: int = 7) -> list[float]:
         return [0.0]
     raw = duration / max(1, target)
     mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
-    return [round(k * step, 6) for k in range(int(duration / step + 1e-9) + 1)]
+    step = min((m * mag for m in (1, 2, 5, 10)), key=lambda st: abs(duration / st - target))
+    return [round(float(k * step), 6) for k in range(int(duration / step + 1e-9) + 1)]
 
 
 def video_src(video_path: str, page_dir: str | os.PathLike[str]) -> str:
