@@ -171,36 +171,45 @@ def _draw_query(ax: Any, video: VideoTimeline, q: QueryTimeline, show_truth: boo
 
 
 def timeline_figure(videos: Sequence[VideoTimeline], *, thumbnails: bool = True, title: str = "") -> Any:
-    """A ``matplotlib.figure.Figure``: per video, the thumbnail strip then one row per query."""
+    """A ``matplotlib.figure.Figure``: per video, the thumbnail strip then one row per query
+    (axes placed in inches from the top, so titles, tick labels and the next video never touch)."""
     from matplotlib.figure import Figure
 
     show_truth = any(q.truth is not None for v in videos for q in v.queries)
-    heights: list[float] = []
+    row_h = ROW_HEIGHT_IN if show_truth else ROW_HEIGHT_IN * 0.75
+    title_h, ticks_h, gap_h = 0.24, 0.2, 0.32  # a title above an axes, tick labels below, between videos
+    slots: list[tuple[str, float, float, VideoTimeline, QueryTimeline | None, bool]] = []
+    y = 0.55 if title else 0.35
     for v in videos:
-        heights.append(STRIP_HEIGHT_IN)
-        heights += [ROW_HEIGHT_IN if show_truth else ROW_HEIGHT_IN * 0.75] * len(v.queries)
-    top = 0.5 if title else 0.2
-    fig = Figure(figsize=(AXES_WIDTH_IN + 1.4, sum(heights) + 0.55 * len(videos) + top + 0.35))
-    grid = fig.add_gridspec(len(heights), 1, height_ratios=heights, hspace=0.9,
-                            left=1.0 / (AXES_WIDTH_IN + 1.4), right=1 - 0.4 / (AXES_WIDTH_IN + 1.4))
-    i = 0
-    for v in videos:
-        strip = fig.add_subplot(grid[i])
-        i += 1
-        if thumbnails and v.path is not None:
-            thumbs, reason = strip_thumbnails(v.path)
+        y += title_h
+        slots.append(("strip", y, STRIP_HEIGHT_IN, v, None, False))
+        y += STRIP_HEIGHT_IN
+        for j, q in enumerate(v.queries):
+            y += title_h
+            slots.append(("query", y, row_h, v, q, j == len(v.queries) - 1))
+            y += row_h + ticks_h
+        y += gap_h
+    width = AXES_WIDTH_IN + 1.4
+    fig = Figure(figsize=(width, y))
+    left, axes_w = 1.0 / width, AXES_WIDTH_IN / width
+    strip = None
+    for kind, top, h, v, q, last in slots:
+        ax = fig.add_axes((left, 1 - (top + h) / y, axes_w, h / y), sharex=None if kind == "strip" else strip)
+        if kind == "strip":
+            strip = ax
+            if thumbnails and v.path is not None:
+                thumbs, reason = strip_thumbnails(v.path)
+            else:
+                thumbs, reason = None, (v.missing or "video file not available") if thumbnails else "not drawn"
+            _draw_strip(ax, v, thumbs, reason)
         else:
-            thumbs, reason = None, (v.missing or "video file not available") if thumbnails else "not drawn"
-        _draw_strip(strip, v, thumbs, reason)
-        for q in v.queries:
-            ax = fig.add_subplot(grid[i], sharex=strip)
-            i += 1
+            assert q is not None
             _draw_query(ax, v, q, show_truth)
-        if v.queries:
-            ax.set_xlabel("seconds", fontsize=6)
+            if last:
+                ax.set_xlabel("seconds", fontsize=6, labelpad=1)
     legend = ("green: ground truth; blue: rank 1 (score beside it); thin light bars below: ranks 2-5"
               if show_truth else "blue: rank 1 (score beside it); thin light bars below: ranks 2-5")
-    fig.suptitle(f"{title}\n{legend}" if title else legend, fontsize=8, y=1 - 0.05 / fig.get_figheight())
+    fig.suptitle(f"{title}\n{legend}" if title else legend, fontsize=8, y=1 - 0.08 / y, va="top")
     return fig
 
 
