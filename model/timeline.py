@@ -193,7 +193,7 @@ def timeline_figure(videos: Sequence[VideoTimeline], *, thumbnails: bool = True,
     fig = Figure(figsize=(width, y))
     left, axes_w = 1.0 / width, AXES_WIDTH_IN / width
     strip = None
-    for kind, top, h, v, q, last in slots:
+    for kind, top, h, v, query, last in slots:
         ax = fig.add_axes((left, 1 - (top + h) / y, axes_w, h / y), sharex=None if kind == "strip" else strip)
         if kind == "strip":
             strip = ax
@@ -203,8 +203,8 @@ def timeline_figure(videos: Sequence[VideoTimeline], *, thumbnails: bool = True,
                 thumbs, reason = None, (v.missing or "video file not available") if thumbnails else "not drawn"
             _draw_strip(ax, v, thumbs, reason)
         else:
-            assert q is not None
-            _draw_query(ax, v, q, show_truth)
+            assert query is not None
+            _draw_query(ax, v, query, show_truth)
             if last:
                 ax.set_xlabel("seconds", fontsize=6, labelpad=1)
     legend = ("green: ground truth; blue: rank 1 (score beside it); thin light bars below: ranks 2-5"
