@@ -47,6 +47,7 @@ class ReportPaths:
     markdown: str
     metrics_json: str
     figures: dict[str, str]
+    html: str = ""
 
 
 def _figure_bytes(fig: Any) -> bytes:
@@ -228,30 +229,27 @@ def pick_examples(
     return chosen
 
 
-def plot_timelines(examples: Sequence[tuple[QueryMoment, Mapping[str, Any]]]) -> bytes | None:
-    """One row per query: the video's duration, the ground-truth moment, the top-1 and top-5 predictions."""
+NO_VIDEO_REASON = "video file not available (this report was made from stored features)"
+HTML_MAX_VIDEOS = 300  # report.html shows at most this many test videos (sorted by id)
+
+
+def plot_timelines(
+    examples: Sequence[tuple[QueryMoment, Mapping[str, Any]]],
+    videos: Mapping[str, str] | None = None,
+    *,
+    missing: str = NO_VIDEO_REASON,
+) -> bytes | None:
+    """Each example's video (``model.timeline``): a strip of frame thumbnails when ``videos`` maps
+    its id to a file on disk (else the strip says ``missing``), then a row per example query with
+    the ground truth, the top-1 prediction and ranks 2-5 as thin bars below it."""
     if not examples:
         return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(examples), 1, figsize=(8, 1.05 * len(examples) + 0.6), squeeze=False)
-    for ax, (gt, pred) in zip(axes[:, 0], examples, strict=True):
-        spans = [tuple(map(float, s)) for s in pred.get("spans", [])]
-        ax.barh(0, gt.duration, left=0, height=0.9, color="#eeeeee")
-        ax.barh(1, gt.end - gt.start, left=gt.start, height=0.6, color="#2ca02c", label="ground truth")
-        for s, e in spans[1:5]:
-            ax.barh(0, e - s, left=s, height=0.35, color="#1f77b4", alpha=0.25)
-        if spans:
-            s, e = spans[0]
-            ax.barh(0, e - s, left=s, height=0.6, color="#1f77b4", label="top-1 prediction")
-        ax.set_xlim(0, max(gt.duration, max((e for _, e in spans), default=0.0)))
-        ax.set_yticks([])
-        sentence = gt.sentence if len(gt.sentence) <= 70 else gt.sentence[:67] + "..."
-        ax.set_title(f"{gt.video_id} / {gt.query_id}: {sentence}", fontsize=7, loc="left")
-        ax.tick_params(axis="x", labelsize=7)
-    axes[0][0].legend(fontsize=6, loc="upper right")
-    axes[-1][0].set_xlabel("seconds")
-    fig.tight_layout()
-    return _figure_bytes(fig)
+    from model.timeline import timeline_png, timelines_from_predictions
+
+    order = list(dict.fromkeys(gt.video_id for gt, _ in examples))
+    timelines = timelines_from_predictions([p for _, p in examples], [gt for gt, _ in examples],
+                                           videos, video_ids=order, missing=missing)
+    return timeline_png(timelines)
 
 
 def metrics_table(rows: Sequence[Mapping[str, Any]], label: str = "variant") -> str:
@@ -293,8 +291,17 @@ def write_report(
     details: Mapping[str, Any] | None = None,
     warnings: Sequence[str] = (),
     controls: Mapping[str, Mapping[str, float]] | None = None,
+    videos: Mapping[str, str] | None = None,
+    html_max_videos: int = HTML_MAX_VIDEOS,
 ) -> ReportPaths:
-    """Write ``report.md``, the PNGs and ``metrics.json`` into ``out_dir``; return their paths.
+    """Write ``report.md``, ``report.html``, the PNGs and ``metrics.json`` into ``out_dir``; return
+    their paths.
+
+    ``videos`` (video id -> file): where the test videos are, for the timelines' thumbnails and
+    ``report.html``'s players; without it (a report on stored features) both say there is none.
+    ``report.html`` (``model.html_report``) is one self-contained page: the same metrics table and
+    sentences, the plots inline, and for each test video (at most ``html_max_videos``) its player
+    over every query's ground truth and ranked predictions.
 
     ``controls`` (``model.controls.compute_controls``): rows beside MKTN in the metrics table, one
     sentence on how much of the score needs the video and the order, and ``metrics.json["controls"]``.
@@ -302,17 +309,19 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, str] = {}
+    pngs: dict[str, bytes] = {}  # the same bytes go inline into report.html
 
     def save(name: str, data: bytes | None) -> None:
         if data is not None:
             path = out / f"{name}.png"
             atomic_write_bytes(path, data)
             figures[name] = str(path)
+            pngs[name] = data
 
     save("loss_curves", plot_loss_curves(history))
     save("recall", plot_recall(metrics, baseline))
     examples = pick_examples(predictions, ground_truth)
-    save("timelines", plot_timelines(examples))
+    save("timelines", plot_timelines(examples, videos))
 
     payload: dict[str, Any] = {"metrics": dict(metrics)}
     if baseline:
@@ -337,12 +346,17 @@ def write_report(
     elif baseline:
         rows.append({"run": "prior only (no video, no query)", **baseline})
     lines += ["## Test metrics", "", metrics_table(rows, label="run"), ""]
+    notes: list[str] = []
     if controls:
         from model.controls import controls_summary
 
-        lines += [controls_summary(metrics, controls), ""]
+        notes.append(controls_summary(metrics, controls))
+        lines += [notes[-1], ""]
+    notes.append(f"Queries evaluated: {int(metrics.get('num_queries', 0))}. Metrics as JSON: metrics.json.")
     lines.append(f"Queries evaluated: {int(metrics.get('num_queries', 0))}. Metrics as JSON: `metrics.json`.")
     lines.append("")
+    lines += ["Interactive view (open in a browser; plays the test videos from each span): "
+              "[report.html](report.html).", ""]
     if "recall" in figures:
         lines += ["![recall at each IoU](recall.png)", ""]
     if "loss_curves" in figures:
@@ -351,7 +365,8 @@ def write_report(
         lines += [
             "## Predictions against the ground truth",
             "",
-            "Green: ground-truth moment; blue: top-1 prediction (faint: ranks 2-5).",
+            "Above each video: its frames along the time axis (when the video file is on disk). "
+            "Green: ground-truth moment; blue: top-1 prediction; thin light bars below it: ranks 2-5.",
             "",
             "![prediction timelines](timelines.png)",
             "",
@@ -364,8 +379,14 @@ def write_report(
         lines.append("")
     md_path = out / "report.md"
     atomic_write_text(md_path, "\n".join(lines) + "\n")
-    logger.info("report written to %s", md_path)
-    return ReportPaths(markdown=str(md_path), metrics_json=str(metrics_path), figures=figures)
+    html_path = write_report_html(
+        out / "report.html", title=title, rows=rows, notes=notes, pngs=pngs, predictions=predictions,
+        ground_truth=ground_truth, videos=videos, ablation=ablation, details=details, warnings=warnings,
+        max_videos=html_max_videos,
+    )
+    logger.info("report written to %s (and %s)", md_path, html_path)
+    return ReportPaths(markdown=str(md_path), metrics_json=str(metrics_path), figures=figures, html=html_path)
+
 
 
 def _png_for_artifact(data: bytes, max_width: int) -> bytes:
@@ -422,3 +443,52 @@ def artifact_markdown(
     lines = body.split("\n")
     at = 1 if lines and lines[0].startswith("# ") else 0
     return "\n".join(lines[:at] + note + lines[at:])
+
+
+FIGURE_CAPTIONS = {
+    "recall": "recall at each IoU",
+    "loss_curves": "training losses and validation metrics per epoch",
+    "timelines": "examples: frames along the time axis, ground truth (green), rank 1 (blue), ranks 2-5 (thin)",
+}
+
+
+def write_report_html(
+    path: str | os.PathLike[str],
+    *,
+    title: str,
+    rows: Sequence[Mapping[str, Any]],
+    notes: Sequence[str],
+    pngs: Mapping[str, bytes],
+    predictions: Sequence[Mapping[str, Any]],
+    ground_truth: Sequence[QueryMoment],
+    videos: Mapping[str, str] | None,
+    ablation: Sequence[Mapping[str, Any]] | None = None,
+    details: Mapping[str, Any] | None = None,
+    warnings: Sequence[str] = (),
+    max_videos: int = HTML_MAX_VIDEOS,
+) -> str:
+    """``report.html`` (``model.html_report``) from the report's own rows, sentences and PNG bytes;
+    each test video (sorted by id, at most ``max_videos``) with its player and timelines."""
+    from model.html_report import metrics_table_html, write_video_page
+    from model.timeline import timelines_from_predictions
+
+    all_ids = sorted({g.video_id for g in ground_truth})
+    shown = all_ids[: max(0, max_videos)]
+    timelines = timelines_from_predictions(predictions, ground_truth, videos, video_ids=shown,
+                                           missing=NO_VIDEO_REASON)
+    on_disk = sum(t.path is not None for t in timelines)
+    note = f"{len(shown)} test video(s)" if len(shown) == len(all_ids) else (
+        f"the first {len(shown)} of {len(all_ids)} test videos by id (all predictions: the predictions "
+        "JSONL)")
+    note += f"; {on_disk} with a player (video file on disk), {len(timelines) - on_disk} without."
+    metrics_html = metrics_table_html(rows, METRIC_ORDER, label="run")
+    if ablation:
+        metrics_html += "<h3>Ablation</h3>" + metrics_table_html(ablation, METRIC_ORDER, label="variant")
+    figures = [(FIGURE_CAPTIONS.get(name, name), pngs[name])
+               for name in ("recall", "loss_curves", "timelines") if name in pngs]
+    return write_video_page(
+        path, title=title, videos=timelines, figures=figures, metrics_html=metrics_html, notes=notes,
+        warnings=warnings, details=details, videos_heading="Test videos: ground truth and ranked predictions",
+        videos_note=note,
+    )
+

@@ -192,7 +192,8 @@ def reproduce(
         json.dumps(baseline, sort_keys=True), json.dumps(ev_controls, sort_keys=True),
     )
     out_dir = ws.report_dir(spec.name)
-    report = persisted(tasks.write_report, ws.root, refresh=not (out_dir / "report.md").is_file())(
+    report = persisted(tasks.write_report, ws.root, refresh=not (out_dir / "report.md").is_file()
+                       or not (out_dir / "report.html").is_file())(
         out_dir=str(out_dir), inputs_sha=inputs_sha,
         title=f"MKTN on {spec.name}: reproduction report", metrics=ev["metrics"],
         run_dir=run["run_dir"], predictions_path=ev["predictions"], spec=spec, split=eval_split,
@@ -219,10 +220,16 @@ def reproduce(
         markdown=artifact_markdown(report["markdown"], files={"metrics": report["metrics_json"]}),
         description=f"reproduction report of {spec.name}",
     )
+    if report.get("html"):
+        create_link_artifact(
+            key="reproduce-report-html", link=Path(report["html"]).as_uri(), link_text="report.html",
+            description=f"the reproduction report of {spec.name} as one page: players and timelines",
+        )
     log.info("report: %s; metrics: %s", report["markdown"], report["metrics_json"])
     return {
         "dataset": spec.name,
         "report": report["markdown"],
+        "report_html": report.get("html", ""),
         "metrics_json": report["metrics_json"],
         "figures": report["figures"],
         "metrics": m,

@@ -549,9 +549,20 @@ def write_report(
     paths = render(
         out_dir, title=title, metrics=metrics, history=run_history(run_dir),
         predictions=predictions, ground_truth=records, ablation=ablation, baseline=baseline,
-        details=details, warnings=warnings, controls=controls,
+        details=details, warnings=warnings, controls=controls, videos=dataset_videos(spec),
     )
-    return {"markdown": paths.markdown, "metrics_json": paths.metrics_json, "figures": paths.figures}
+    return {"markdown": paths.markdown, "metrics_json": paths.metrics_json, "figures": paths.figures,
+            "html": paths.html}
+
+
+def dataset_videos(spec: DatasetSpec) -> dict[str, str]:
+    """Video id -> file of the dataset's videos folder (``pipeline.extract.find_videos``; the id is
+    the file name without extension); empty for a dataset of stored features or without a folder."""
+    from pipeline.extract import find_videos
+
+    if spec.features is not None or not spec.videos_dir or not Path(spec.videos_dir).is_dir():
+        return {}
+    return {p.stem: str(p) for p in find_videos(spec.videos_dir)}
 
 
 @task(

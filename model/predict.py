@@ -33,6 +33,7 @@ import torch
 from model.checkpoint import model_from_checkpoint
 from model.data import GroundingData, QueryInput, VideoInput, collate, make_groups, prepare
 from model.evaluate import decode_outputs, decoded_outputs
+from model.timeline import QueryTimeline, VideoTimeline, timeline_png
 from pipeline.datasets.records import QueryMoment
 
 log = logging.getLogger(__name__)
@@ -147,30 +148,33 @@ def predict_video(checkpoint: str | os.PathLike[str], video: str | os.PathLike[s
                            [scores[q.query_id] for q in queries], v.clip_times)
 
 
+def grounding_timeline(result: GroundingResult) -> VideoTimeline:
+    """The result as a ``model.timeline.VideoTimeline`` (no ground truth: a new video)."""
+    queries = [QueryTimeline(q, [(float(a), float(b)) for a, b in spans], [float(x) for x in scores],
+                             None, f"query {i + 1}")
+               for i, (q, spans, scores) in enumerate(zip(result.queries, result.spans, result.scores,
+                                                          strict=True))]
+    path = result.video if Path(result.video).is_file() else None
+    return VideoTimeline(Path(result.video).name, float(result.duration), queries, path,
+                         "" if path else "the video file is no longer on disk")
+
+
 def plot_grounding(result: GroundingResult, path: str | os.PathLike[str]) -> None:
-    """The video's timeline with each query's top spans (the best one solid)."""
-    import matplotlib
+    """The video's timeline with each query's top spans under a strip of its frames
+    (``model.timeline``: rank 1 solid, ranks 2-5 thin bars below it)."""
+    from storage.atomic import atomic_write_bytes
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    png = timeline_png([grounding_timeline(result)], title=f"{Path(result.video).name}: predicted moments")
+    if png is not None:
+        atomic_write_bytes(path, png)
 
-    n = len(result.queries)
-    fig, ax = plt.subplots(figsize=(9, 1.0 + 0.6 * n))
-    for i, (_q, spans, scores) in enumerate(zip(result.queries, result.spans, result.scores, strict=True)):
-        y = n - 1 - i
-        for rank, ((s, e), _sc) in enumerate(zip(spans, scores, strict=True)):
-            ax.barh(y, e - s, left=s, height=0.5 if rank == 0 else 0.25,
-                    color="tab:blue" if rank == 0 else "tab:gray", alpha=1.0 if rank == 0 else 0.4)
-        if spans:
-            ax.text(spans[0][1] + 0.01 * result.duration, y, f"{scores[0]:.2f}", va="center", fontsize=8)
-    ax.set_yticks(range(n))
-    ax.set_yticklabels([q if len(q) < 50 else q[:47] + "..." for q in reversed(result.queries)], fontsize=8)
-    ax.set_xlim(0, result.duration)
-    ax.set_xlabel("time (s)")
-    ax.set_title(Path(result.video).name + ": predicted moments (best solid, next ranks grey)", fontsize=9)
-    fig.tight_layout()
-    out = Path(path)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, out)
+
+def write_grounding_html(result: GroundingResult, path: str | os.PathLike[str]) -> None:
+    """The HTML view of the result (``model.html_report.write_video_page``): the video's player and
+    each query's ranked spans on a timeline; clicking a span plays the video from its start."""
+    from model.html_report import write_video_page
+
+    timeline = grounding_timeline(result)
+    figure = timeline_png([timeline], title=f"{Path(result.video).name}: predicted moments")
+    write_video_page(path, title=f"Predicted moments in {Path(result.video).name}", videos=[timeline],
+                     figures=[("timeline with thumbnails", figure)] if figure else [])

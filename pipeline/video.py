@@ -401,3 +401,73 @@ class ClipStream:
         return ClipBatch(
             indices=indices, times=self.plan.clip_times[indices], frames=np.stack(frames)
         )
+
+
+@dataclass(frozen=True)
+class Thumbnails:
+    """Small frames evenly spread over a video: ``frames`` uint8 [N, height, W, 3] (RGB), ``times``
+    [N] the second each one shows (the middle of its N-th of the video), ``duration`` seconds."""
+
+    times: np.ndarray
+    frames: np.ndarray
+    duration: float
+
+
+def thumbnails(path: str | os.PathLike[str], n: int = 10, height: int = 48, *,
+               info: VideoInfo | None = None) -> Thumbnails:
+    """``n`` frames evenly spaced over the video, decoded at ``height`` pixels high (aspect kept).
+
+    Thumbnail ``k`` is the frame on screen at ``(k + 0.5) * duration / n``: the middle of the
+    ``k``-th of ``n`` equal parts, so a strip of them drawn side by side over ``[0, duration]``
+    puts each picture over the time it shows. The decoder scales the frames (a few kB each).
+
+    Raises :class:`VideoDecodeError` naming the file when it cannot be decoded.
+    """
+    if n < 1:
+        raise ValueError(f"thumbnails: n must be >= 1, got {n}")
+    if height < 2:
+        raise ValueError(f"thumbnails: height must be >= 2 pixels, got {height}")
+    path = os.fspath(path)
+    info = info if info is not None else probe(path)
+    width = max(2, round(info.width * height / info.height))
+    times = (np.arange(n, dtype=np.float64) + 0.5) * (info.duration / n)
+    src = np.searchsorted(info.frame_starts, times + 1e-6, side="right") - 1
+    src = np.clip(src, 0, info.num_frames - 1)
+    unique, inverse = np.unique(src, return_inverse=True)
+    try:
+        decoded = _decode_scaled(path, unique.tolist(), width, height)
+    except VideoDecodeError:
+        raise
+    except Exception:
+        # decord's scaler rejects some small sizes ("The size must exactly match", e.g. 16x12,
+        # 24x18): decode those frames at full size, one at a time, and sample them down here
+        decoded = _decode_full_then_shrink(path, unique.tolist(), width, height)
+    return Thumbnails(times=times, frames=np.ascontiguousarray(decoded[inverse]), duration=info.duration)
+
+
+def _decode_scaled(path: str, frames: list[int], width: int, height: int) -> np.ndarray:
+    vr = _open_reader(path, width=width, height=height)
+    try:
+        out = vr.get_batch(frames).asnumpy()
+    finally:
+        del vr
+    if out.shape[1:3] != (height, width):
+        raise RuntimeError(f"decoder gave {out.shape[2]}x{out.shape[1]}, asked {width}x{height}")
+    return out
+
+
+def _decode_full_then_shrink(path: str, frames: list[int], width: int, height: int) -> np.ndarray:
+    vr = _open_reader(path)
+    out = np.empty((len(frames), height, width, 3), np.uint8)
+    try:
+        for i, f in enumerate(frames):
+            img = vr[f].asnumpy()
+            # the pixel at the centre of each output pixel's footprint
+            ys = ((np.arange(height) + 0.5) * img.shape[0] / height).astype(np.int64)
+            xs = ((np.arange(width) + 0.5) * img.shape[1] / width).astype(np.int64)
+            out[i] = img[ys[:, None], xs[None, :]]
+    except Exception as exc:
+        raise VideoDecodeError(path, f"cannot decode thumbnail frames (truncated or corrupt?): {exc}") from exc
+    finally:
+        del vr
+    return out

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,6 +218,11 @@ def test_mktn_reproduce_quick_cold_rerun_and_model_change(
     assert 0.0 <= metrics["metrics"]["mIoU"] <= 100.0 and "baseline" in metrics
     assert set(metrics["controls"]) == {"prior", "order_prior", "video_swapped", "order_shuffled"}
     assert "points need the video" in text and cold["controls"] == metrics["controls"]
+    # report.html beside it: a player per test video, each on the synthetic video's file
+    page = Path(cold["report_html"])
+    assert page.parent == report.parent and "[report.html](report.html)" in text
+    srcs = re.findall(r'<video id="player-\d+" class="player" controls preload="\w+" src="([^"]+)"', page.read_text())
+    assert srcs and all((page.parent / urllib.parse.unquote(src)).is_file() for src in srcs), srcs
 
     # nothing changed: no extraction, no embedding, no training; the same numbers. (Cache hits,
     # or, when someone edits the shared tree between the runs and the code digest in the keys

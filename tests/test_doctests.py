@@ -9,7 +9,8 @@ import pytest
 
 MODULES = ["model.spans", "model.metrics", "model.controls", "model.evaluate", "storage.keys", "storage.errors", "storage.remote", "pipeline.synth.writer",
            "flows.report", "flows.import_features", "pipeline.datasets.registry", "pipeline.overrides",
-           "model.config", "pipeline.scaleout", "flows.retry", "flows.progress"]
+           "model.config", "pipeline.scaleout", "flows.retry", "flows.progress",
+           "model.html_report"]
 
 
 @pytest.mark.parametrize("name", MODULES)

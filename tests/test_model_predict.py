@@ -38,10 +38,14 @@ def test_synth_extract_embed_train_predict(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     test = [json.loads(line) for line in (synth / "annotations" / "test.jsonl").read_text().splitlines()]
     video = synth / "videos" / f"{test[0]['vid']}.mp4"
-    plot = tmp_path / "pred.png"
+    plot, page = tmp_path / "pred.png", tmp_path / "pages" / "pred.html"
     assert main(["predict", "--video", str(video), "--query", test[0]["query"], "--query", "a dog barks",
-                 "--checkpoint", str(run / "best.pt"), "--plot", str(plot), "--json"]) == 0
+                 "--checkpoint", str(run / "best.pt"), "--plot", str(plot), "--html", str(page),
+                 "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
+    text = page.read_text()  # the player (relative path) and one span per predicted span
+    assert f'src="../synth/videos/{test[0]["vid"]}.mp4"' in text
+    assert text.count('class="span pred') == sum(len(p["spans"]) for p in out["predictions"])
     assert [p["query"] for p in out["predictions"]] == [test[0]["query"], "a dog barks"]
     for p in out["predictions"]:
         assert 1 <= len(p["spans"]) <= 5
@@ -59,3 +63,6 @@ def test_synth_extract_embed_train_predict(tmp_path, monkeypatch, capsys):
     assert main(["predict", "--video", str(tmp_path / "missing.mp4"), "--query", "x",
                  "--checkpoint", str(run / "best.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["predict", "--video", str(video), "--query", "x", "--checkpoint", str(run / "best.pt"),
+                 "--html", str(tmp_path)]) == 2  # a folder, not a file: said before any work
+    assert "is a folder; give a file name" in capsys.readouterr().err

@@ -90,6 +90,9 @@ def test_reproduce_on_imported_npz_features_then_cached_rerun(
     text = Path(cold["report"]).read_text()
     assert f"npz-dir:{src}" in text and "could not be imported" in text and videos[0] in text
     assert "| mIoU | mAP@0.5 | mAP@0.75 | mAP |" in text and "![loss curves](loss_curves.png)" in text
+    page = Path(cold["report_html"]).read_text()  # stored features only: timelines, no players
+    assert "<video" not in page and 'class="span pred rank-1"' in page
+    assert "No player: video file not available (this report was made from stored features)" in page
 
     from storage.features import FeatureStore
 

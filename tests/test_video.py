@@ -22,6 +22,7 @@ from pipeline.video import (
     plan_clips,
     probe,
     resized_size,
+    thumbnails,
 )
 
 
@@ -91,6 +92,35 @@ def test_real_video_duration_and_clip_coverage(shared_data: Path) -> None:
     clips = list(stream.clips())
     assert len(clips) == stream.plan.num_clips == 15
     assert all(c.shape == (8, 112, 112, 3) and c.dtype == np.uint8 for _, c in clips)
+
+
+def test_thumbnails_are_evenly_spaced_small_frames(tmp_path: Path) -> None:
+    path = make_video(tmp_path / "cfr.mp4", n=30, fps=15, w=64, h=48)  # 2.0 s
+    thumbs = thumbnails(path, n=5, height=24)
+    np.testing.assert_allclose(thumbs.times, [0.2, 0.6, 1.0, 1.4, 1.8], atol=1e-6)
+    assert thumbs.frames.shape == (5, 24, 32, 3) and thumbs.frames.dtype == np.uint8
+    # the frame on screen at each time: frame i shows from i / 15 s
+    np.testing.assert_array_equal(_index_of(thumbs.frames), [3, 9, 15, 21, 27])
+    assert thumbs.duration == pytest.approx(2.0, abs=1 / 15)
+    # more thumbnails than frames: the same frames repeat, none is invented (16x12 is a size
+    # decord's scaler rejects: the full-size decode and the shrink here make them)
+    many = thumbnails(path, n=45, height=12)
+    assert many.frames.shape == (45, 12, 16, 3)
+    assert np.all(np.diff(_index_of(many.frames)) >= 0) and _index_of(many.frames)[-1] == 29
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        thumbnails(path, n=0)
+    with pytest.raises(VideoDecodeError, match="no such file"):
+        thumbnails(tmp_path / "missing.mp4")
+
+
+def test_thumbnails_of_the_real_video(shared_data: Path) -> None:
+    path = shared_data / "videos" / "v_ZNVhz7ctTq0.mp4"
+    thumbs = thumbnails(path, n=8, height=48)
+    assert thumbs.frames.shape == (8, 48, 64, 3)  # 480x360 scaled to 48 high keeps 4:3
+    assert thumbs.times[0] == pytest.approx(thumbs.duration / 16) and thumbs.times[-1] < thumbs.duration
+    # real pictures, not blank frames: each has detail, and they are not all the same
+    assert all(f.std() > 10 for f in thumbs.frames)
+    assert np.abs(thumbs.frames[0].astype(int) - thumbs.frames[-1].astype(int)).mean() > 5
 
 
 def test_sampling_picks_the_frame_on_screen(tmp_path: Path) -> None:

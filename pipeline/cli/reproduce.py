@@ -219,6 +219,8 @@ def run(args: argparse.Namespace) -> int:
             f"R5@0.5 {m['R5@0.5']:.2f}  mIoU {m['mIoU']:.2f}  ({int(m['num_queries'])} queries, {wall:.0f} s)"
         )
         print(f"report:  {summary['report']}")
+        if summary.get("report_html"):
+            print(f"page:    {summary['report_html']}  (open in a browser: players and timelines)")
         print(f"metrics: {summary['metrics_json']}")
         failed = summary["extraction"]["failed"]
         if failed:
