@@ -36,8 +36,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from pipeline.descriptors import ClassicalDescriptors
-    from pipeline.extract import ExtractionConfig, find_videos, get_model
+    from pipeline.extract import ExtractionConfig, find_videos, get_model, tune_cpu_allocator
     from pipeline.video import ClipStream
+
+    tune_cpu_allocator()  # as a CPU extraction does: temporaries are not faulted in each batch
 
     config = ExtractionConfig()
     sampling = config.sampling()

@@ -514,9 +514,10 @@ class ClassicalDescriptors(nn.Module):
         bsz, _, n, h, w = rgb.shape
         if n < 2:
             return self._zeros(rgb, "objects")
-        mask = torch.empty(bsz, n, h, w, dtype=rgb.dtype, device=rgb.device)
-        for k in range(bsz):  # one clip at a time: its temporaries stay in the cache
-            mask[k] = self._foreground(rgb[k])
+        if rgb.device.type == "cpu":  # one clip at a time: its temporaries stay in the cache
+            mask = torch.cat([self._foreground(rgb[k : k + 1]) for k in range(bsz)])
+        else:
+            mask = self._foreground(rgb)
         frames = rgb
         if min(h, w) >= 64:  # moments and colours at half resolution: a quarter of that work
             mask = _avg2x2(mask)
@@ -544,36 +545,47 @@ class ClassicalDescriptors(nn.Module):
                 self._finish_objects(v[:, :, :-1], centres))
 
     @staticmethod
-    def _foreground(clip: torch.Tensor) -> torch.Tensor:
-        """[3, L, H, W] one clip -> [L, H, W] foreground weight in [0, 1] of each pixel."""
-        _, n, h, w = clip.shape
+    def _foreground(clips: torch.Tensor) -> torch.Tensor:
+        """[b, 3, L, H, W] clips -> [b, L, H, W] foreground weight in [0, 1] of each pixel."""
+        b, _, n, h, w = clips.shape
         # the [1 4 6 4 1] / 16 smoothing: sensor noise and thin lines shaken by a pixel fall
         # below FG_LOW, a small saturated actor keeps most of its contrast
-        flat = clip.reshape(3 * n, 1, h, w)
-        smooth = torch.cat([_blur(part) for part in flat.split(8)]).reshape(3, n, h, w)
-        background = _lower_median(smooth.transpose(0, 1).unsqueeze(0))[0]  # [3, H, W]
-        # distance to the background at the best of the 3x3 shifts: a camera shake is no motion
-        padded = F.pad(background.unsqueeze(0), (1, 1, 1, 1), mode="replicate")[0]
-        shifted = [padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]
-        total = torch.empty(n, h, w, dtype=clip.dtype, device=clip.device)
-        dist = torch.empty(h, w, dtype=clip.dtype, device=clip.device)
-        buf = torch.empty(3, h, w, dtype=clip.dtype, device=clip.device)
-        for t in range(n):  # frame by frame: a few L2-sized buffers
-            frame, best = smooth[:, t], total[t]
-            for i, shift in enumerate(shifted):
-                torch.sub(frame, shift, out=buf).abs_()
-                torch.add(buf[0], buf[1], out=dist if i else best)
-                if i:
-                    torch.minimum(best, dist.add_(buf[2]), out=best)
-                else:
-                    best.add_(buf[2])
-        diff = total.mul_(1.0 / 3.0)  # mean over the colour channels
+        flat = clips.reshape(b * 3 * n, 1, h, w)
+        parts = flat.split(8) if flat.device.type == "cpu" else [flat]  # L2-sized on CPU
+        smooth = torch.cat([_blur(part) for part in parts]).reshape(b, 3, n, h, w)
+        background = _lower_median(smooth.transpose(1, 2))  # [b, 3, H, W] the clip's background
         # a shake of a fraction of a pixel changes a pixel by up to its gradient: the threshold
         # rises with the background's own gradient (largest over the 3x3 shifts), so edges and
         # thin lines of the scene do not count, flat road or grass keeps the low threshold
-        gx, gy = _gradients(background.reshape(3, 1, h, w))
-        slope = _max3x3((gx.abs_() + gy.abs_()).mean(dim=0, keepdim=True))[0]  # [1, H, W]
-        return diff.sub_(slope).sub_(FG_LOW).mul_(1.0 / (FG_HIGH - FG_LOW)).clamp_(0, 1)
+        gx, gy = _gradients(background.reshape(b * 3, 1, h, w))
+        slope = _max3x3((gx.abs_() + gy.abs_()).reshape(b, 3, h, w).mean(dim=1, keepdim=True))
+        # distance to the background at the best of the 3x3 shifts: a camera shake is no motion.
+        # The weight only grows with the distance, and the best shift's distance is at most the
+        # unshifted one's: a pixel that the unshifted background gives weight 0 keeps it, and
+        # only the others (the few that move) are compared with the 8 shifted backgrounds
+        dist = (smooth - background.unsqueeze(2)).abs_()
+        total = dist[:, 0] + dist[:, 1]
+        total += dist[:, 2]  # [b, L, H, W] sum over the colour channels
+
+        def weight(total: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+            diff = total * (1.0 / 3.0)  # mean over the colour channels
+            return diff.sub_(slope).sub_(FG_LOW).mul_(1.0 / (FG_HIGH - FG_LOW)).clamp_(0, 1)
+
+        mask = weight(total, slope)
+        moving = (mask > 0).nonzero()  # [K, 4]: clip, frame, y, x
+        if moving.shape[0] == 0:
+            return mask
+        ci, ti, yi, xi = moving.unbind(1)
+        padded = F.pad(background, (1, 1, 1, 1), mode="replicate")  # [b, 3, H+2, W+2]
+        frame = smooth[ci, :, ti, yi, xi]  # [K, 3]
+        best = total[ci, ti, yi, xi]
+        for dy in range(3):
+            for dx in range(3):
+                if dy != 1 or dx != 1:  # the unshifted background is done
+                    d = (frame - padded[ci, :, yi + dy, xi + dx]).abs_()
+                    best = torch.minimum(best, (d[:, 0] + d[:, 1]).add_(d[:, 2]))
+        mask[ci, ti, yi, xi] = weight(best, slope[ci, 0, yi, xi])
+        return mask
 
     def _finish_objects(self, v: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
         """Per-frame pooled moments [B, L, R, 21] of R regions (centres [R, 2]) -> [B, R, 33]."""

@@ -112,6 +112,17 @@ def test_the_default_families_alone_give_the_same_values() -> None:
             assert np.abs(out - want).max() <= ATOL
 
 
+
+def test_the_batched_foreground_is_the_per_clip_one() -> None:
+    """CPU computes the objects family's foreground clip by clip, other devices the whole
+    batch at once: the same values."""
+    x = make_input("default")
+    batched = ClassicalDescriptors._foreground(x)
+    single = torch.cat([ClassicalDescriptors._foreground(x[k : k + 1]) for k in range(len(x))])
+    assert batched.shape == (2, 8, 112, 112) and float(batched.max()) > 0
+    assert torch.equal(batched, single)
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
     FIXTURE.parent.mkdir(exist_ok=True)
     arrays = {f"{c}/{k}": v for c in sorted(CASES) for k, v in compute(c).items()}
