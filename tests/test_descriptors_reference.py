@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.descriptors import DESCRIPTORS, ClassicalDescriptors
+from pipeline.descriptors import DESCRIPTORS, HUE_BINS, ClassicalDescriptors
 
 FIXTURE = Path(__file__).parent / "data" / "descriptors_reference.npz"
 FAMILIES = ["colour", "motion", "shape", "change", "objects"]
@@ -46,7 +46,9 @@ def _scene(rng: np.random.Generator, frames: int, h: int, w: int) -> np.ndarray:
     moving coloured shapes, a blinking light and sensor noise, quantised like decoded video."""
     y, x = np.mgrid[0 : h + 4, 0 : w + 4].astype(np.float64)
     phase = rng.uniform(0, 2 * np.pi, size=3)
-    base = np.stack([0.45 + 0.2 * np.sin(x / (5 + 2 * c) + phase[c]) * np.cos(y / (7 + c)) for c in range(3)])
+    base = np.stack(
+        [0.45 + 0.2 * np.sin(x / (5 + 2 * c) + phase[c]) * np.cos(y / (7 + c)) for c in range(3)]
+    )
     clip = np.empty((3, frames, h, w))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     shapes = [(rng.uniform(0, w), rng.uniform(0, h), rng.uniform(-3, 3), rng.uniform(-3, 3),
@@ -122,6 +124,27 @@ def test_the_batched_foreground_is_the_per_clip_one() -> None:
     assert batched.shape == (2, 8, 112, 112) and float(batched.max()) > 0
     assert torch.equal(batched, single)
 
+
+
+def test_a_patch_whose_colours_do_not_change_reads_no_colour_change() -> None:
+    """A red square moving by whole pixels inside one patch of a flat grey frame: that patch's
+    histogram is the same in every frame, so its colour change (last third - first third) is
+    0 up to rounding, ~1e-8 before the signed square root (float32 sums over the patch would
+    leave ~1e-4 after it)."""
+    x = torch.full((1, 3, 8, 112, 112), 0.37)
+    for t in range(8):
+        x[0, :, t, 5 : 15, 3 + 2 * t : 13 + 2 * t] = torch.tensor([0.8, 0.15, 0.2])[:, None, None]
+    out = ClassicalDescriptors(["colour"], 4)(x)["patches"][0]
+    change = out[:, HUE_BINS + 3 :]
+    assert float(out[0, :HUE_BINS].max()) > 0.1  # the square is seen, in the first patch
+    assert float(change.abs().max()) < 1e-4
+
+
+def test_nan_pixels_are_one_clear_error() -> None:
+    x = torch.rand(1, 3, 4, 32, 32)
+    x[0, 1, 2, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match="NaN pixels"):
+        ClassicalDescriptors(["colour"], 2)(x)
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
     FIXTURE.parent.mkdir(exist_ok=True)
