@@ -431,7 +431,7 @@ class ClassicalDescriptors(nn.Module):
         light = rgb.sum(dim=1).mul_(1.0 / 3.0)  # [B, L, H, W]
         s = h * w
         acc = _RegionHist(bsz * n, (h, w), self.grid, COLOUR_SLOTS, rgb, exact=True)
-        _add_colour(acc, *(x.reshape(-1, s) for x in (a, c, chroma, light)))
+        _add_colour(acc, a.reshape(-1, s), c.reshape(-1, s), chroma.reshape(-1, s), light.reshape(-1, s))
         pooled = _fold(acc.pooled(), "colour").reshape(bsz, n, HUE_BINS + GREY_BINS, -1)
         third = max(1, n // 3)
         mean = pooled.mean(dim=1)
@@ -502,9 +502,9 @@ class ClassicalDescriptors(nn.Module):
         involved_w = (pad[:, :-1] + pad[:, 1:]).mul_(0.5)  # [B, n, S]
         signed_w = pad[:, :-1] - pad[:, 1:]
         acc = _RegionHist(bsz * n, (h, w), self.grid, 2 * COLOUR_SLOTS, rgb, exact=True)
-        args = [x.reshape(-1, s) for x in (a, c, chroma, light)]
-        _add_colour(acc, *args, weight=involved_w.reshape(-1, s))
-        _add_colour(acc, *args, weight=signed_w.reshape(-1, s), shift=COLOUR_SLOTS)
+        fa, fc, fchroma, flight = (x.reshape(-1, s) for x in (a, c, chroma, light))
+        _add_colour(acc, fa, fc, fchroma, flight, weight=involved_w.reshape(-1, s))
+        _add_colour(acc, fa, fc, fchroma, flight, weight=signed_w.reshape(-1, s), shift=COLOUR_SLOTS)
         hists = acc.pooled().reshape(bsz, n, 2, COLOUR_SLOTS, -1).sum(dim=1)
         inv, sig = _fold(hists[:, 0], "colour"), _fold(hists[:, 1], "colour")
         grey = _blur(rgb.mean(dim=1).reshape(bsz * n, 1, h, w)).reshape(bsz, n, h, w)
@@ -550,7 +550,7 @@ class ClassicalDescriptors(nn.Module):
         light = (r + g + b).mul_(1.0 / 3.0)
         mask = mask.reshape(bsz * n, s)
         acc = _RegionHist(bsz * n, (h, w), self.grid, COLOUR_SLOTS, rgb)
-        _add_colour(acc, *(x.reshape(-1, s) for x in (a, c, chroma, light)), mask)
+        _add_colour(acc, a.reshape(-1, s), c.reshape(-1, s), chroma.reshape(-1, s), light.reshape(-1, s), mask)
         hist = _fold(acc.pooled(), "colour")  # [B*L, 15, R]
         # float64: the second moments' variances (E[x x] - E[x]^2) cancel in small masses
         weights = _region_weights(h, w, self.grid, (h, w), True, torch.float64, rgb.device)
