@@ -6,34 +6,12 @@ from __future__ import annotations
 
 import doctest
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One temporary Prefect server for every flow test of the session, as `mktn reproduce` runs it.
-
-    ``flows.server.TemporaryServer`` (Prefect's API app in a uvicorn subprocess) with its own
-    SQLite database under a temporary ``PREFECT_HOME``; the flows reach it through
-    ``using_api`` (``PREFECT_API_URL``), which drains Prefect's workers and stops it at the end.
-    """
-    import os
-
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    from flows.server import TemporaryServer, using_api
-
-    home = tmp_path_factory.mktemp("prefect-home")
-    server = TemporaryServer(startup_timeout=180, env={"PREFECT_HOME": str(home)}).start()
-    with using_api(server) as url:
-        assert url is not None
-        yield url
 
 
 @pytest.fixture(scope="module")

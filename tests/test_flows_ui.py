@@ -15,7 +15,6 @@ import base64
 import io
 import logging
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -27,22 +26,6 @@ pytestmark = pytest.mark.slow
 
 TINY_MODEL = ["model.num_clips=16", "model.d_model=32", "model.num_heads=2"]
 GLOVE_DIM = 8
-
-
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One temporary Prefect server for the module (``flows.server``, as ``mktn reproduce`` runs it)."""
-    import os
-
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    from flows.server import TemporaryServer, using_api
-
-    home = tmp_path_factory.mktemp("prefect-home")
-    server = TemporaryServer(startup_timeout=180, env={"PREFECT_HOME": str(home)}).start()
-    with using_api(server) as url:
-        assert url is not None
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +86,7 @@ def _run_logs(flow_run_id: UUID) -> list[Any]:
 
 
 def test_train_flow_shows_progress_epoch_table_and_model_logs(
-    prefect_api: str, stores: tuple[Path, Path, Path], tmp_path: Path, progress_calls: list, one_thread: None
+    prefect_harness: str, stores: tuple[Path, Path, Path], tmp_path: Path, progress_calls: list, one_thread: None
 ) -> None:
     from flows.train import train
 
@@ -164,7 +147,7 @@ def _glove(path: Path) -> Path:
 
 
 def test_embed_flow_shows_progress_and_pipeline_logs(
-    prefect_api: str, stores: tuple[Path, Path, Path], tmp_path: Path, progress_calls: list, one_thread: None
+    prefect_harness: str, stores: tuple[Path, Path, Path], tmp_path: Path, progress_calls: list, one_thread: None
 ) -> None:
     from flows.embed import embed_queries
 
@@ -262,7 +245,7 @@ def test_report_artifact_inlines_its_plots_under_the_cap(tmp_path: Path) -> None
     assert "is missing" in gone and len(_inline_pngs(gone)) == 2
 
 
-def test_report_artifact_round_trips_through_the_api(prefect_api: str, tmp_path: Path) -> None:
+def test_report_artifact_round_trips_through_the_api(prefect_harness: str, tmp_path: Path) -> None:
     """The markdown artifact with its inline plots is stored and read back whole by the API."""
     from prefect import flow
     from prefect.artifacts import create_markdown_artifact
