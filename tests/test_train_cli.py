@@ -105,6 +105,10 @@ def test_sweep_alignment_redundancy_grid_builds_its_data_and_resumes(tmp_path, c
     assert bad == 2 and "(0, 1]" in capsys.readouterr().err
     assert main(["sweep-alignment", "--out", str(tmp_path / "y")]) == 2
     assert "--redundancy" in capsys.readouterr().err
+    assert main(["sweep-alignment", "--out", str(tmp_path / "z"), "--redundancy", "1",
+                 "--features", "f.zarr", "--queries", "q.zarr"]) == 2
+    assert "builds its own synthetic data; drop --features, --queries" in capsys.readouterr().err
+    assert not (tmp_path / "z").exists()  # refused before anything was written
 
 
 def test_grid_summary_takes_seed_spread_and_picks_the_best_strength():

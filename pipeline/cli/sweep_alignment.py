@@ -78,15 +78,6 @@ def build_redundancy_data(args: argparse.Namespace, out: Path) -> dict[float, di
     return levels
 
 
-def _load(features: str, queries: str, annotations: list[str], args: argparse.Namespace,
-          dataset: str | None) -> Any:
-    from model.loader import load_grounding_data, load_records_from_specs
-
-    records = load_records_from_specs(annotations, args.format, args.durations)
-    return load_grounding_data(features, queries, records, dataset=dataset, extractor_id=args.extractor,
-                               encoder_id=args.encoder, show_progress=not args.no_progress)
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -117,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
         if args.redundancy:
             levels = build_redundancy_data(args, out)
             for r, paths in levels.items():
-                data = _load(paths["features"], paths["queries"], [paths["annotations"]], args, DATA_NAME)
+                level_args = argparse.Namespace(**{**vars(args), "features": paths["features"],
+                                                    "queries": paths["queries"],
+                                                    "annotations": [paths["annotations"]], "dataset": DATA_NAME})
+                data = data_from_args(level_args)
                 levels_info[f"{r:g}"] = paths
                 for s in seeds:
                     runs.setdefault(r, {})[s] = run_sweep(
