@@ -135,6 +135,7 @@ class LossConfig:
     w_segment: float = 0.1  # segment-level alignment (ground-truth moment vs sentence)
     w_highlight: float = 1.0  # per-clip "inside the moment" BCE (model.highlight)
     w_map: float = 1.0  # tan2d/mmn: scaled-IoU binary cross-entropy over the moment map
+    w_map_rank: float = 1.0  # tan2d: softmax cross-entropy over a query's cells (model.losses)
     w_mmn_contrast: float = 1.0  # mmn: mutual matching (moment <-> sentence InfoNCE)
     map_min_iou: float = 0.5  # scaled IoU target: 0 at or below min_iou, 1 at max_iou (2D-TAN)
     map_max_iou: float = 1.0
@@ -277,6 +278,7 @@ ADDED_KEYS: dict[str, Any] = {
     "model.map_evidence": False,
     "train.word_dropout": 0.0,
     "train.splice": 0.0,
+    "loss.w_map_rank": 0.0,
 }
 
 

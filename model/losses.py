@@ -13,6 +13,8 @@ Terms (each reads only named network outputs and batch targets):
 - ``segment``: InfoNCE between each ground-truth moment and its sentence (multi-level paper)
 - ``highlight``: per-clip binary cross-entropy of "inside the moment" (``model.highlight``)
 - ``map`` (heads ``tan2d``/``mmn``): scaled-IoU binary cross-entropy over the moment map (2D-TAN)
+- ``map_rank`` (head ``tan2d``): softmax cross-entropy over a query's cells against its normalised
+  scaled-IoU targets (not in 2D-TAN; without it the map collapses on our features)
 - ``mmn_contrast`` (head ``mmn``): MMN's mutual matching, InfoNCE sentence -> moments (the best-IoU
   cell against the other moments of its video and every moment of the other videos) and
   moment -> sentences (against the batch's other sentences)
@@ -205,6 +207,29 @@ class MKTNCriterion:
         target = ((self._map_iou(out, batch) - lo) / (hi - lo)).clamp(0.0, 1.0)
         bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * mask
         return (bce.sum((1, 2)) / mask.sum((1, 2)).clamp(min=1.0)).mean()
+
+    @term("map_rank", "map_logits", when=lambda cfg, out: "moment_sim" not in out)
+    def loss_map_rank(self, out: Outputs, batch: Batch) -> torch.Tensor:
+        """Cross-entropy of the softmax over a query's valid cells against its scaled-IoU targets
+        normalised to sum to 1 (the best-IoU cell alone where no cell reaches ``map_min_iou``).
+
+        Not in 2D-TAN. It ranks the cells of one query, so a shift of every logit leaves it
+        unchanged: with the BCE alone, our features let the map collapse to pushing every cell
+        negative, the cells at the edge of the mask (least convolved content) end on top and
+        R1@0.5 stays at 0 (docs/model.md, "2D-TAN needs a ranking term"). MMN's mutual
+        matching already ranks its cells, so the term runs for ``tan2d`` only."""
+        logits = out["map_logits"].float().flatten(1)
+        mask = out["map_band_mask"].flatten(1)
+        iou = self._map_iou(out, batch).flatten(1).masked_fill(~mask, -1.0)
+        lo, hi = self.cfg.map_min_iou, self.cfg.map_max_iou
+        target = ((iou - lo) / (hi - lo)).clamp(0.0, 1.0)
+        none = target.sum(1) <= 0
+        if bool(none.any()):
+            best = F.one_hot(iou.argmax(1), iou.shape[1]).to(target.dtype)
+            target = torch.where(none[:, None], best, target)
+        target = target / target.sum(1, keepdim=True)
+        logp = logits.masked_fill(~mask, float("-inf")).log_softmax(1).masked_fill(~mask, 0.0)
+        return -(target * logp).sum(1).mean()
 
     @term("mmn_contrast", "moment_sim")
     def loss_mmn_contrast(self, out: Outputs, batch: Batch) -> torch.Tensor:

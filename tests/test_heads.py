@@ -166,6 +166,40 @@ def test_map_loss_is_lowest_at_the_scaled_iou(tiny):
     assert float(best) < float(floor.max()) + 1e-3
 
 
+def test_map_rank_ranks_cells_and_ignores_a_shift(tiny):
+    _, _, b = tiny
+    cfg = _cfg("tan2d")
+    crit = build_criterion(cfg.loss, cfg.model)
+    lengths = torch.tensor(map_lengths(16))
+    mask = band_mask(b.video_mask.sum(1)[b.query_video], lengths, 16)
+    iou = band_iou(b.start_idx + b.start_frac, b.end_idx + b.end_frac, lengths, 16)
+    out = {"map_lengths": lengths, "map_band_mask": mask}
+    good = torch.where(iou >= 0.5, 8.0 * iou, torch.full_like(iou, -8.0))
+    low = crit.loss_map_rank({**out, "map_logits": good}, b)
+    # every cell pushed down by the same amount (what the BCE alone drifts to): the same ranking
+    assert float(crit.loss_map_rank({**out, "map_logits": good - 50.0}, b)) == pytest.approx(float(low), abs=1e-4)
+    high = crit.loss_map_rank({**out, "map_logits": -good}, b)
+    assert float(low) < float(crit.loss_map_rank({**out, "map_logits": torch.zeros_like(iou)}, b)) < float(high)
+    # cells outside the mask never count, whatever their logits
+    outside = good.masked_fill(~mask, 1e4)
+    assert float(crit.loss_map_rank({**out, "map_logits": outside}, b)) == pytest.approx(float(low), abs=1e-4)
+    # a query with no cell at map_min_iou still has a target: its best-IoU cell
+    strict = build_criterion(override(cfg, ["loss.map_min_iou=0.99"]).loss, cfg.model)
+    assert torch.isfinite(strict.loss_map_rank({**out, "map_logits": good}, b))
+    assert float(strict.loss_map_rank({**out, "map_logits": good}, b)) > 0
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_map_rank_runs_for_tan2d_only(head, tiny):
+    _, _, b = tiny
+    torch.manual_seed(0)
+    cfg = _cfg(head)
+    model = build_model(cfg.model, 12, 12, 300, 16)
+    _, logs = build_criterion(cfg.loss, cfg.model)(model(b, 0.5), b)
+    assert ("map_rank" in logs) == (head == "tan2d")
+    assert "map" in logs
+
+
 def test_mmn_contrast_is_low_at_a_hand_made_optimum(tiny):
     _, _, b = tiny
     cfg = _cfg("mmn")
