@@ -14,11 +14,40 @@ runs in its own process so its peak memory (max RSS, or CUDA max allocated) is i
     python bench/train_throughput.py --heads span tan2d mmn --shapes charades-sta activitynet
                                                            # every (shape, head) in one run, one table
 
-The ceiling of a multi-pair speed-up: a multi-pair step spends ``V`` on the video side and
-``Q`` on per-query work; single-pair training of the same queries repeats the video side once
-per query, ``qpv`` times. With the multi-pair per-query share ``s = Q / (V + Q)``, the
-speed-up cannot exceed ``qpv * (1 - s) + s`` (the video side free of repeats, nothing else
-saved): it is capped by the queries per video, whatever the head.
+Two ceilings of the multi-pair speed-up are reported (``--heads``/``--shapes`` table).
+
+*Forward-share ceiling* (the older one): a multi-pair forward pass spends ``V`` in the video-side
+modules and ``Q`` in the per-query ones (timed by hooks; ``per_query_modules``); single-pair
+training of the same queries repeats the video side once per query, ``qpv`` times. With the
+multi-pair per-query share ``s = Q / (V + Q)`` the speed-up cannot exceed ``qpv * (1 - s) + s``.
+It sees the forward pass only: backward, the loss terms (some grow with the queries: contrastive
+terms over Q x Q or Q x B x cells), the optimiser step and batch assembly are outside it.
+
+*Whole-step ceiling* (measured): in the multi-pair process every timed step is followed by a
+step, timed apart and left out of the throughput, on the same videos with exactly one query per
+video (each group of the same batch keeps its first query; the same ``collate``,
+``iterate_batches`` and ``train_step`` path, so assembly, forward, loss, backward and optimiser
+are all in it). Over the timed steps, with
+``T_all`` seconds for ``B`` video items and ``Q`` queries and ``T_one`` seconds for the same ``B``
+items with ``B`` queries, a step is modelled as ``T = B * v + Q * q`` (``v`` per video item,
+``q`` per query, both whole-step costs):
+
+    q = (T_all - T_one) / (Q - B)        v = T_one / B - q
+
+Single-pair training pays ``v + q`` per query (each item one video, one query); multi-pair pays
+``v / qpv + q`` per query (the video shared by its ``qpv`` queries), so the speed-up it allows is
+
+    (v + q) / (v / qpv + q)  =  qpv * (v + q) / (v + qpv * q)
+
+With ``qpv = Q / B`` of the same steps this equals ``(T_one / B) / (T_all / Q)``: the one-query
+step's seconds per item over the multi-pair step's seconds per query, both measured in the same
+process on the same videos. A measured speed-up away from it says how single-pair's own batches
+(``B * qpv`` one-query items per step, another process) differ per item from ``B`` one-query
+items; the fit also gives the whole-step per-query share ``Q * q / T_all``. Terms that grow
+faster than linearly in ``Q`` (Q x Q) are folded into ``q`` at this ``Q``. ``Q == B`` (every
+video one query) gives no spread to fit: multi-pair and single-pair are then the same batches,
+the ceiling is 1 and ``v``, ``q`` are not reported; a fit with ``q < 0`` or ``v < 0``
+(noise) gives no ceiling either (``fit_step_costs``, ``step_ceiling``).
 
 ``--shape charades-sta|activitynet|tacos`` takes the dataset's preset (clips, widths, layers,
 batch) and its real training annotations from ``../shared/data`` (or ``--annotations FILE``):
@@ -51,7 +80,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.config import override, preset
-from model.data import GroundingData, QueryInput, VideoInput, iterate_batches, prepare
+from model.data import (
+    GroundingData,
+    Group,
+    GroupSampler,
+    QueryInput,
+    VideoInput,
+    iterate_batches,
+    prepare,
+)
 from model.evaluate import evaluate_model
 from model.losses import build_criterion
 from model.train import build_training, make_sampler, train_step
@@ -154,25 +191,47 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
     model, opt, sched = build_training(cfg, dims, 10**6, device)
     crit = build_criterion(cfg.loss, cfg.model)
     batches = iterate_batches(prepared, sampler, 0)  # lazily: assembling a batch is timed too
-    n_warm = args.warmup
-    for _ in range(n_warm):
-        train_step(model, crit, opt, sched, next(batches).to(device), 0.5, cfg, device)
+    # multi-pair: the same batches with one query per video, for the whole-step ceiling
+    ones = iterate_batches(prepared, one_query_sampler(sampler), 0) if mode == "multi" else None
+
+    def step(it) -> tuple[float, int, int]:  # seconds (assembly included), queries, videos
+        t = time.perf_counter()
+        b = next(it, None)
+        if b is None:
+            return 0.0, 0, 0
+        train_step(model, crit, opt, sched, b.to(device), 0.5, cfg, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t, b.num_queries, b.num_videos
+
+    for _ in range(args.warmup):
+        step(batches)
+        if ones is not None:
+            step(ones)
     if device.type == "cuda":
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     module_s = time_modules(model)
     queries = videos_enc = n = 0
-    t0 = time.perf_counter()
-    for b in batches:
-        if n == args.steps:
+    dt = t_one = 0.0
+    one_videos = 0
+    for _ in range(args.steps):
+        sec, nq, nv = step(batches)
+        if nq == 0:
             break
-        train_step(model, crit, opt, sched, b.to(device), 0.5, cfg, device)
-        queries += b.num_queries
-        videos_enc += b.num_videos
+        dt += sec
+        queries += nq
+        videos_enc += nv
         n += 1
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    dt = time.perf_counter() - t0
+        if ones is not None:  # interleaved, so load drift hits both alike; kept out of module_s
+            kept = dict(module_s)
+            sec, nq1, nv1 = step(ones)
+            if nv1 != nv or nq1 != nv:
+                raise RuntimeError(f"one-query batch holds {nv1} videos / {nq1} queries, "
+                                   f"expected {nv} / {nv}")
+            t_one += sec
+            one_videos += nv1
+            module_s.clear()
+            module_s.update(kept)
     forward = dict(module_s)  # the timed steps only (inference below adds to module_s)
     qpv = len(prepared.queries) / len(prepared.videos)
     out = {"mode": mode, "steps": n, "seconds": round(dt, 3), "queries_per_s": queries / dt,
@@ -182,6 +241,12 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
            "head": cfg.model.head,
            "per_query_share": sum(v for k, v in forward.items() if k in per_query_modules(cfg.model.head))
            / sum(forward.values())}
+    if ones is not None:
+        fit = fit_step_costs(dt, queries, t_one, videos_enc)
+        out["step_fit"] = {"t_all_s": dt / n, "t_one_s": t_one / n, "queries_per_step": queries / n,
+                           "videos_per_step": videos_enc / n, "one_query_videos": one_videos / n,
+                           "v_s": None if fit is None else fit[0],  # seconds per video item
+                           "q_s": None if fit is None else fit[1]}  # seconds per query
     if mode == "multi":  # inference: every query once, multi-pair batches
         t0 = time.perf_counter()
         evaluate_model(model, prepared, data.records, batch_videos=cfg.train.batch_videos, device=device)
@@ -270,6 +335,16 @@ def main() -> int:
         print(f"  {k:<20}{m['module_forward_s_per_step'][k]:>8.3f}{s['module_forward_s_per_step'].get(k, 0):>8.3f}")
     print(f"per-query share of the forward pass: multi-pair {m['per_query_share']:.0%}, "
           f"single-pair {s['per_query_share']:.0%}")
+    f = m["step_fit"]
+    qpv = m["queries_per_step"] / m["video_encodings_per_step"]
+    cap = None if f["q_s"] is None else step_ceiling(qpv, f["v_s"], f["q_s"])
+    if f["q_s"] is None:
+        fitted = "Q = B: no spread to fit, ceiling 1"
+    else:
+        fitted = (f"v {f['v_s']:.4f} s/video, q {f['q_s']:.4f} s/query, whole-step ceiling "
+                  + ("n/a (fit out of range)" if cap is None else f"{cap:.2f}x"))
+    print(f"whole step: {f['t_all_s']:.3f} s for {f['queries_per_step']:.1f} queries, "
+          f"{f['t_one_s']:.3f} s with one query per video; {fitted}")
     print(f"multi-pair speed-up: {speedup:.2f}x; inference {m['inference_queries_per_s']:.1f} queries/s "
           f"({m['inference_videos_per_s']:.2f} videos/s); load avg {report['load_avg'][0]:.2f}")
     if args.json:
@@ -277,14 +352,45 @@ def main() -> int:
     return 0
 
 
+def one_query_sampler(sampler: GroupSampler) -> GroupSampler:
+    """The sampler's epoch-0 batches with each group keeping only its first query: the same
+    groups in the same order (the shuffle depends on the seed and the number of groups only)."""
+    groups = [Group(g.video_id, g.query_ids[:1]) for g in sampler.epoch_groups(0)]
+    return GroupSampler(groups, sampler.batch_size, seed=sampler.seed, shuffle=sampler.shuffle,
+                        rank=sampler.rank, world_size=sampler.world_size)
+
+
 def ceiling(queries_per_video: float, share: float) -> float:
-    """The largest multi-pair speed-up a per-query share allows (module docstring)."""
+    """Forward-share ceiling: the largest multi-pair speed-up a forward per-query share allows
+    (module docstring)."""
     return queries_per_video * (1.0 - share) + share
+
+
+def fit_step_costs(t_all: float, queries: int, t_one: float,
+                   videos: int) -> tuple[float, float] | None:
+    """``(v, q)``: whole-step seconds per video item and per query from ``t_all`` seconds for
+    ``videos`` items with ``queries`` queries and ``t_one`` seconds for the same items with one
+    query each (module docstring). None when ``queries == videos`` (no spread to fit)."""
+    if videos <= 0 or queries < videos:
+        raise ValueError(f"need videos > 0 and queries >= videos, "
+                         f"got {videos} videos, {queries} queries")
+    if queries == videos:
+        return None
+    q = (t_all - t_one) / (queries - videos)
+    return t_one / videos - q, q
+
+
+def step_ceiling(queries_per_video: float, v: float, q: float) -> float | None:
+    """Whole-step ceiling ``qpv * (v + q) / (v + qpv * q)`` (module docstring); None when the fit
+    is out of range (``v < 0`` or ``q < 0``, or both 0)."""
+    if v < 0 or q < 0 or v + queries_per_video * q <= 0:
+        return None
+    return queries_per_video * (v + q) / (v + queries_per_video * q)
 
 
 def run_grid(args: argparse.Namespace) -> int:
     """Every (shape, head) of ``--shapes`` x ``--heads``, each a run of this script (its own two
-    processes), in one table with the ceiling its per-query share allows."""
+    processes), in one table with both ceilings (forward-share and whole-step; module docstring)."""
     import tempfile
 
     skip = {"--heads", "--shapes", "--json", "--head", "--shape"}
@@ -306,21 +412,50 @@ def run_grid(args: argparse.Namespace) -> int:
                 rep = json.loads(out.read_text())
             m, s = rep["multi_pair"], rep["single_pair"]
             qpv = m["queries_per_step"] / m["video_encodings_per_step"]
-            cap = ceiling(qpv, m["per_query_share"])
+            fwd_cap = ceiling(qpv, m["per_query_share"])
+            f = m["step_fit"]
+            note = ""
+            if f["q_s"] is None:
+                cap, step_share = 1.0, None
+                note = "Q = B: no spread to fit; multi = single, ceiling 1"
+            else:
+                cap = step_ceiling(qpv, f["v_s"], f["q_s"])
+                step_share = f["q_s"] * f["queries_per_step"] / f["t_all_s"]
+                if cap is None:
+                    note = "fit out of range (v < 0 or q < 0): no whole-step ceiling"
             rows.append({"shape": shape, "head": head, "queries_per_video": qpv,
                          "multi_videos_per_s": m["videos_per_s"], "single_videos_per_s": s["videos_per_s"],
                          "multi_queries_per_s": m["queries_per_s"], "single_queries_per_s": s["queries_per_s"],
-                         "speedup": rep["speedup"], "per_query_share": m["per_query_share"],
-                         "ceiling": cap, "of_ceiling": rep["speedup"] / cap, "load_avg": rep["load_avg"][0]})
-            print(f"done {shape} / {head}: {rep['speedup']:.2f}x (ceiling {cap:.2f}x)", file=sys.stderr)
+                         "speedup": rep["speedup"], "forward_per_query_share": m["per_query_share"],
+                         "forward_share_ceiling": fwd_cap, "step_fit": f,
+                         "step_per_query_share": step_share, "step_ceiling": cap,
+                         "of_step_ceiling": None if cap is None else rep["speedup"] / cap,
+                         "note": note, "load_avg": rep["load_avg"][0]})
+            print(f"done {shape} / {head}: {rep['speedup']:.2f}x (whole-step ceiling "
+                  f"{'n/a' if cap is None else f'{cap:.2f}x'}, "
+                  f"forward-share {fwd_cap:.2f}x) {note}",
+                  file=sys.stderr)
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.0%}"
+
     print("| shape | head | q/video | VPS multi | VPS single | q/s multi | q/s single | speed-up | "
-          "per-query share | ceiling | of ceiling | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "fwd per-query share | fwd-share ceiling | step v / q (ms) | step per-query share | "
+          "whole-step ceiling | of whole-step ceiling | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        f = r["step_fit"]
+        vq = "Q = B" if f["q_s"] is None else f"{f['v_s'] * 1e3:.0f} / {f['q_s'] * 1e3:.0f}"
+        cap = "n/a" if r["step_ceiling"] is None else f"{r['step_ceiling']:.2f}x"
         print(f"| {r['shape']} | {r['head']} | {r['queries_per_video']:.2f} | {r['multi_videos_per_s']:.2f} | "
               f"{r['single_videos_per_s']:.2f} | {r['multi_queries_per_s']:.1f} | {r['single_queries_per_s']:.1f} | "
-              f"**{r['speedup']:.2f}x** | {r['per_query_share']:.0%} | {r['ceiling']:.2f}x | "
-              f"{r['of_ceiling']:.0%} | {r['load_avg']:.1f} |")
+              f"**{r['speedup']:.2f}x** | {r['forward_per_query_share']:.0%} | "
+              f"{r['forward_share_ceiling']:.2f}x | "
+              f"{vq} | {pct(r['step_per_query_share'])} | {cap} | {pct(r['of_step_ceiling'])} | "
+              f"{r['load_avg']:.1f} |")
+    for r in rows:
+        if r["note"]:
+            print(f"- {r['shape']} / {r['head']}: {r['note']}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
