@@ -197,14 +197,18 @@ class MKTNCriterion:
         return band_iou(batch.start_idx + batch.start_frac, batch.end_idx + batch.end_frac,
                         out["map_lengths"], length)
 
+    def _scaled_iou(self, iou: torch.Tensor) -> torch.Tensor:
+        """2D-TAN's cell targets: ``clamp((iou - map_min_iou) / (map_max_iou - map_min_iou), 0, 1)``."""
+        lo, hi = self.cfg.map_min_iou, self.cfg.map_max_iou
+        return ((iou - lo) / (hi - lo)).clamp(0.0, 1.0)
+
     @term("map", "map_logits")
     def loss_moment_map(self, out: Outputs, batch: Batch) -> torch.Tensor:
         """2D-TAN's loss: binary cross-entropy of every valid cell against its scaled IoU
         ``clamp((iou - min_iou) / (max_iou - min_iou), 0, 1)``, averaged per query."""
         logits = out["map_logits"].float()
         mask = out["map_band_mask"].float()
-        lo, hi = self.cfg.map_min_iou, self.cfg.map_max_iou
-        target = ((self._map_iou(out, batch) - lo) / (hi - lo)).clamp(0.0, 1.0)
+        target = self._scaled_iou(self._map_iou(out, batch))
         bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * mask
         return (bce.sum((1, 2)) / mask.sum((1, 2)).clamp(min=1.0)).mean()
 
@@ -221,8 +225,7 @@ class MKTNCriterion:
         logits = out["map_logits"].float().flatten(1)
         mask = out["map_band_mask"].flatten(1)
         iou = self._map_iou(out, batch).flatten(1).masked_fill(~mask, -1.0)
-        lo, hi = self.cfg.map_min_iou, self.cfg.map_max_iou
-        target = ((iou - lo) / (hi - lo)).clamp(0.0, 1.0)
+        target = self._scaled_iou(iou)
         none = target.sum(1) <= 0
         if bool(none.any()):
             best = F.one_hot(iou.argmax(1), iou.shape[1]).to(target.dtype)

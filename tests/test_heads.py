@@ -149,15 +149,20 @@ def test_mmn_evidence_adds_its_window_mean_and_is_trained(tiny):
     assert MKTNConfig.from_dict(config_with_defaults_of_its_time(old)).model.map_evidence is False
 
 
-def test_map_loss_is_lowest_at_the_scaled_iou(tiny):
-    _, _, b = tiny
-    cfg = _cfg("tan2d")
-    crit = build_criterion(cfg.loss, cfg.model)
+def _tan2d_map(b, *extra: str):
+    """A tan2d criterion and the batch's map geometry: (criterion, outputs without logits, the
+    cells' IoU with each query's moment [Q, R, L], the band mask)."""
+    cfg = _cfg("tan2d", *extra)
     lengths = torch.tensor(map_lengths(16))
     mask = band_mask(b.video_mask.sum(1)[b.query_video], lengths, 16)
     iou = band_iou(b.start_idx + b.start_frac, b.end_idx + b.end_frac, lengths, 16)
+    return build_criterion(cfg.loss, cfg.model), {"map_lengths": lengths, "map_band_mask": mask}, iou, mask
+
+
+def test_map_loss_is_lowest_at_the_scaled_iou(tiny):
+    _, _, b = tiny
+    crit, out, iou, mask = _tan2d_map(b)
     target = ((iou - 0.5) / 0.5).clamp(0, 1)
-    out = {"map_lengths": lengths, "map_band_mask": mask}
     best = crit.loss_moment_map({**out, "map_logits": torch.logit(target, eps=1e-4)}, b)
     floor = F.binary_cross_entropy(target[mask], target[mask], reduction="none")
     bad = crit.loss_moment_map({**out, "map_logits": torch.logit(1 - target, eps=1e-4)}, b)
@@ -168,12 +173,7 @@ def test_map_loss_is_lowest_at_the_scaled_iou(tiny):
 
 def test_map_rank_ranks_cells_and_ignores_a_shift(tiny):
     _, _, b = tiny
-    cfg = _cfg("tan2d")
-    crit = build_criterion(cfg.loss, cfg.model)
-    lengths = torch.tensor(map_lengths(16))
-    mask = band_mask(b.video_mask.sum(1)[b.query_video], lengths, 16)
-    iou = band_iou(b.start_idx + b.start_frac, b.end_idx + b.end_frac, lengths, 16)
-    out = {"map_lengths": lengths, "map_band_mask": mask}
+    crit, out, iou, mask = _tan2d_map(b)
     good = torch.where(iou >= 0.5, 8.0 * iou, torch.full_like(iou, -8.0))
     low = crit.loss_map_rank({**out, "map_logits": good}, b)
     # every cell pushed down by the same amount (what the BCE alone drifts to): the same ranking
@@ -184,7 +184,7 @@ def test_map_rank_ranks_cells_and_ignores_a_shift(tiny):
     outside = good.masked_fill(~mask, 1e4)
     assert float(crit.loss_map_rank({**out, "map_logits": outside}, b)) == pytest.approx(float(low), abs=1e-4)
     # a query with no cell at map_min_iou still has a target: its best-IoU cell
-    strict = build_criterion(override(cfg, ["loss.map_min_iou=0.99"]).loss, cfg.model)
+    strict = _tan2d_map(b, "loss.map_min_iou=0.99")[0]
     assert torch.isfinite(strict.loss_map_rank({**out, "map_logits": good}, b))
     assert float(strict.loss_map_rank({**out, "map_logits": good}, b)) > 0
 
