@@ -11,10 +11,8 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import shutil
 import subprocess
-import tempfile
 import time
 import urllib.request
 from html.parser import HTMLParser
@@ -233,14 +231,11 @@ def browser(tmp_path: Path):
     if exe is None:
         pytest.skip("chromium not installed; .ci/run installs it with apt-get")
     profile = tmp_path / "chromium-profile"
-    # Chromium's org.chromium.* scratch folders: a short path of ours (its sockets live there),
-    # removed afterwards, instead of one left in /tmp per run
-    scratch = Path(tempfile.mkdtemp(prefix="mktn-chromium-"))
     proc = subprocess.Popen(
         [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
          "--mute-audio", "--autoplay-policy=no-user-gesture-required", "--window-size=1200,900",
          "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": str(scratch)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         port_file = profile / "DevToolsActivePort"
@@ -269,7 +264,6 @@ def browser(tmp_path: Path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _open(tools: DevTools, page: Path) -> None:
