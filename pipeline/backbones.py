@@ -535,7 +535,8 @@ class ClipFeatureExtractor(nn.Module):
     pooled the same way and the results are concatenated along D.
     """
 
-    def __init__(self, spec: BackboneSpec, net: nn.Module, layer: str, grid: int) -> None:
+    def __init__(self, spec: BackboneSpec, net: nn.Module, layer: str, grid: int,
+                 background_clips: int = 0) -> None:
         super().__init__()
         if grid < 1:
             raise ValueError(f"patch grid must be >= 1, got {grid}")
@@ -551,7 +552,10 @@ class ClipFeatureExtractor(nn.Module):
         self._taps = {w for w in wanted if w not in DESCRIPTORS}
         self._stages = stages[: max((names.index(w) for w in self._taps), default=-1) + 1]
         families = [w for w in wanted if w in DESCRIPTORS]
-        self.descriptors = ClassicalDescriptors(families, grid) if families else None
+        self.descriptors = ClassicalDescriptors(families, grid, background_clips) if families else None
+        # clips of history each forward wants (the `objects` background): the caller passes the
+        # clips of the same video just before the batch as ``history``
+        self.context_clips = self.descriptors.background_clips if self.descriptors is not None else 0
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1, 1), persistent=False)
 
@@ -566,12 +570,17 @@ class ClipFeatureExtractor(nn.Module):
         mean, std = self.get_buffer("mean"), self.get_buffer("std")
         return x.mul_(self.spec.scale / 255.0).sub_(mean).div_(std)  # (B, 3, L, H, W)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, history: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``x`` [B, 3, L, H, W] normalised clips; ``history``: the video's clips just before
+        ``x``'s first, normalised the same way (at most ``context_clips`` are read)."""
         parts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         if self.descriptors is not None:
             mean, std = self.get_buffer("mean"), self.get_buffer("std")
             rgb = (x.float() * std + mean) / self.spec.scale  # back to RGB in [0, 1]
-            out = self.descriptors(rgb)
+            before = None
+            if history is not None and self.context_clips and history.shape[0]:
+                before = (history[-self.context_clips :].float() * std + mean) / self.spec.scale
+            out = self.descriptors(rgb, before)
             offset = 0
             for fam in self.descriptors.families:
                 width = DESCRIPTORS[fam]
@@ -600,8 +609,12 @@ def build_extractor(
     grid: int = 2,
     weights: str | os.PathLike[str] | None = None,
     seed: int = 0,
+    background_clips: int = 0,
 ) -> ClipFeatureExtractor:
-    """A :class:`ClipFeatureExtractor` in eval mode: weights from ``weights`` or seeded random init."""
+    """A :class:`ClipFeatureExtractor` in eval mode: weights from ``weights`` or seeded random init.
+
+    ``background_clips``: clips before each clip whose frames join the ``objects`` descriptor's
+    background (0: the clip's own frames alone)."""
     spec = get_spec(name)
     layer = layer or spec.default_layer
     spec.channels(layer)  # validates the name
@@ -617,7 +630,7 @@ def build_extractor(
         log.info("loaded %s weights from %s", name, weights)
     else:
         log.info("%s: seeded random init (seed=%d); no weights file given", name, seed)
-    return ClipFeatureExtractor(spec, net, layer, grid).eval()
+    return ClipFeatureExtractor(spec, net, layer, grid, background_clips).eval()
 
 
 def backbone_names() -> list[str]:

@@ -346,6 +346,7 @@ class _Terms:
 
     def __init__(self, rgb: torch.Tensor) -> None:
         self.rgb = rgb  # [B, 3, L, H, W]
+        self.history: torch.Tensor | None = None  # [K, 3, L, H, W] the clips before rgb's first
         self._chroma: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._absdiff: torch.Tensor | None = None
 
@@ -393,14 +394,18 @@ class ClassicalDescriptors(nn.Module):
     same descriptor computed over the whole frame.
     """
 
-    def __init__(self, families: list[str], grid: int) -> None:
+    def __init__(self, families: list[str], grid: int, background_clips: int = 0) -> None:
         super().__init__()
         unknown = [f for f in families if f not in DESCRIPTORS]
         if unknown:
             raise ValueError(f"unknown descriptors {unknown}; choose from {list(DESCRIPTORS)}")
+        if background_clips < 0:
+            raise ValueError(f"background_clips must be >= 0, got {background_clips}")
         self.families = list(families)
         self.grid = grid
         self.dim = sum(DESCRIPTORS[f] for f in families)
+        # clips before a clip whose frames (every other one) join its `objects` background
+        self.background_clips = background_clips if "objects" in families else 0
 
     # ------------------------------------------------------------------ helpers
 
@@ -526,14 +531,31 @@ class ClassicalDescriptors(nn.Module):
         )
         return self._split(pooled)
 
+    def _background_frames(self, rgb: torch.Tensor, history: torch.Tensor | None, k: int) -> torch.Tensor | None:
+        """Frames [1, 3, E, H, W] of the ``background_clips`` clips before clip ``k`` of ``rgb``
+        (``history`` holds the clips before ``rgb``'s first), every other frame; None if none."""
+        c = self.background_clips
+        if c == 0:
+            return None
+        before = rgb[max(0, k - c) : k]
+        if history is not None and k < c and history.shape[0]:
+            before = torch.cat([history[max(0, history.shape[0] - (c - k)) :], before])
+        if before.shape[0] == 0:
+            return None
+        frames = before[:, :, ::2]  # [m, 3, L', H, W]
+        return frames.transpose(0, 1).reshape(1, 3, -1, *frames.shape[-2:])
+
     def _objects(self, terms: _Terms) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, 3, L, H, W] -> (clip [B, 33], patches [B, P, 33]): the clip's foreground."""
         rgb = terms.rgb
         bsz, _, n, h, w = rgb.shape
         if n < 2:
             return self._zeros(rgb, "objects")
-        if rgb.device.type == "cpu":  # one clip at a time: its temporaries stay in the cache
-            mask = torch.cat([self._foreground(rgb[k : k + 1]) for k in range(bsz)])
+        history = terms.history
+        if rgb.device.type == "cpu" or self.background_clips:  # one clip at a time: temporaries stay in the cache
+            mask = torch.cat([self._foreground(rgb[k : k + 1], self._background_frames(rgb, history, k),
+                                               changing=self.background_clips > 0)
+                              for k in range(bsz)])
         else:
             mask = self._foreground(rgb)
         frames = rgb
@@ -563,15 +585,28 @@ class ClassicalDescriptors(nn.Module):
                 self._finish_objects(v[:, :, :-1], centres))
 
     @staticmethod
-    def _foreground(clips: torch.Tensor) -> torch.Tensor:
-        """[b, 3, L, H, W] clips -> [b, L, H, W] foreground weight in [0, 1] of each pixel."""
+    def _foreground(clips: torch.Tensor, before: torch.Tensor | None = None, changing: bool = False) -> torch.Tensor:
+        """[b, 3, L, H, W] clips -> [b, L, H, W] foreground weight in [0, 1] of each pixel.
+
+        ``before`` [b, 3, E, H, W]: frames of the clips before, which join the background
+        median: an actor slower than its own size per clip covers a pixel for most of a short
+        clip and would be its own background (docs/features.md, "A longer background").
+        ``changing``: a pixel counts only as far as its value changes within the clip (its range
+        over the frames, thresholded like the distance), so an actor that has stopped, or the
+        street it uncovered, is not foreground while the longer background still remembers it."""
         b, _, n, h, w = clips.shape
         # the [1 4 6 4 1] / 16 smoothing: sensor noise and thin lines shaken by a pixel fall
         # below FG_LOW, a small saturated actor keeps most of its contrast
         flat = clips.reshape(b * 3 * n, 1, h, w)
         parts = flat.split(8) if flat.device.type == "cpu" else [flat]  # L2-sized on CPU
         smooth = torch.cat([_blur(part) for part in parts]).reshape(b, 3, n, h, w)
-        background = _lower_median(smooth.transpose(1, 2))  # [b, 3, H, W] the clip's background
+        pool = smooth
+        if before is not None and before.shape[2]:
+            e = before.shape[2]
+            flat = before.reshape(b * 3 * e, 1, h, w)
+            parts = flat.split(8) if flat.device.type == "cpu" else [flat]
+            pool = torch.cat([torch.cat([_blur(part) for part in parts]).reshape(b, 3, e, h, w), smooth], dim=2)
+        background = _lower_median(pool.transpose(1, 2))  # [b, 3, H, W] the clip's background
         # a shake of a fraction of a pixel changes a pixel by up to its gradient: the threshold
         # rises with the background's own gradient (largest over the 3x3 shifts), so edges and
         # thin lines of the scene do not count, flat road or grass keeps the low threshold
@@ -590,6 +625,9 @@ class ClassicalDescriptors(nn.Module):
             return diff.sub_(slope).sub_(FG_LOW).mul_(1.0 / (FG_HIGH - FG_LOW)).clamp_(0, 1)
 
         mask = weight(total, slope)
+        if changing:
+            spread = (smooth.amax(dim=2) - smooth.amin(dim=2)).sum(dim=1)  # [b, H, W]
+            mask.mul_(weight(spread, slope[:, 0]).unsqueeze(1))
         moving = (mask > 0).nonzero()  # [K, 4]: clip, frame, y, x
         if moving.shape[0] == 0:
             return mask
@@ -602,7 +640,8 @@ class ClassicalDescriptors(nn.Module):
                 if dy != 1 or dx != 1:  # the unshifted background is done
                     d = (frame - padded[ci, :, yi + dy, xi + dx]).abs_()
                     best = torch.minimum(best, (d[:, 0] + d[:, 1]).add_(d[:, 2]))
-        mask[ci, ti, yi, xi] = weight(best, slope[ci, 0, yi, xi])
+        best = weight(best, slope[ci, 0, yi, xi])
+        mask[ci, ti, yi, xi] = best.mul_(weight(spread[ci, yi, xi], slope[ci, 0, yi, xi])) if changing else best
         return mask
 
     def _finish_objects(self, v: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -667,11 +706,16 @@ class ClassicalDescriptors(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, rgb: torch.Tensor, history: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``history`` [K, 3, L, H, W]: the clips of the same video just before ``rgb``'s first
+        (RGB in [0, 1]), read by the ``objects`` background when ``background_clips`` > 0; the
+        features of a clip then do not depend on how the video was cut into batches."""
         rgb = rgb.float().clamp(0, 1)
         if bool(torch.isnan(rgb).any()):
             raise ValueError("classical descriptors: the clip has NaN pixels; pass RGB in [0, 1]")
         terms = _Terms(rgb)
+        if history is not None and self.background_clips:
+            terms.history = history.float().clamp(0, 1)[-self.background_clips :]
         run = {"colour": self._colour, "motion": self._motion, "change": self._change,
                "objects": self._objects, "shape": self._shape}
         clips, patches = [], []

@@ -86,6 +86,10 @@ class ExtractionConfig:
     crop: int | None = None
     geometry: Literal["crop", "full"] = "full"  # "full": the whole frame, resized (nothing cut)
     dtype: Literal["float16", "float32"] = "float16"
+    # clips before each clip whose frames (every other one) join the `objects` descriptor's
+    # background median: a walker slower than its own size per second is its own background in
+    # one clip's 8 frames (docs/features.md, "A longer background"); 0 = the clip alone
+    background_clips: int = 3
     dataset: str = "default"
     extractor_id: str | None = None  # None: derived from the feature-deciding fields
     # speed only (not part of the extractor id)
@@ -128,7 +132,12 @@ class ExtractionConfig:
             "weights": weights,
             "sampling": asdict(self.sampling()),
             "dtype": self.dtype,
+            **({"background_clips": self.background_clips} if self.uses_background() else {}),
         }
+
+    def uses_background(self) -> bool:
+        """Whether ``background_clips`` decides the features (the `objects` family, > 0)."""
+        return self.background_clips > 0 and "objects" in self.resolved_layer().split("+")
 
     @classmethod
     def from_feature_config(
@@ -180,6 +189,7 @@ class ExtractionConfig:
             crop=int(s["crop"]),
             geometry=str(s.get("geometry", "crop")),  # type: ignore[arg-type]
             dtype=str(attrs.get("dtype", "float16")),  # type: ignore[arg-type]
+            background_clips=int(attrs.get("background_clips", 0)),
             **settings,
         )
 
@@ -385,6 +395,7 @@ def get_model(config: ExtractionConfig, device: torch.device) -> ClipFeatureExtr
         config.grid,
         config.weights,
         config.seed,
+        config.background_clips if config.uses_background() else 0,
         str(device),
     )
     with _MODEL_LOCK:
@@ -395,6 +406,7 @@ def get_model(config: ExtractionConfig, device: torch.device) -> ClipFeatureExtr
                 grid=config.grid,
                 weights=config.weights,
                 seed=config.seed,
+                background_clips=config.background_clips if config.uses_background() else 0,
             )
             _MODEL_CACHE[key] = model.to(device)
         return _MODEL_CACHE[key]
@@ -1116,6 +1128,7 @@ def _drive_reader(
                 elif isinstance(item, _Start):
                     current, started = item, time.perf_counter()
                     frames, patches, times = [], [], []
+                    history: torch.Tensor | None = None
                     per_video = tqdm(
                         total=item.stream.plan.num_clips,
                         desc=job.video_id[:24],
@@ -1135,7 +1148,10 @@ def _drive_reader(
                         t0 = time.perf_counter()
                         with torch.inference_mode(), autocast:
                             x = model.normalize(chunk.to(device, non_blocking=use_cuda))
-                            out = model(x)
+                            out = model(x, history=history)
+                            if model.context_clips:  # the clips the next chunk's first ones follow
+                                both = x if history is None else torch.cat([history, x])
+                                history = both[-model.context_clips :]
                         frames.append(out["clip"].float().cpu().numpy())
                         patches.append(out["patches"].float().cpu().numpy())
                         if probe is not None:

@@ -227,3 +227,46 @@ def test_unknown_geometry_is_one_clear_error() -> None:
 
     with pytest.raises(ValueError, match="geometry must be 'crop' or 'full'"):
         ClipSampling(geometry="letterbox")
+
+
+def _slow_walker(clips: int, speed: float) -> torch.Tensor:
+    """[clips, 3, 8, 64, 64]: a 4-px purple walker moving right by ``speed`` px per frame on the
+    shaky, noisy street, over ``clips`` consecutive 8-frame clips."""
+    out = torch.stack([_street_like(10 + c) for c in range(clips)])
+    for c in range(clips):
+        for t in range(FRAMES):
+            x0 = int(round(4 + speed * (c * FRAMES + t)))
+            out[c, :, t, 30:34, x0 : x0 + 4] = torch.tensor([0.6, 0.1, 0.7])[:, None, None]
+    return out
+
+
+def test_a_slow_walker_is_foreground_only_with_the_clips_before() -> None:
+    """At 0.6 px per frame a 4-px walker covers a pixel for most of one clip's 8 frames, so the
+    clip's own median takes it for background; with the 3 clips before, it reads as foreground
+    moving right in its patch."""
+    mass = HUE_BINS + 3 + DIRECTION_BINS
+    walk = _slow_walker(4, 0.6)
+    alone = ClassicalDescriptors(["objects"], 4)(walk[3:])["patches"][0]
+    longer = ClassicalDescriptors(["objects"], 4, background_clips=3)(walk[3:], history=walk[:3])["patches"][0]
+    k = int(longer[:, mass].argmax())
+    assert longer[k, mass] ** 2 > 10 * alone[:, mass].max() ** 2  # the stored mass is its signed square root
+    assert int(longer[k, HUE_BINS + 3 : mass].argmax()) == 0 and longer[k, mass + 1] > 0  # rightwards
+    # once it stops, neither where it stands nor the street it left is foreground, though the
+    # longer background still holds its earlier positions
+    stopped = _street_like(20)[None]
+    stopped[0, :, :, 30:34, 30:34] = torch.tensor([0.6, 0.1, 0.7])[:, None, None, None]
+    after = ClassicalDescriptors(["objects"], 4, background_clips=3)(stopped, history=walk[1:])["patches"][0]
+    assert after[:, mass].max() < 0.2 * longer[k, mass]
+
+
+def test_the_longer_background_does_not_depend_on_how_clips_are_batched() -> None:
+    """Clip k's features are the same whether the clips before it came in the same batch or as
+    the history of an earlier one; only the last ``background_clips`` of the history count."""
+    walk = _slow_walker(6, 0.6)
+    d = ClassicalDescriptors(["objects", "colour"], 4, background_clips=3)
+    whole = d(walk)
+    split = [d(walk[:2]), d(walk[2:5], history=walk[:2]), d(walk[5:], history=walk[:5])]
+    for key in ("clip", "patches"):
+        torch.testing.assert_close(torch.cat([s[key] for s in split]), whole[key], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="background_clips"):
+        ClassicalDescriptors(["objects"], 4, background_clips=-1)

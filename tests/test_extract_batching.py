@@ -102,7 +102,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     ]
 
 
-@pytest.mark.parametrize("backbone", ["tiny3d", "r3d_18"])
+@pytest.mark.parametrize("backbone", ["tiny3d", "r3d_18", "classic"])
 def test_features_do_not_depend_on_the_batch_size(
     videos: list[Path], tmp_path: Path, backbone: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

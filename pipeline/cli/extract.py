@@ -69,6 +69,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dtype", choices=("float16", "float32"), default="float16")
     parser.add_argument(
+        "--background-clips",
+        type=int,
+        default=3,
+        help="clips before each clip whose frames join the `objects` family's background "
+        "(default 3; 0: the clip's own frames alone, the features before 2026-12-08)",
+    )
+    parser.add_argument(
         "--batch-size",
         type=int,
         default=None,
@@ -130,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
             crop=args.crop,
             geometry=args.geometry,
             dtype=args.dtype,
+            background_clips=args.background_clips,
             dataset=args.dataset,
             extractor_id=args.extractor_id,
             batch_size=args.batch_size,
