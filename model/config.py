@@ -117,6 +117,11 @@ class ModelConfig:
     # street +5.5 R1@0.5 over splicing alone, shapes -3.5 (docs/model.md "Splicing"); ~40 % more
     # training time
     map_evidence: bool = True
+    # residual temporal convolutions (kernel 3) over each patch's own sequence of clips, before
+    # the query attends over patches: a patch's feature also sees that patch a second before and
+    # after (an actor's move spans several 1-s clips). Measured in docs/model.md "Patches that
+    # see their neighbours in time"
+    patch_temporal: int = 0
 
 
 @dataclass(frozen=True)
@@ -276,6 +281,7 @@ def migrate_dict(d: Mapping[str, Any]) -> dict[str, Any]:
 ADDED_KEYS: dict[str, Any] = {
     "model.word_pooling": False,
     "model.map_evidence": False,
+    "model.patch_temporal": 0,
     "train.word_dropout": 0.0,
     "train.splice": 0.0,
     "loss.w_map_rank": 0.0,

@@ -33,7 +33,7 @@ def padding_mask(valid: torch.Tensor) -> torch.Tensor | None:
 
 class VideoEncoder(nn.Module):
     def __init__(self, frame_dim: int, patch_dim: int, d_model: int, num_heads: int, num_layers: int,
-                 num_clips: int, dropout: float, input_dropout: float = 0.0) -> None:
+                 num_clips: int, dropout: float, input_dropout: float = 0.0, patch_temporal: int = 0) -> None:
         super().__init__()
         # dropout on the standardised input features themselves: a few hundred training queries
         # are memorised through video-specific channels (background texture) without it
@@ -43,6 +43,8 @@ class VideoEncoder(nn.Module):
         self.pos = nn.Parameter(torch.zeros(num_clips, d_model))
         nn.init.normal_(self.pos, std=0.02)
         self.encoder = transformer_encoder(d_model, num_heads, num_layers, dropout)
+        self.patch_temporal = nn.ModuleList(nn.Sequential(nn.Conv1d(d_model, d_model, 3, padding=1), nn.GELU())
+                                            for _ in range(patch_temporal))
 
     def forward(self, frames: torch.Tensor, patches: torch.Tensor,
                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,7 +52,17 @@ class VideoEncoder(nn.Module):
         (clips [B, L, d], patches [B, L, P, d])."""
         x = self.frame_proj(self.input_dropout(frames)) + self.pos[: frames.shape[1]]  # (B, L, d)
         x = self.encoder(x, src_key_padding_mask=padding_mask(mask))
-        return x, self.patch_proj(self.input_dropout(patches))
+        p = self.patch_proj(self.input_dropout(patches))  # (B, L, P, d)
+        if len(self.patch_temporal):
+            b, length, n, d = p.shape
+            m = mask[:, None, None, :].to(p.dtype)  # (B, 1, 1, L)
+            y = p.permute(0, 2, 3, 1) * m  # (B, P, d, L)
+            y = y.reshape(b * n, d, length)
+            mm = m.expand(b, n, 1, length).reshape(b * n, 1, length)
+            for layer in self.patch_temporal:
+                y = y + layer(y * mm)
+            p = y.reshape(b, n, d, length).permute(0, 3, 1, 2)
+        return x, p
 
 
 class TextEncoder(nn.Module):

@@ -70,7 +70,8 @@ class MKTN(nn.Module):
         d, h, p = cfg.d_model, cfg.num_heads, cfg.dropout
         self.cfg = cfg
         self.video_encoder = VideoEncoder(frame_dim, patch_dim, d, h, cfg.video_layers, cfg.num_clips, p,
-                                          input_dropout=cfg.input_dropout)
+                                          input_dropout=cfg.input_dropout,
+                                          patch_temporal=cfg.patch_temporal)
         self.text_encoder = TextEncoder(word_dim, sentence_dim, d, h, cfg.text_layers, cfg.max_words, p)
         self.word_pooling = WordPooling(d) if cfg.word_pooling else None
         self.global_align = GlobalAlignment(d, centering=cfg.embed_centering)

@@ -194,3 +194,28 @@ def test_config_round_trip_and_errors():
     with pytest.raises(ValueError, match="unknown preset"):
         preset("kinetics")
     assert override(cfg, ["loss.alignment_strength=2.5"]).loss.alignment_strength == 2.5
+
+
+def test_patch_temporal_sees_the_same_patch_a_clip_away_and_not_padding():
+    """model.patch_temporal: a patch's output changes with that patch one clip before or after,
+    not with other patches, clips two away (one layer) or padding clips."""
+    torch.manual_seed(0)
+    enc = VideoEncoder(6, 6, D, 4, 1, 10, 0.0, patch_temporal=1).eval()
+    frames, patches = torch.randn(1, 10, 6), torch.randn(1, 10, 3, 6)
+    mask = torch.ones(1, 10, dtype=torch.bool)
+    mask[:, 8:] = False
+    base = enc(frames, patches, mask)[1]
+
+    def changed(clip: int, patch: int) -> torch.Tensor:
+        p = patches.clone()
+        p[0, clip, patch] += 5.0
+        return (enc(frames, p, mask)[1] - base).abs().amax(dim=-1)[0]  # [L, P]
+
+    d = changed(4, 1)
+    assert d[3, 1] > 1e-3 and d[5, 1] > 1e-3  # the same patch one clip before and after
+    assert d[:, 0].max() < 1e-6 and d[:, 2].max() < 1e-6  # other patches untouched
+    assert d[2, 1] < 1e-6 and d[6, 1] < 1e-6  # one layer reaches one clip
+    assert changed(8, 1)[:8].max() < 1e-6  # a padding clip reaches no valid one
+    # off (the default, and every checkpoint before it): the patches are the projection alone
+    plain = VideoEncoder(6, 6, D, 4, 1, 10, 0.0).eval()
+    assert not len(plain.patch_temporal)
