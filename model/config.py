@@ -120,8 +120,8 @@ class ModelConfig:
     # residual temporal convolutions (kernel 3) over each patch's own sequence of clips, before
     # the query attends over patches: a patch's feature also sees that patch a second before and
     # after (an actor's move spans several 1-s clips). Measured in docs/model.md "Patches that
-    # see their neighbours in time"
-    patch_temporal: int = 0
+    # see their neighbours in time" (default 1 since 2026-12-08; 0 in checkpoints before it)
+    patch_temporal: int = 1
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,9 @@ class TrainConfig:
     # all its queries' moments (absolute position then no longer identifies a moment)
     temporal_crop: float = 0.8
     # augmentation: probability that each word of a training query is hidden (at least one stays)
-    word_dropout: float = 0.0
+    # (default 0.15 since 2026-12-08, measured with patch_temporal in docs/model.md "Patches that
+    # see their neighbours in time")
+    word_dropout: float = 0.15
     # augmentation: probability that another training video's clips are spliced beside a training
     # video's own (in the room its padding and crop leave): distractor events the queries must not
     # pick, and moments moved within a longer sequence. Measured on both synthetic domains, seeds

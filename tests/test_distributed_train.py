@@ -28,7 +28,7 @@ from pipeline.cli.train import config_from_args, data_from_args
 WORLD = 2
 # Small and deterministic: no dropout (each rank would draw its own masks), fp32, no early stop.
 # The augmentations draw per rank too: off here (they are tested on their own).
-SETTINGS = ["model.dropout=0", "model.input_dropout=0", "train.temporal_crop=0", "train.splice=0", "model.d_model=32", "model.num_heads=2", "model.num_clips=16",
+SETTINGS = ["model.dropout=0", "model.input_dropout=0", "train.temporal_crop=0", "train.splice=0", "train.word_dropout=0", "model.d_model=32", "model.num_heads=2", "model.num_clips=16",
             "model.num_objects=2", "model.num_phrases=2", "model.num_activities=2",
             "train.patience=100", "train.amp=false", "train.warmup_fraction=0.2"]
 

@@ -58,7 +58,7 @@ def _train_global(centering: bool, steps: int = 60) -> tuple[dict[str, float], d
     cfg = override(preset("synthetic"), ["model.num_clips=16", "model.d_model=32", "model.num_heads=2",
                                          "model.dropout=0", f"model.embed_centering={centering}",
                                          "model.query_order=annotation", "model.word_pooling=false",
-                                         "model.map_evidence=false"])  # as when the figures were set
+                                         "model.map_evidence=false", "model.patch_temporal=0"])  # as when the figures were set
     d = _shared_direction(planted_data(num_videos=8, queries_per_video=3, clips=16, dim=12,
                                        sentence_dim=16), 5.0)
     # video statistics only: the sentence vectors keep their shared direction (the trainer would
