@@ -552,7 +552,9 @@ class ClassicalDescriptors(nn.Module):
         if n < 2:
             return self._zeros(rgb, "objects")
         history = terms.history
-        if rgb.device.type == "cpu" or self.background_clips:  # one clip at a time: temporaries stay in the cache
+        # one clip at a time on CPU (its temporaries stay in the cache), and wherever each clip
+        # has its own window of clips before it
+        if rgb.device.type == "cpu" or self.background_clips:
             mask = torch.cat([self._foreground(rgb[k : k + 1], self._background_frames(rgb, history, k),
                                                changing=self.background_clips > 0)
                               for k in range(bsz)])

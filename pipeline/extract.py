@@ -106,6 +106,8 @@ class ExtractionConfig:
     def sampling(self) -> ClipSampling:
         if self.video_timeout_s is not None and not self.video_timeout_s > 0:
             raise ValueError(f"video timeout must be > 0 seconds, got {self.video_timeout_s}")
+        if self.background_clips < 0:
+            raise ValueError(f"--background-clips must be >= 0 (0: each clip alone), got {self.background_clips}")
         spec = get_spec(self.backbone)
         clip_len = self.clip_len or spec.clip_len
         return ClipSampling(

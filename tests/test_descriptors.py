@@ -270,3 +270,26 @@ def test_the_longer_background_does_not_depend_on_how_clips_are_batched() -> Non
         torch.testing.assert_close(torch.cat([s[key] for s in split]), whole[key], rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="background_clips"):
         ClassicalDescriptors(["objects"], 4, background_clips=-1)
+
+
+def test_background_clips_is_provenance_only_where_objects_are_read() -> None:
+    """The setting decides the features only with the `objects` family: it is in the extractor id
+    and the stored provenance there, read back by from_feature_config (0 for groups written
+    before it), and left out for layers without `objects`. A negative value is one clear error."""
+    import dataclasses
+
+    from pipeline.extract import ExtractionConfig
+
+    default = ExtractionConfig()
+    assert default.feature_config()["background_clips"] == 3
+    alone = dataclasses.replace(default, background_clips=0)
+    assert "background_clips" not in alone.feature_config()
+    assert alone.resolved_extractor_id() != default.resolved_extractor_id()
+    assert ExtractionConfig.from_feature_config(default.feature_config()).background_clips == 3
+    assert ExtractionConfig.from_feature_config(alone.feature_config()).background_clips == 0
+    no_objects = ExtractionConfig(layer="colour+motion+shape")
+    assert "background_clips" not in no_objects.feature_config()
+    assert (dataclasses.replace(no_objects, background_clips=0).resolved_extractor_id()
+            == no_objects.resolved_extractor_id())
+    with pytest.raises(ValueError, match="--background-clips must be >= 0"):
+        dataclasses.replace(default, background_clips=-1).sampling()
