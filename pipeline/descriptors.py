@@ -273,6 +273,16 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
     return x.mul_(1.0 / 256)
 
 
+def _smooth(clips: torch.Tensor) -> torch.Tensor:
+    """[b, 3, L, H, W] -> the same, each frame blurred by :func:`_blur`: the [1 4 6 4 1] / 16
+    smoothing, under which sensor noise and thin lines shaken by a pixel fall below FG_LOW and a
+    small saturated actor keeps most of its contrast."""
+    b, _, n, h, w = clips.shape
+    flat = clips.reshape(b * 3 * n, 1, h, w)
+    parts = flat.split(8) if flat.device.type == "cpu" else [flat]  # L2-sized on CPU
+    return torch.cat([_blur(part) for part in parts]).reshape(b, 3, n, h, w)
+
+
 def _batcher_pairs(n: int) -> list[tuple[int, int]]:
     """Batcher's odd-even merge sorting network of ``n`` inputs (comparators past ``n`` dropped,
     as for inputs padded with +inf)."""
@@ -531,33 +541,29 @@ class ClassicalDescriptors(nn.Module):
         )
         return self._split(pooled)
 
-    def _background_frames(self, rgb: torch.Tensor, history: torch.Tensor | None, k: int) -> torch.Tensor | None:
-        """Frames [1, 3, E, H, W] of the ``background_clips`` clips before clip ``k`` of ``rgb``
-        (``history`` holds the clips before ``rgb``'s first), every other frame; None if none."""
-        c = self.background_clips
-        if c == 0:
-            return None
-        before = rgb[max(0, k - c) : k]
-        if history is not None and k < c and history.shape[0]:
-            before = torch.cat([history[max(0, history.shape[0] - (c - k)) :], before])
-        if before.shape[0] == 0:
-            return None
-        frames = before[:, :, ::2]  # [m, 3, L', H, W]
-        return frames.transpose(0, 1).reshape(1, 3, -1, *frames.shape[-2:])
-
     def _objects(self, terms: _Terms) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, 3, L, H, W] -> (clip [B, 33], patches [B, P, 33]): the clip's foreground."""
         rgb = terms.rgb
         bsz, _, n, h, w = rgb.shape
         if n < 2:
             return self._zeros(rgb, "objects")
-        history = terms.history
-        # one clip at a time on CPU (its temporaries stay in the cache), and wherever each clip
-        # has its own window of clips before it
-        if rgb.device.type == "cpu" or self.background_clips:
-            mask = torch.cat([self._foreground(rgb[k : k + 1], self._background_frames(rgb, history, k),
-                                               changing=self.background_clips > 0)
-                              for k in range(bsz)])
+        c = self.background_clips
+        if c:  # each clip has its own window of clips before it: every frame is smoothed once
+            smooth = _smooth(rgb)
+            every_other = smooth[:, :, ::2]  # the frames a later clip's background takes
+            history = terms.history
+            if history is not None and history.shape[0]:
+                every_other = torch.cat([_smooth(history[:, :, ::2]), every_other])
+            first = every_other.shape[0] - bsz  # index of rgb's first clip in every_other
+            masks = []
+            for k in range(bsz):
+                before = every_other[max(0, first + k - c) : first + k]  # [m, 3, L', H, W]
+                masks.append(self._foreground(
+                    rgb[k : k + 1], before.transpose(0, 1).reshape(1, 3, -1, h, w) if before.shape[0] else None,
+                    changing=True, smooth=smooth[k : k + 1]))
+            mask = torch.cat(masks)
+        elif rgb.device.type == "cpu":  # one clip at a time: its temporaries stay in the cache
+            mask = torch.cat([self._foreground(rgb[k : k + 1]) for k in range(bsz)])
         else:
             mask = self._foreground(rgb)
         frames = rgb
@@ -587,27 +593,21 @@ class ClassicalDescriptors(nn.Module):
                 self._finish_objects(v[:, :, :-1], centres))
 
     @staticmethod
-    def _foreground(clips: torch.Tensor, before: torch.Tensor | None = None, changing: bool = False) -> torch.Tensor:
+    def _foreground(clips: torch.Tensor, before: torch.Tensor | None = None, changing: bool = False,
+                    smooth: torch.Tensor | None = None) -> torch.Tensor:
         """[b, 3, L, H, W] clips -> [b, L, H, W] foreground weight in [0, 1] of each pixel.
 
-        ``before`` [b, 3, E, H, W]: frames of the clips before, which join the background
+        ``smooth``: the clips already smoothed (:func:`_smooth`), else they are smoothed here.
+        ``before`` [b, 3, E, H, W]: smoothed frames of the clips before, which join the background
         median: an actor slower than its own size per clip covers a pixel for most of a short
         clip and would be its own background (docs/features.md, "A longer background").
         ``changing``: a pixel counts only as far as its value changes within the clip (its range
         over the frames, thresholded like the distance), so an actor that has stopped, or the
         street it uncovered, is not foreground while the longer background still remembers it."""
         b, _, n, h, w = clips.shape
-        # the [1 4 6 4 1] / 16 smoothing: sensor noise and thin lines shaken by a pixel fall
-        # below FG_LOW, a small saturated actor keeps most of its contrast
-        flat = clips.reshape(b * 3 * n, 1, h, w)
-        parts = flat.split(8) if flat.device.type == "cpu" else [flat]  # L2-sized on CPU
-        smooth = torch.cat([_blur(part) for part in parts]).reshape(b, 3, n, h, w)
-        pool = smooth
-        if before is not None and before.shape[2]:
-            e = before.shape[2]
-            flat = before.reshape(b * 3 * e, 1, h, w)
-            parts = flat.split(8) if flat.device.type == "cpu" else [flat]
-            pool = torch.cat([torch.cat([_blur(part) for part in parts]).reshape(b, 3, e, h, w), smooth], dim=2)
+        if smooth is None:
+            smooth = _smooth(clips)
+        pool = smooth if before is None else torch.cat([before, smooth], dim=2)
         background = _lower_median(pool.transpose(1, 2))  # [b, 3, H, W] the clip's background
         # a shake of a fraction of a pixel changes a pixel by up to its gradient: the threshold
         # rises with the background's own gradient (largest over the 3x3 shifts), so edges and
