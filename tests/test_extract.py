@@ -192,6 +192,13 @@ def test_cli_reports_and_exit_codes(
         ["extract", "--videos", str(listing), "--store", str(tmp_path / "s.zarr"), "--crop", "200"]
     )
     assert rc == 2 and "crop <= resize" in capsys.readouterr().err
+    # a negative --background-clips: one line, exit 2, nothing written, the earlier group intact
+    rc = main(["extract", "--videos", str(listing), "--store", str(tmp_path / "neg.zarr"),
+               "--background-clips", "-1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--background-clips must be >= 0" in err and "Traceback" not in err
+    assert not (tmp_path / "neg.zarr").exists()
+    assert group.normalization() is not None and group.list_videos() == ["a"]
 
 
 def test_sampling_defaults_follow_the_backbone() -> None:
