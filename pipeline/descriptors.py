@@ -547,8 +547,8 @@ class ClassicalDescriptors(nn.Module):
         bsz, _, n, h, w = rgb.shape
         if n < 2:
             return self._zeros(rgb, "objects")
-        c = self.background_clips
-        if c:  # each clip has its own window of clips before it: every frame is smoothed once
+        window = self.background_clips
+        if window:  # each clip has its own window of clips before it: every frame is smoothed once
             smooth = _smooth(rgb)
             every_other = smooth[:, :, ::2]  # the frames a later clip's background takes
             history = terms.history
@@ -557,7 +557,7 @@ class ClassicalDescriptors(nn.Module):
             first = every_other.shape[0] - bsz  # index of rgb's first clip in every_other
             masks = []
             for k in range(bsz):
-                before = every_other[max(0, first + k - c) : first + k]  # [m, 3, L', H, W]
+                before = every_other[max(0, first + k - window) : first + k]  # [m, 3, L', H, W]
                 masks.append(self._foreground(
                     rgb[k : k + 1], before.transpose(0, 1).reshape(1, 3, -1, h, w) if before.shape[0] else None,
                     changing=True, smooth=smooth[k : k + 1]))
