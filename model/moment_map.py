@@ -137,6 +137,16 @@ class MaskedConvStack(nn.Module):
 class _MapHead(nn.Module):
     lengths: torch.Tensor  # [R] moment lengths of the band rows (a buffer)
 
+    # Maps are computed a few items (queries for tan2d, videos for mmn) at a time, each slice at
+    # most this many elements of [items, d, R, L] (16 MiB in float32). On CPU a larger tensor is
+    # its own mmap from the C allocator, zero-filled page by page on first touch at every step:
+    # at the Charades-STA shape the whole-batch maps cost 51k page faults per query and made a
+    # multi-pair tan2d step 20-35 % dearer per query than a one-query step (docs/benchmarks.md).
+    CHUNK_ELEMENTS = 2**22
+
+    def items_per_chunk(self, d_model: int, num_clips: int) -> int:
+        return max(1, self.CHUNK_ELEMENTS // max(1, d_model * len(self.lengths_list) * num_clips))
+
     def __init__(self, num_clips: int, max_clips: int, dense: int) -> None:
         super().__init__()
         self.lengths_list = map_lengths(num_clips, max_clips, dense)
@@ -163,13 +173,16 @@ class TAN2DHead(_MapHead):
                 sentence: torch.Tensor) -> dict[str, torch.Tensor]:
         """fused [Q, L, d], clip_mask [Q, L], sentence [Q, d] -> map outputs (``map_logits`` [Q, R, L],
         ``map_band_mask``, ``map_lengths`` [R], ``map_scores`` / ``map_mask`` [Q, L, L])."""
-        length = fused.shape[1]
-        moments = window_max(self.clip_proj(fused), self.lengths_list)  # (Q, R, L, d)
-        moments = F.normalize(moments * self.sentence_proj(sentence)[:, None, None], dim=-1)
+        q, length, d = fused.shape
         mask = band_mask(clip_mask.sum(1), self.lengths, length)
-        x = self.convs(moments.permute(0, 3, 1, 2), mask)
-        logits = self.score(x).squeeze(1).masked_fill(~mask, NEG)
-        return self._outputs(logits, mask)
+        clips, sent = self.clip_proj(fused), self.sentence_proj(sentence)
+        step = self.items_per_chunk(d, length)  # each query's map is its own
+        logits = []
+        for i in range(0, q, step):
+            moments = window_max(clips[i:i + step], self.lengths_list)  # (q', R, L, d)
+            moments = F.normalize(moments * sent[i:i + step, None, None], dim=-1)
+            logits.append(self.score(self.convs(moments.permute(0, 3, 1, 2), mask[i:i + step])).squeeze(1))
+        return self._outputs(torch.cat(logits).masked_fill(~mask, NEG), mask)
 
 
 class MMNHead(_MapHead):
@@ -191,12 +204,16 @@ class MMNHead(_MapHead):
         -> the map outputs of ``TAN2DHead`` plus ``moment_sim`` [Q, B, R, L] (cosine of every
         query with every moment of every video) and ``moment_mask`` [B, R, L]. With evidence,
         a moment's score adds the mean evidence over its clips."""
-        length = video.shape[1]
-        moments = window_max(self.clip_proj(video), self.lengths_list).permute(0, 3, 1, 2)  # (B, d, R, L)
+        b, length, d = video.shape
         vmask = band_mask(video_mask.sum(1), self.lengths, length)
-        m_embed = F.normalize(self.moment_out(self.convs(moments, vmask)), dim=1)
+        clips = self.clip_proj(video)
         s_embed = F.normalize(self.sentence_out(sentence), dim=-1)
-        sim = torch.einsum("qe,berl->qbrl", s_embed, m_embed)  # (Q, B, R, L)
+        step, sims = self.items_per_chunk(d, length), []
+        for i in range(0, b, step):  # each video's map is its own (CHUNK_ELEMENTS)
+            moments = window_max(clips[i:i + step], self.lengths_list).permute(0, 3, 1, 2)  # (b', d, R, L)
+            m_embed = F.normalize(self.moment_out(self.convs(moments, vmask[i:i + step])), dim=1)
+            sims.append(torch.einsum("qe,berl->qbrl", s_embed, m_embed))
+        sim = torch.cat(sims, dim=1)  # (Q, B, R, L)
         own = sim[torch.arange(len(query_video), device=sim.device), query_video]  # (Q, R, L)
         mask = vmask[query_video]
         logits = own * self.scale

@@ -149,6 +149,31 @@ def test_mmn_evidence_adds_its_window_mean_and_is_trained(tiny):
     assert MKTNConfig.from_dict(config_with_defaults_of_its_time(old)).model.map_evidence is False
 
 
+@pytest.mark.parametrize("head", HEADS)
+def test_maps_computed_in_slices_equal_the_whole_batch(tiny, head, monkeypatch):
+    """The maps are computed a few queries (tan2d) or videos (mmn) at a time
+    (``CHUNK_ELEMENTS``); one item per slice gives the outputs and gradients of one slice."""
+    from model.moment_map import _MapHead
+
+    _, _, b = tiny
+    torch.manual_seed(0)
+    cfg = _cfg(head)
+    model = build_model(cfg.model, 12, 12, 300, 16).eval()
+    runs = []
+    for elements in (2**40, 1):
+        monkeypatch.setattr(_MapHead, "CHUNK_ELEMENTS", elements)
+        assert model.map_head.items_per_chunk(D, 16) == (1 if elements == 1 else 2**40 // (D * 16 * len(model.map_head.lengths_list)))
+        model.zero_grad()
+        out = model(b, 1.0)
+        out["map_logits"][out["map_band_mask"]].sum().backward()
+        runs.append((out, [p.grad.clone() for p in model.map_head.parameters() if p.grad is not None]))
+    (whole, g_whole), (sliced, g_sliced) = runs
+    for key in ("map_logits", "map_scores") + (("moment_sim",) if head == "mmn" else ()):
+        assert torch.allclose(whole[key], sliced[key], atol=1e-5), key
+    assert len(g_whole) == len(g_sliced) > 0
+    assert all(torch.allclose(x, y, atol=1e-4) for x, y in zip(g_whole, g_sliced, strict=True))
+
+
 def _tan2d_map(b, *extra: str):
     """A tan2d criterion and the batch's map geometry: (criterion, outputs without logits, the
     cells' IoU with each query's moment [Q, R, L], the band mask)."""
