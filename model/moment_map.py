@@ -137,14 +137,17 @@ class MaskedConvStack(nn.Module):
 class _MapHead(nn.Module):
     lengths: torch.Tensor  # [R] moment lengths of the band rows (a buffer)
 
-    # Maps are computed a few items (queries for tan2d, videos for mmn) at a time, each slice at
-    # most this many elements of [items, d, R, L] (16 MiB in float32). On CPU a larger tensor is
+    # On CPU, maps are computed a few items (queries for tan2d, videos for mmn) at a time, each
+    # slice at most this many elements of [items, d, R, L] (16 MiB in float32). A larger tensor is
     # its own mmap from the C allocator, zero-filled page by page on first touch at every step:
     # at the Charades-STA shape the whole-batch maps cost 51k page faults per query and made a
-    # multi-pair tan2d step 20-35 % dearer per query than a one-query step (docs/benchmarks.md).
+    # multi-pair tan2d step 10-32 % dearer per query than a one-query step (docs/benchmarks.md).
+    # CUDA's caching allocator has no such cost: there the batch is one slice.
     CHUNK_ELEMENTS = 2**22
 
-    def items_per_chunk(self, d_model: int, num_clips: int) -> int:
+    def items_per_chunk(self, d_model: int, num_clips: int, items: int, device: torch.device) -> int:
+        if device.type != "cpu":
+            return max(1, items)
         return max(1, self.CHUNK_ELEMENTS // max(1, d_model * len(self.lengths_list) * num_clips))
 
     def __init__(self, num_clips: int, max_clips: int, dense: int) -> None:
@@ -176,7 +179,7 @@ class TAN2DHead(_MapHead):
         q, length, d = fused.shape
         mask = band_mask(clip_mask.sum(1), self.lengths, length)
         clips, sent = self.clip_proj(fused), self.sentence_proj(sentence)
-        step = self.items_per_chunk(d, length)  # each query's map is its own
+        step = self.items_per_chunk(d, length, q, fused.device)  # each query's map is its own
         logits = []
         for i in range(0, q, step):
             moments = window_max(clips[i:i + step], self.lengths_list)  # (q', R, L, d)
@@ -208,7 +211,7 @@ class MMNHead(_MapHead):
         vmask = band_mask(video_mask.sum(1), self.lengths, length)
         clips = self.clip_proj(video)
         s_embed = F.normalize(self.sentence_out(sentence), dim=-1)
-        step, sims = self.items_per_chunk(d, length), []
+        step, sims = self.items_per_chunk(d, length, b, video.device), []
         for i in range(0, b, step):  # each video's map is its own (CHUNK_ELEMENTS)
             moments = window_max(clips[i:i + step], self.lengths_list).permute(0, 3, 1, 2)  # (b', d, R, L)
             m_embed = F.normalize(self.moment_out(self.convs(moments, vmask[i:i + step])), dim=1)

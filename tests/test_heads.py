@@ -162,7 +162,10 @@ def test_maps_computed_in_slices_equal_the_whole_batch(tiny, head, monkeypatch):
     runs = []
     for elements in (2**40, 1):
         monkeypatch.setattr(_MapHead, "CHUNK_ELEMENTS", elements)
-        assert model.map_head.items_per_chunk(D, 16) == (1 if elements == 1 else 2**40 // (D * 16 * len(model.map_head.lengths_list)))
+        cpu = torch.device("cpu")
+        per = model.map_head.items_per_chunk(D, 16, 9, cpu)
+        assert per == (1 if elements == 1 else 2**40 // (D * 16 * len(model.map_head.lengths_list)))
+        assert model.map_head.items_per_chunk(D, 16, 9, torch.device("meta")) == 9  # off the CPU: one slice
         model.zero_grad()
         out = model(b, 1.0)
         out["map_logits"][out["map_band_mask"]].sum().backward()
